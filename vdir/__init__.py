@@ -1,0 +1,39 @@
+"""vdir: one virtual directory over many clouds.
+
+    import vdir
+    vd = vdir.connect()                 # reads ~/.config/vdir/config.yaml (or $VDIR_CONFIG)
+    vd.put("results.csv", "/projects/a/results.csv")
+    df = pandas.read_csv("vdir:///projects/a/results.csv")
+"""
+
+from __future__ import annotations
+
+import os
+
+from vdir.core import Info, Usage, VDir
+from vdir.errors import VDirError
+
+__version__ = "0.1.0"
+
+
+def connect(config: str | os.PathLike[str] | None = None, *, catalog: str | None = None, default_backend: str | None = None) -> VDir:
+    """Open the virtual directory described by the config file (or by an explicit catalog URL)."""
+    from vdir import config as cfg
+    from vdir.catalog.base import open_catalog
+
+    if catalog is not None:
+        return VDir(open_catalog(catalog), None, default_backend)
+    conf = cfg.load(config)
+    return VDir(open_catalog(conf.catalog), conf, default_backend)
+
+
+def init(config: str | os.PathLike[str] | None = None, *, catalog: str | None = None) -> tuple[VDir, bool]:
+    """Create the embedded default (SQLite catalog + a local-folder backend) if it is not there.
+
+    Idempotent: an existing configuration is kept as it is.  Returns (vdir, created)."""
+    from vdir.admin import ensure_default
+
+    return ensure_default(config, catalog)
+
+
+__all__ = ["Info", "Usage", "VDir", "VDirError", "connect", "init", "__version__"]

@@ -1,0 +1,78 @@
+"""Backend registry: URL scheme -> module, imported on first use.
+
+Each cloud SDK is imported only inside its own module, and only when a backend of that kind is
+opened; a missing SDK becomes a one-line :class:`~vdir.errors.MissingDependency` with the pip
+command that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, copy_object
+from vdir.errors import ConfigError, MissingDependency
+
+# scheme -> (module, class name, pip extra)
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "memory": ("vdir.backends.memory", "MemoryBackend", ""),
+    "file": ("vdir.backends.local", "LocalBackend", ""),
+    "s3": ("vdir.backends.s3", "S3Backend", "s3"),
+    "az": ("vdir.backends.azure", "AzureBackend", "azure"),
+    "gs": ("vdir.backends.gcs", "GCSBackend", "gcs"),
+    "box": ("vdir.backends.box", "BoxBackend", "box"),
+    "github": ("vdir.backends.github", "GitHubBackend", "github"),
+}
+
+# which top-level packages each extra provides; a missing one means the extra is missing
+_EXTRA_MODULES = {"s3": "boto3", "azure": "azure", "gcs": "google", "box": "box_sdk_gen", "github": "github"}
+
+
+def scheme_of(url: str) -> str:
+    if url.startswith("/") or url.startswith("./") or url.startswith("~"):
+        return "file"
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ConfigError(f"backend URL {url!r} has no scheme (try file:///path, s3://bucket/prefix, ...)")
+    return scheme
+
+
+def backend_class(url: str) -> type[Backend]:
+    scheme = scheme_of(url)
+    if scheme not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigError(f"unknown backend scheme {scheme!r} in {url!r}; known schemes: {known}")
+    module_name, class_name, extra = REGISTRY[scheme]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = exc.name or ""
+        if extra and (missing.split(".")[0] == _EXTRA_MODULES.get(extra) or missing.startswith(module_name) is False):
+            raise MissingDependency(
+                f"the {scheme}:// backend needs an optional package ({missing or exc}); "
+                f"install it with: pip install 'vdir[{extra}]'"
+            ) from exc
+        raise
+    cls: type[Backend] = getattr(module, class_name)
+    return cls
+
+
+def open_backend(name: str, url: str, options: dict[str, Any] | None = None, location: Location | None = None) -> Backend:
+    """Instantiate the backend for ``url``.  ``options`` are passed as keyword arguments."""
+    cls = backend_class(url)
+    return cls(name, url, location=location, **(options or {}))  # type: ignore[call-arg]
+
+
+__all__ = [
+    "Backend",
+    "ListResult",
+    "Location",
+    "ObjectMeta",
+    "PutMode",
+    "REGISTRY",
+    "backend_class",
+    "copy_object",
+    "open_backend",
+    "scheme_of",
+]

@@ -1,0 +1,161 @@
+"""The backend interface: a small object store, in the style of Arrow's ``object_store``.
+
+A backend stores opaque objects under string keys (``/``-separated, never starting with ``/``).
+Six methods are required — :meth:`Backend.put`, :meth:`Backend.get`, :meth:`Backend.head`,
+:meth:`Backend.delete`, :meth:`Backend.list`, :meth:`Backend.list_with_delimiter` — and
+everything else is derived.  Optional capabilities are small protocols detected once
+(:class:`ServerSideCopy`), with a streaming fallback in :func:`copy_object`.
+
+Contracts every implementation keeps (the conformance suite in ``tests/`` checks them):
+
+* ``put`` is atomic: a reader sees the old object or the whole new one, never a part; a failed
+  ``put`` leaves no visible object at the key (for ``CREATE``/``UPDATE``, the old one stays).
+* ``put`` streams: it reads ``src`` in chunks and never holds a whole large object in memory.
+* Conditions are data (:class:`PutMode`): ``CREATE`` fails with ``AlreadyExists`` when the key
+  exists; ``update(etag)`` fails with ``Conflict`` unless the current object has that etag.
+* ``get(key, start, end)`` returns bytes ``[start, end)`` clipped to the object; ``start`` at or
+  past the end gives an empty stream.  Missing keys raise ``NotFound``.
+* ``delete`` of a missing key is not an error.
+* ``list(prefix)`` yields every object whose key starts with ``prefix`` (plain string prefix),
+  in ascending key order.  ``list_with_delimiter(prefix)`` treats ``prefix`` as a folder
+  (``""`` or ending in ``/``) and returns its direct objects and sub-prefixes, both sorted.
+* Errors are from :mod:`vdir.errors`; SDK exceptions are translated in one function per backend.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol, runtime_checkable
+
+CHUNK = 8 * 1024 * 1024
+"""Read/write granularity for streaming transfers (bytes)."""
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What a backend knows about one stored object."""
+
+    key: str
+    size: int
+    etag: str | None = None
+    """Opaque version token for conditional writes (ETag, generation, blob sha...)."""
+    mtime: float | None = None
+
+
+@dataclass(frozen=True)
+class PutMode:
+    """Write condition, as data: ``PutMode.OVERWRITE``, ``PutMode.CREATE``, ``PutMode.update(etag)``."""
+
+    kind: str = "overwrite"  # "overwrite" | "create" | "update"
+    etag: str | None = None
+
+    @staticmethod
+    def update(etag: str) -> PutMode:
+        return PutMode("update", etag)
+
+
+PutMode.OVERWRITE = PutMode("overwrite")  # type: ignore[attr-defined]
+PutMode.CREATE = PutMode("create")  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class ListResult:
+    objects: list[ObjectMeta]
+    prefixes: list[str]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a backend's bytes physically are; read by placement and the compute sidecar."""
+
+    cloud: str = "local"
+    region: str = "local"
+    tier: str = "standard"
+    cost: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cloud": self.cloud, "region": self.region, "tier": self.tier, "cost": self.cost, **self.extra}
+
+
+class Backend(ABC):
+    """One object store.  Instances are thread-safe: the core calls them from many threads."""
+
+    scheme: str = ""
+    """URL scheme this class is registered under (``file``, ``s3``, ``az``...)."""
+
+    def __init__(self, name: str, url: str, location: Location | None = None) -> None:
+        self.name = name
+        self.url = url
+        self.location = location or Location()
+
+    # -- required -------------------------------------------------------------------------
+    @abstractmethod
+    def put(self, key: str, src: IO[bytes], mode: PutMode = PutMode("overwrite"), size: int | None = None) -> ObjectMeta:
+        """Store everything ``src.read()`` yields under ``key``, atomically.
+
+        ``size``, when given, is the exact number of bytes ``src`` will produce (lets a cloud
+        choose single-shot vs multipart); backends must also work without it.
+        """
+
+    @abstractmethod
+    def get(self, key: str, start: int = 0, end: int | None = None) -> IO[bytes]:
+        """Open a readable stream of bytes ``[start, end)``; the caller closes it."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectMeta:
+        """Metadata of ``key``; ``NotFound`` if absent."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        """Every object whose key starts with ``prefix``, ascending by key."""
+
+    @abstractmethod
+    def list_with_delimiter(self, prefix: str = "") -> ListResult:
+        """Direct children of the folder ``prefix`` (``""`` or ending in ``/``)."""
+
+    # -- derived ----------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        from vdir.errors import NotFound
+
+        try:
+            self.head(key)
+            return True
+        except NotFound:
+            return False
+
+    def get_bytes(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        with self.get(key, start, end) as stream:
+            return stream.read()
+
+    def put_bytes(self, key: str, data: bytes, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
+        return self.put(key, io.BytesIO(data), mode, size=len(data))
+
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
+        """Release connections; the default has nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.url}>"
+
+
+@runtime_checkable
+class ServerSideCopy(Protocol):
+    """Optional capability: copy within the store without moving bytes through us."""
+
+    def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta: ...
+
+
+def copy_object(backend: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
+    """Copy within one backend: server-side when the backend can, else streamed."""
+    if isinstance(backend, ServerSideCopy):
+        return backend.server_copy(src_key, dst_key, mode)
+    size = backend.head(src_key).size
+    with backend.get(src_key) as stream:
+        return backend.put(dst_key, stream, mode, size=size)

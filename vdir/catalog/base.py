@@ -1,0 +1,361 @@
+"""The catalog interface: inode-style entries, replicas, backends, tasks and small records.
+
+Two engines implement it (``catalog/sqlite.py``, ``catalog/mongo.py``) and pass one conformance
+suite (``tests/test_catalog_conformance.py``).
+
+Model
+-----
+* An :class:`Entry` is a directory, file or symlink, identified by an integer ``id``; the root
+  has ``id == ROOT_ID`` and ``parent_id is None``.  ``(parent_id, name)`` is unique.
+  Listing a directory is an index scan on ``parent_id``; renaming a directory is one write of
+  its own row, whatever lies below it.
+* Every entry carries a ``version``: :meth:`Catalog.create` sets it to 1 and every successful
+  write bumps it by one.  Writes that take ``expected_version`` are compare-and-set: when the
+  stored version differs they raise :class:`~vdir.errors.Conflict` and change nothing.
+* A file's :class:`Replica` list says where its bytes are.  The catalog never interprets it
+  beyond storing, indexing by backend, and returning it.
+* :class:`Task` rows form the placement queue.  :meth:`Catalog.claim_task` is atomic (one
+  ``UPDATE ... RETURNING`` / ``find_one_and_update``): two claimers never get the same task,
+  and a task whose lease expired can be claimed again.
+* Small documents (nodes' heartbeats, VMs, policies, settings) live in named record
+  collections: :meth:`Catalog.put_record` and friends.
+
+Thread safety: an engine instance may be used from many threads at once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vdir.errors import NotFound
+
+ROOT_ID = 1
+
+DIR = "dir"
+FILE = "file"
+SYMLINK = "symlink"
+
+# replica states
+OK = "ok"
+MISSING = "missing"
+CORRUPT = "corrupt"
+
+
+@dataclass
+class Replica:
+    """One copy of a file's bytes on one backend."""
+
+    backend: str
+    key: str
+    size: int
+    hash: str | None = None
+    etag: str | None = None
+    state: str = OK
+    verified_at: float | None = None
+
+
+@dataclass
+class Entry:
+    """One node of the virtual tree."""
+
+    name: str
+    type: str = FILE
+    parent_id: int | None = ROOT_ID
+    id: int = 0
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime: float = field(default_factory=time.time)
+    ctime: float = field(default_factory=time.time)
+    hash: str | None = None
+    """xxh3-128 of the content, hex; ``None`` when not yet known (e.g. a lazily linked object)."""
+    version: int = 0
+    target: str | None = None
+    """Symlink target."""
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == DIR
+
+    @property
+    def is_file(self) -> bool:
+        return self.type == FILE
+
+    def copy(self, **changes: Any) -> Entry:
+        """A deep-enough copy (replicas and xattrs are new containers) with ``changes`` applied."""
+        base = replace(self, replicas=[replace(r) for r in self.replicas], xattrs=dict(self.xattrs))
+        return replace(base, **changes) if changes else base
+
+
+@dataclass
+class BackendRecord:
+    """A registered backend: how to open it and where it is.  Never holds secrets."""
+
+    name: str
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+    cloud: str = "local"
+    region: str = "local"
+    tier: str = "standard"
+    cost: float = 0.0
+    created: float = field(default_factory=time.time)
+
+
+# task states
+PENDING = "pending"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+
+
+@dataclass
+class Task:
+    """One unit of placement work (replicate, verify, trim...)."""
+
+    kind: str
+    entry_id: int
+    id: int = 0
+    entry_version: int = 0
+    source: str | None = None
+    destination: str | None = None
+    state: str = PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    not_before: float = 0.0
+    """Do not claim before this time (backoff after a failure)."""
+    dedupe_key: str | None = None
+    """At most one unfinished (pending/running) task per dedupe key; add_task returns the existing one."""
+    payload: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+
+class Catalog(ABC):
+    """Abstract catalog; see the module docstring for the model and guarantees."""
+
+    url: str = ""
+
+    # -- entries ----------------------------------------------------------------------------
+    @abstractmethod
+    def get(self, entry_id: int) -> Entry:
+        """The entry with this id; ``NotFound`` if none."""
+
+    @abstractmethod
+    def lookup(self, parent_id: int, name: str) -> Entry | None:
+        """The child ``name`` of ``parent_id``, or ``None``."""
+
+    @abstractmethod
+    def list(self, parent_id: int, after: str | None = None, limit: int | None = None) -> builtins.list[Entry]:
+        """Children of ``parent_id`` ordered by name (byte order), starting after ``after``.
+
+        With ``limit`` it returns at most that many, so a caller can page through a huge
+        directory without holding it all in memory.
+        """
+
+    @abstractmethod
+    def create(self, entry: Entry) -> Entry:
+        """Insert a new entry and return it with its new ``id`` and ``version == 1``.
+
+        ``AlreadyExists`` if ``(parent_id, name)`` is taken; ``NotFound`` if the parent does not
+        exist; ``NotADirectory`` if the parent is not a directory.
+        """
+
+    @abstractmethod
+    def update(self, entry: Entry, expected_version: int) -> Entry:
+        """Replace the stored fields of ``entry.id`` (all but id, parent_id and name) if its
+        version is ``expected_version``; return it with the version bumped.  ``Conflict``
+        otherwise, ``NotFound`` if the entry is gone."""
+
+    @abstractmethod
+    def rename(
+        self,
+        entry_id: int,
+        new_parent_id: int,
+        new_name: str,
+        *,
+        replace_existing: bool = False,
+        expected_version: int | None = None,
+    ) -> tuple[Entry, Entry | None]:
+        """Move an entry in one atomic write; return (moved entry, replaced entry or None).
+
+        If the destination name exists: ``AlreadyExists`` unless ``replace_existing``; with it,
+        a file/symlink destination is removed atomically with the move, a directory
+        destination only when it is empty (``DirectoryNotEmpty`` otherwise) and only by a
+        directory (``IsADirectory``/``NotADirectory`` on type mismatch).  Moving a directory
+        into itself or its own descendant raises ``InvalidArgument``.  The moved entry's
+        version is bumped; ``expected_version`` makes it a compare-and-set.
+        """
+
+    @abstractmethod
+    def delete(self, entry_id: int, expected_version: int | None = None) -> Entry:
+        """Remove one entry and return what was removed.  A directory with children raises
+        ``DirectoryNotEmpty``; the root cannot be deleted (``InvalidArgument``)."""
+
+    @abstractmethod
+    def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
+        """Every entry below ``top_id`` (not itself), depth first, with its path relative to
+        the top (``"a/b.txt"``).  Streams: memory does not grow with the size of the tree."""
+
+    @abstractmethod
+    def iter_replicas(self, backend: str | None = None) -> Iterator[tuple[Entry, Replica]]:
+        """(file entry, replica) for every replica, or only those on ``backend``; streams."""
+
+    @abstractmethod
+    def count_replicas(self, backend: str) -> int:
+        """How many replicas live on ``backend`` (index-backed)."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, int]:
+        """Counts for status displays: ``entries``, ``files``, ``dirs``, ``bytes``."""
+
+    # -- backends ---------------------------------------------------------------------------
+    @abstractmethod
+    def put_backend(self, record: BackendRecord) -> None:
+        """Insert or replace the backend record named ``record.name``."""
+
+    @abstractmethod
+    def get_backend(self, name: str) -> BackendRecord:
+        """``NotFound`` if unknown."""
+
+    @abstractmethod
+    def list_backends(self) -> builtins.list[BackendRecord]:
+        """All backends, sorted by name."""
+
+    @abstractmethod
+    def delete_backend(self, name: str) -> None:
+        """``NotFound`` if unknown."""
+
+    # -- tasks ------------------------------------------------------------------------------
+    @abstractmethod
+    def add_task(self, task: Task) -> Task:
+        """Queue a task (state pending) and return it with its id.  When ``task.dedupe_key`` is
+        set and an unfinished task with that key exists, return that one instead."""
+
+    @abstractmethod
+    def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
+        """Atomically take one claimable task: pending with ``not_before <= now``, or running
+        with an expired lease.  Sets state running, owner, lease expiry, attempts += 1.
+        Oldest first.  ``None`` when there is nothing to do."""
+
+    @abstractmethod
+    def renew_lease(self, task_id: int, owner: str, lease_seconds: float) -> bool:
+        """Extend the lease if ``owner`` still holds it; False if the lease was lost."""
+
+    @abstractmethod
+    def finish_task(
+        self,
+        task_id: int,
+        owner: str,
+        state: str,
+        error: str | None = None,
+        retry_at: float | None = None,
+    ) -> bool:
+        """Record the outcome if ``owner`` still holds the lease (False otherwise, no change).
+
+        ``state`` is ``done`` or ``failed``; with ``retry_at`` a failed task goes back to
+        pending with ``not_before = retry_at`` and ``last_error = error``."""
+
+    @abstractmethod
+    def list_tasks(self, state: str | None = None, limit: int | None = None) -> builtins.list[Task]:
+        """Tasks, optionally of one state, oldest first."""
+
+    @abstractmethod
+    def count_tasks(self) -> dict[str, int]:
+        """Number of tasks per state."""
+
+    @abstractmethod
+    def purge_tasks(self, state: str, older_than: float) -> int:
+        """Delete tasks in ``state`` last updated before ``older_than``; return how many."""
+
+    # -- small records (nodes, vms, policies, settings) -------------------------------------
+    @abstractmethod
+    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None) -> int:
+        """Store a JSON-able ``doc``; return its new version (1 on insert).  With
+        ``expected_version`` it is compare-and-set (``Conflict``); ``expected_version=0`` means
+        create-only (``AlreadyExists`` if present)."""
+
+    @abstractmethod
+    def get_record(self, collection: str, key: str) -> tuple[dict[str, Any], int]:
+        """(doc, version); ``NotFound`` if absent."""
+
+    @abstractmethod
+    def list_records(self, collection: str) -> builtins.list[tuple[str, dict[str, Any], int]]:
+        """(key, doc, version) for every record of the collection, sorted by key."""
+
+    @abstractmethod
+    def delete_record(self, collection: str, key: str) -> bool:
+        """True if something was deleted."""
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- derived ----------------------------------------------------------------------------
+    def root(self) -> Entry:
+        return self.get(ROOT_ID)
+
+    def resolve(self, path: str) -> Entry:
+        """Entry of a normalized absolute path; ``NotFound`` / ``NotADirectory`` on the way."""
+        entry = self.root()
+        if path == "/":
+            return entry
+        for name in path[1:].split("/"):
+            if entry.type != DIR:
+                from vdir.errors import NotADirectory
+
+                raise NotADirectory(f"{path}: a component is not a directory", path=path)
+            child = self.lookup(entry.id, name)
+            if child is None:
+                raise NotFound(f"{path}: no such file or directory", path=path)
+            entry = child
+        return entry
+
+    def path_of(self, entry_id: int) -> str:
+        """Absolute path of an entry, walking up its parents."""
+        names: builtins.list[str] = []
+        entry = self.get(entry_id)
+        while entry.parent_id is not None:
+            names.append(entry.name)
+            entry = self.get(entry.parent_id)
+        return "/" + "/".join(reversed(names))
+
+    def iter_children(self, parent_id: int, page: int = 1000) -> Iterator[Entry]:
+        """All children of a directory, fetched a page at a time."""
+        after: str | None = None
+        while True:
+            batch = self.list(parent_id, after=after, limit=page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].name
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_catalog(url: str) -> Catalog:
+    """Open the catalog named by ``url``: ``sqlite:///path/to/catalog.db`` or ``mongodb://...``."""
+    from vdir.errors import ConfigError
+
+    if url.startswith("sqlite:"):
+        from vdir.catalog.sqlite import SQLiteCatalog
+
+        return SQLiteCatalog(url)
+    if url.startswith("mongodb://") or url.startswith("mongodb+srv://"):
+        from vdir.catalog.mongo import MongoCatalog
+
+        return MongoCatalog(url)
+    raise ConfigError(f"unknown catalog URL {url!r}: use sqlite:///path or mongodb://host/db")

@@ -1,0 +1,87 @@
+"""Virtual paths: one normal form, checked once, used by every layer.
+
+A virtual path is absolute, ``/``-separated, with no empty, ``.`` or ``..`` components, no NUL,
+valid UTF-8, each name at most :data:`MAX_NAME_BYTES` bytes.  :func:`normalize` is the only
+place these rules live; the core calls it on every path a user hands in, so front ends and the
+catalog can trust what they get.
+"""
+
+from __future__ import annotations
+
+from vdir.errors import InvalidPath, NameTooLong
+
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+def check_name(name: str) -> str:
+    """Validate a single path component and return it unchanged."""
+    if name == "":
+        raise InvalidPath("empty name")
+    if name in (".", ".."):
+        raise InvalidPath(f"name {name!r} is not allowed (no path traversal)")
+    if "/" in name:
+        raise InvalidPath(f"name {name!r} contains '/'")
+    if "\x00" in name:
+        raise InvalidPath(f"name {name!r} contains a NUL byte")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath(f"name {name!r} is not valid UTF-8") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise NameTooLong(
+            f"name is {len(encoded)} bytes long, the limit is {MAX_NAME_BYTES}: {name[:40]!r}..."
+        )
+    return name
+
+
+def normalize(path: str) -> str:
+    """Return the normal form of a virtual path, or raise :class:`InvalidPath`.
+
+    Leading ``/`` is optional (``a/b`` means ``/a/b``); a single trailing ``/`` is accepted.
+    Empty components (``a//b``), ``.`` and ``..`` are rejected rather than silently folded,
+    so a typo or a traversal attempt never lands somewhere unexpected.
+    """
+    if not isinstance(path, str):
+        raise InvalidPath(f"path must be a string, not {type(path).__name__}")
+    if path == "":
+        raise InvalidPath("empty path")
+    if "\x00" in path:
+        raise InvalidPath(f"path {path!r} contains a NUL byte")
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise NameTooLong(f"path is longer than {MAX_PATH_BYTES} bytes")
+    body = path[1:] if path.startswith("/") else path
+    if body.endswith("/"):
+        body = body[:-1]
+    if body == "":
+        return "/"
+    parts = body.split("/")
+    for part in parts:
+        if part == "":
+            raise InvalidPath(f"path {path!r} has an empty component")
+        try:
+            check_name(part)
+        except InvalidPath as exc:
+            raise type(exc)(f"path {path!r}: {exc.message}", path=path) from None
+    return "/" + "/".join(parts)
+
+
+def split(path: str) -> tuple[str, str]:
+    """Split a normal path into (parent, name); the root's parent is itself with name ''."""
+    if path == "/":
+        return "/", ""
+    parent, _, name = path.rpartition("/")
+    return parent or "/", name
+
+
+def join(parent: str, name: str) -> str:
+    return (parent.rstrip("/") + "/" + name) if name else parent
+
+
+def components(path: str) -> list[str]:
+    return [] if path == "/" else path[1:].split("/")
+
+
+def is_within(path: str, ancestor: str) -> bool:
+    """True when ``path`` is ``ancestor`` or lies below it."""
+    return ancestor == "/" or path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
