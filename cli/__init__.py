@@ -1,0 +1,1 @@
+"""The ``vdir`` command-line front end (see :mod:`cli.main`)."""

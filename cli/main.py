@@ -1,0 +1,374 @@
+"""The ``vdir`` command.  A thin front end: every command calls the core API (:mod:`vdir`).
+
+User errors print ``vdir: error: <one line>`` on stderr and exit non-zero; ``-v`` adds debug
+logs and tracebacks.  ``--json`` gives machine-readable output where a command lists things.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat as stat_mod
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+import typer
+
+from cli.output import Output, fmt_size, fmt_time
+from vdir import __version__
+
+app = typer.Typer(
+    name="vdir",
+    help="vdir: one virtual directory over local folders, S3, Azure, GCS, Box and GitHub.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+backend_app = typer.Typer(help="Register, list and remove storage backends.", no_args_is_help=True)
+app.add_typer(backend_app, name="backend")
+
+VERSION_TEXT = (
+    f"vdir {__version__} — the multicloud virtual directory (Python package 'vdir').\n"
+    "This is not GNU coreutils' 'vdir' (a variant of ls)."
+)
+
+
+class State:
+    config: str | None = None
+    verbose: bool = False
+    _vd: Any = None
+
+    def vd(self) -> Any:
+        if self._vd is None:
+            import vdir
+
+            self._vd = vdir.connect(self.config)
+        return self._vd
+
+
+state = State()
+out = Output()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(VERSION_TEXT)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    config: str | None = typer.Option(None, "--config", "-c", envvar="VDIR_CONFIG", help="Config file (default: $XDG_CONFIG_HOME/vdir/config.yaml)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs and tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Say which program this is, and its version."),
+) -> None:
+    state.config = config
+    state.verbose = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="vdir: %(levelname)s: %(message)s")
+
+
+# -- set-up -----------------------------------------------------------------------------------
+@app.command()
+def init(catalog: str | None = typer.Option(None, help="Catalog URL for a new config (default: SQLite in the XDG data dir).")) -> None:
+    """Create the embedded default (SQLite catalog + a local-folder backend); safe to run again."""
+    import vdir
+
+    vd, created = vdir.init(state.config, catalog=catalog)
+    state._vd = vd
+    conf = vd.config
+    assert conf is not None
+    what = "created" if created else "already set up"
+    out.say(f"vdir {what}: config {conf.path}, catalog {conf.catalog}, default backend {conf.default_backend}")
+
+
+# -- transfers --------------------------------------------------------------------------------
+@app.command()
+def put(
+    sources: list[str] = typer.Argument(..., help="Local files or directories, then the vdir destination."),
+    recursive: bool = typer.Option(False, "-r", "--recursive", help="Copy directories."),
+    force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing files."),
+    backend: str | None = typer.Option(None, "--backend", "-b", help="Where the first copy goes."),
+    jobs: int = typer.Option(8, "--jobs", "-j", help="Parallel uploads."),
+) -> None:
+    """Copy local files into the virtual directory (like cp -r): vdir put SRC... DEST."""
+    if len(sources) < 2:
+        raise click.UsageError("put needs at least one source and a destination")
+    *srcs, dest = sources
+    vd = state.vd()
+    if len(srcs) > 1 and not dest.endswith("/"):
+        dest += "/"
+        vd.mkdir(dest, parents=True, exist_ok=True)
+    plans = [vd.plan_put(os.fsencode(s), dest, recursive=recursive, force=force) for s in srcs]
+    total = sum(st.st_size for p in plans for _, _, st in p.files)
+    with out.progress(total, "put") as tick:
+        count = 0
+        for s in srcs:
+            count += len(vd.put(os.fsencode(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick))
+    out.say(f"stored {count} file(s), {fmt_size(total)}")
+
+
+@app.command()
+def get(
+    source: str,
+    dest: str = typer.Argument(".", help="Local destination (file or directory)."),
+    recursive: bool = typer.Option(False, "-r", "--recursive"),
+    force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing local files."),
+) -> None:
+    """Copy a file or directory out of the virtual directory, verified against its hash."""
+    vd = state.vd()
+    total = vd.du(source).bytes
+    with out.progress(total, "get") as tick:
+        written = vd.get(source, dest, recursive=recursive, force=force, progress=tick)
+    out.say(f"fetched {len(written)} file(s), {fmt_size(total)}")
+
+
+@app.command()
+def cat(paths: list[str]) -> None:
+    """Write files' verified contents to standard output."""
+    vd = state.vd()
+    for p in paths:
+        vd.cat_to(p, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
+
+# -- listing ----------------------------------------------------------------------------------
+@app.command()
+def ls(
+    path: str = typer.Argument("/"),
+    long: bool = typer.Option(False, "-l", "--long", help="Type, size, mtime, hash and replicas."),
+    recursive: bool = typer.Option(False, "-R", "--recursive"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List a directory."""
+    items = state.vd().iter_ls(path, recursive=recursive)
+    if as_json:
+        out.json([i.as_dict() for i in items])
+        return
+    for i in items:
+        name = i.path if recursive else i.name
+        if not long:
+            out.line(name + ("/" if i.type == "dir" else ""))
+            continue
+        kind = {"dir": "d", "file": "-", "symlink": "l"}.get(i.type, "?")
+        mode = kind + stat_mod.filemode(i.mode)[1:]
+        reps = ",".join(r["backend"] + ("" if r["state"] == "ok" else f"({r['state']})") for r in i.replicas)
+        h = (i.hash or "-")[:16] if i.type == "file" else "-"
+        tail = f" -> {i.target}" if i.target else ""
+        out.line(f"{mode} {fmt_size(i.size, exact=True):>12} {fmt_time(i.mtime)} {h:16} {reps or '-':12} {name}{'/' if i.type == 'dir' else ''}{tail}")
+
+
+@app.command()
+def stat(path: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Everything the catalog knows about one path."""
+    info = state.vd().stat(path)
+    if as_json:
+        out.json(info.as_dict())
+        return
+    out.line(f"  path: {info.path}\n  type: {info.type}\n  size: {info.size}\n  mode: {stat_mod.filemode(info.mode)[1:]} ({oct(info.mode & 0o7777)})")
+    out.line(f" mtime: {fmt_time(info.mtime)}\n  hash: {info.hash or '-'} (xxh3-128)\nversion: {info.version}")
+    if info.target:
+        out.line(f"target: {info.target}")
+    for r in info.replicas:
+        verified = fmt_time(r["verified_at"]) if r.get("verified_at") else "never"
+        out.line(f"replica: {r['backend']}:{r['key']} size={r['size']} state={r['state']} verified={verified}")
+
+
+@app.command()
+def du(path: str = typer.Argument("/"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Files, bytes, and bytes stored per backend, under a path."""
+    u = state.vd().du(path)
+    if as_json:
+        out.json(u.as_dict())
+        return
+    out.line(f"{u.files} file(s), {u.dirs} dir(s), {fmt_size(u.bytes)} ({u.bytes} bytes)")
+    for name, size in sorted(u.per_backend.items()):
+        out.line(f"  {name}: {fmt_size(size)}")
+
+
+# -- namespace --------------------------------------------------------------------------------
+@app.command()
+def mkdir(paths: list[str], parents: bool = typer.Option(False, "-p", "--parents")) -> None:
+    """Create directories."""
+    vd = state.vd()
+    for p in paths:
+        vd.mkdir(p, parents=parents, exist_ok=parents)
+
+
+@app.command()
+def rm(paths: list[str], recursive: bool = typer.Option(False, "-r", "-R", "--recursive")) -> None:
+    """Remove files, or directories with -r (their objects are deleted from the backends)."""
+    vd = state.vd()
+    for p in paths:
+        vd.rm(p, recursive=recursive)
+
+
+@app.command()
+def mv(source: str, dest: str, force: bool = typer.Option(False, "-f", "--force", help="Replace an existing file.")) -> None:
+    """Rename or move a file or directory (a catalog change; no bytes move)."""
+    state.vd().mv(source, dest, force=force)
+
+
+@app.command()
+def link(
+    url: str,
+    path: str,
+    compute_hash: bool = typer.Option(False, "--hash", help="Read the object now to record its hash."),
+    force: bool = typer.Option(False, "-f", "--force"),
+) -> None:
+    """Register an object that already exists on a backend, without copying it."""
+    e = state.vd().link(url, path, compute_hash=compute_hash, force=force)
+    out.say(f"linked {url} as {path} ({fmt_size(e.size)})")
+
+
+@app.command(name="import")
+def import_(
+    url: str,
+    path: str,
+    compute_hash: bool = typer.Option(False, "--hash", help="Read every object now to record its hash."),
+    force: bool = typer.Option(False, "-f", "--force"),
+) -> None:
+    """Index every object under a backend prefix into a vdir directory (no bytes copied)."""
+    entries = state.vd().import_prefix(url, path, compute_hash=compute_hash, force=force)
+    out.say(f"imported {len(entries)} object(s) under {path}")
+
+
+@app.command()
+def fsck(
+    deep: bool = typer.Option(False, "--deep", help="Re-read every replica and check its hash."),
+    backend: list[str] = typer.Option(None, "--backend", "-b"),
+    gc: bool = typer.Option(False, "--delete-orphans", help="Delete orphan objects older than --min-age."),
+    min_age: float = typer.Option(3600.0, "--min-age", help="Seconds an orphan must be old before --delete-orphans removes it."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check catalog against backends. Exit 0 clean, 1 orphans only, 2 missing/corrupt replicas."""
+    from vdir.fsck import fsck as run_fsck
+
+    report = run_fsck(state.vd(), deep=deep, backends=backend or None, gc=gc, min_age=min_age)
+    if as_json:
+        out.json(report.as_dict())
+    else:
+        for p in report.problems:
+            where = p.path or p.key
+            out.line(f"{p.kind:11} {p.backend}:{p.key} {where if p.path else ''} {p.detail}".rstrip())
+        out.say(f"checked {report.files} file(s), {report.replicas} replica(s), {report.objects} object(s): "
+                f"{len(report.of_kind('missing'))} missing, {len(report.of_kind('corrupt'))} corrupt, "
+                f"{len(report.of_kind('orphan'))} orphan(s)" + (f", {report.deleted_orphans} deleted" if gc else ""))
+    raise typer.Exit(report.exit_code)
+
+
+# -- backends ---------------------------------------------------------------------------------
+@backend_app.command("add")
+def backend_add(
+    name: str,
+    url: str,
+    region: str | None = typer.Option(None, "--region"),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="Service endpoint (S3-compatible servers, emulators)."),
+    option: list[str] = typer.Option(None, "--option", "-o", help="KEY=VALUE, repeatable."),
+    cloud: str | None = typer.Option(None, "--cloud"),
+    tier: str | None = typer.Option(None, "--tier"),
+    cost: float | None = typer.Option(None, "--cost"),
+    no_check: bool = typer.Option(False, "--no-check", help="Do not contact the backend now."),
+    replace: bool = typer.Option(False, "--replace"),
+) -> None:
+    """Register a backend: vdir backend add NAME URL (file:///dir, s3://bucket/prefix, az://..., gs://..., box://..., github://...)."""
+    from vdir.admin import add_backend
+
+    options: dict[str, Any] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
+        options[key] = value
+    rec = add_backend(state.vd(), name, url, region=region, endpoint=endpoint, options=options, cloud=cloud, tier=tier,
+                      cost=cost, check=not no_check, replace=replace)
+    out.say(f"backend {rec.name}: {rec.url} ({rec.cloud}/{rec.region})")
+
+
+@backend_app.command("list")
+def backend_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered backends with their location."""
+    vd = state.vd()
+    records = vd.catalog.list_backends()
+    rows = [{**r.__dict__, "replicas": vd.catalog.count_replicas(r.name), "default": r.name == vd.default_backend} for r in records]
+    if as_json:
+        out.json(rows)
+        return
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        out.line(f"{mark} {r['name']:12} {r['cloud']:8} {r['region']:14} {r['tier']:9} {r['replicas']:>8} replica(s)  {r['url']}")
+
+
+@backend_app.command("rm")
+def backend_rm(name: str, force: bool = typer.Option(False, "--force", help="Drop the catalog's replica records on it too.")) -> None:
+    """Unregister a backend (refused while replicas live there, unless --force)."""
+    from vdir.admin import remove_backend
+
+    n = remove_backend(state.vd(), name, force=force)
+    out.say(f"removed backend {name}" + (f" and forgot {n} replica record(s)" if n else ""))
+
+
+def _register_plugins() -> None:
+    """Commands of other parts (mount, placement, compute) register themselves here."""
+    import importlib
+
+    for mod in ("cli.mount", "cli.placement", "cli.compute"):
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            continue
+        register: Callable[[typer.Typer, State, Output], None] = module.register
+        register(app, state, out)
+
+
+_register_plugins()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command, turn errors into one line and an exit code."""
+    from vdir.errors import VDirError
+
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args or bool(os.environ.get("VDIR_DEBUG"))
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="vdir", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        out.error(exc.format_message())
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        out.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 141
+    except VDirError as exc:
+        if verbose:
+            traceback.print_exc()
+        out.error(str(exc))
+        return 1
+    except OSError as exc:
+        if verbose:
+            traceback.print_exc()
+        name = f": {exc.filename}" if exc.filename else ""
+        out.error(f"{exc.strerror or exc}{name}")
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if verbose:
+            traceback.print_exc()
+        out.error(f"unexpected {type(exc).__name__}: {exc} (run with -v for details)")
+        return 1
+    finally:
+        if state._vd is not None:
+            state._vd.close()
+            state._vd = None
+
+
+__all__ = ["app", "main"]

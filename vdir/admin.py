@@ -1,0 +1,139 @@
+"""Setting up and administering a virtual directory: init and the backend registry.
+
+Front ends (CLI, Python) call these; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vdir import config as cfg
+from vdir.backends import backend_class, scheme_of
+from vdir.catalog.base import BackendRecord, open_catalog
+from vdir.core import VDir
+from vdir.errors import AlreadyExists, InvalidArgument, NotFound, VDirError
+
+DEFAULT_CLOUD = {"file": "local", "memory": "local", "s3": "aws", "az": "azure", "gs": "gcp", "box": "box", "github": "github"}
+
+
+def ensure_default(path: str | os.PathLike[str] | None = None, catalog: str | None = None) -> tuple[VDir, bool]:
+    p = cfg.config_path(path)
+    created = False
+    if p.exists():
+        conf = cfg.load(p)
+    else:
+        conf = cfg.default_config(p)
+        if catalog:
+            conf.catalog = catalog
+        if conf.catalog.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(conf.catalog[len("sqlite:///") :]) or ".", exist_ok=True)
+        cfg.save(conf)
+        created = True
+    vd = VDir(open_catalog(conf.catalog), conf)
+    if conf.default_backend == "local":
+        try:
+            vd.catalog.get_backend("local")
+        except NotFound:
+            objects = cfg.data_dir() / "objects"
+            objects.mkdir(parents=True, exist_ok=True)
+            add_backend(vd, "local", f"file://{objects}", check=False)
+            created = True
+    return vd, created
+
+
+def add_backend(
+    vd: VDir,
+    name: str,
+    url: str,
+    *,
+    region: str | None = None,
+    endpoint: str | None = None,
+    options: dict[str, Any] | None = None,
+    cloud: str | None = None,
+    tier: str | None = None,
+    cost: float | None = None,
+    check: bool = True,
+    replace: bool = False,
+) -> BackendRecord:
+    """Register a backend.  Secret options go to the local config file (0600), never to the
+    catalog.  With ``check`` the backend is opened and listed once, so a wrong URL or wrong
+    credentials fail here with one line rather than at the first put."""
+    from vdir.backends import Location, open_backend
+    from vdir.paths import check_name
+
+    check_name(name)
+    if not replace:
+        try:
+            vd.catalog.get_backend(name)
+            raise AlreadyExists(f"backend {name!r} exists (remove it first, or use --replace)")
+        except NotFound:
+            pass
+    url = _normalize_url(url)
+    backend_class(url)  # unknown scheme / missing SDK fail here, before anything is stored
+    opts = dict(options or {})
+    if endpoint:
+        opts["endpoint_url"] = endpoint
+    if region:
+        opts.setdefault("region", region)
+    public = {k: v for k, v in opts.items() if not cfg.is_secret_option(k)}
+    secret = {k: v for k, v in opts.items() if cfg.is_secret_option(k)}
+    if secret and vd.config is None:
+        raise InvalidArgument(f"secret options {sorted(secret)} need a config file to live in (they never go to the catalog)")
+    scheme = scheme_of(url)
+    location = Location(cloud=cloud or DEFAULT_CLOUD.get(scheme, scheme), region=region or "", tier=tier or "standard", cost=cost or 0.0)
+    if check or not region:
+        try:
+            opened = open_backend(name, url, opts, location)
+            if check:
+                opened.list_with_delimiter("")
+            discovered = opened.location
+            opened.close()
+        except VDirError as exc:
+            raise type(exc)(f"backend {name!r} ({url}) did not answer as expected: {exc}") from exc
+        if not region:
+            region = discovered.region or "unknown"
+    record = BackendRecord(
+        name=name, url=url, options=public, cloud=location.cloud, region=region or "local",
+        tier=location.tier, cost=location.cost,
+    )
+    if secret and vd.config is not None:
+        vd.config.secrets[name] = secret
+        cfg.save(vd.config)
+    vd.catalog.put_backend(record)
+    vd.forget_backend(name)
+    return record
+
+
+def remove_backend(vd: VDir, name: str, *, force: bool = False) -> int:
+    """Unregister a backend; refuses while replicas live there unless ``force``.  Returns the
+    number of replicas that were on it (with ``force``, those catalog records are dropped; the
+    objects themselves are left untouched)."""
+    vd.backend_record(name)  # NotFound names the known backends
+    count = vd.catalog.count_replicas(name)
+    if count and not force:
+        raise InvalidArgument(f"backend {name!r} still holds {count} replica(s); move them first or use --force")
+    if count:
+        for entry, _ in list(vd.catalog.iter_replicas(name)):
+            for _attempt in range(5):
+                fresh = vd.catalog.get(entry.id)
+                fresh.replicas = [r for r in fresh.replicas if r.backend != name]
+                try:
+                    vd.catalog.update(fresh, fresh.version)
+                    break
+                except VDirError:
+                    continue
+    vd.catalog.delete_backend(name)
+    if vd.config is not None and name in vd.config.secrets:
+        del vd.config.secrets[name]
+        cfg.save(vd.config)
+    vd.forget_backend(name)
+    return count
+
+
+def _normalize_url(url: str) -> str:
+    if url.startswith("/"):
+        return "file://" + url
+    if url.startswith("./") or url.startswith("~") or url == ".":
+        return "file://" + os.path.abspath(os.path.expanduser(url))
+    return url

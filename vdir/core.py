@@ -1,0 +1,803 @@
+"""The one API every front end uses: :class:`VDir`.
+
+Writes follow one protocol, which keeps the invariant *the catalog never points at bytes that
+are missing or wrong*:
+
+1. stream the bytes to a backend under a fresh key (create-only), hashing as they pass;
+2. commit to the catalog with compare-and-set on the entry's version (or a unique insert);
+3. only then delete the objects the old version used.
+
+A crash before 2 leaves at most an orphan object, which ``fsck`` reports; a crash after 2
+leaves a complete file.  A writer that loses the compare-and-set gets ``Conflict`` and its
+object is removed: nothing is lost or mixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import secrets
+import shutil
+import stat as stat_mod
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from vdir import paths
+from vdir.backends import Backend, Location, PutMode, open_backend
+from vdir.catalog.base import DIR, FILE, OK, SYMLINK, BackendRecord, Catalog, Entry, Replica
+from vdir.config import Config
+from vdir.errors import (
+    AlreadyExists,
+    Conflict,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    InvalidPath,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    VDirError,
+)
+from vdir.hashing import HashingReader
+from vdir.streams import RangedReader, SpoolWriter, read_verified
+
+log = logging.getLogger("vdir")
+
+LINKED_XATTR = "vdir.linked"
+"""Set on entries registered with ``link``/``import``: their objects belong to someone else and
+are never deleted by vdir."""
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Info:
+    """What ``ls -l`` and ``stat`` show about one path."""
+
+    path: str
+    name: str
+    type: str
+    size: int
+    mtime: float
+    mode: int
+    hash: str | None = None
+    version: int = 0
+    target: str | None = None
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, path: str, entry: Entry) -> Info:
+        return cls(
+            path=path,
+            name=entry.name or "/",
+            type=entry.type,
+            size=entry.size,
+            mtime=entry.mtime,
+            mode=entry.mode,
+            hash=entry.hash,
+            version=entry.version,
+            target=entry.target,
+            replicas=[asdict(r) for r in entry.replicas],
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Usage:
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    per_backend: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VDir:
+    """A virtual directory: a catalog plus the backends it names.  Thread-safe."""
+
+    def __init__(self, catalog: Catalog, config: Config | None = None, default_backend: str | None = None) -> None:
+        self.catalog = catalog
+        self.config = config
+        self.default_backend = default_backend or (config.default_backend if config else None)
+        self._backends: dict[str, Backend] = {}
+        self._records: dict[str, BackendRecord] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        for backend in self._backends.values():
+            with contextlib.suppress(Exception):
+                backend.close()
+        self.catalog.close()
+
+    def __enter__(self) -> VDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- backends ----------------------------------------------------------------------------
+    def backend(self, name: str) -> Backend:
+        """The opened backend called ``name`` (opened once, then cached)."""
+        with self._lock:
+            found = self._backends.get(name)
+        if found is not None:
+            return found
+        record = self.backend_record(name)
+        options = dict(record.options)
+        if self.config:
+            options.update(self.config.secrets.get(name, {}))
+        location = Location(cloud=record.cloud, region=record.region, tier=record.tier, cost=record.cost)
+        opened = open_backend(record.name, record.url, options, location)
+        with self._lock:
+            return self._backends.setdefault(name, opened)
+
+    def backend_record(self, name: str) -> BackendRecord:
+        with self._lock:
+            cached = self._records.get(name)
+        if cached is not None:
+            return cached
+        try:
+            record = self.catalog.get_backend(name)
+        except NotFound:
+            known = ", ".join(b.name for b in self.catalog.list_backends()) or "none"
+            raise NotFound(f"unknown backend {name!r} (known: {known}; see 'vdir backend list')") from None
+        with self._lock:
+            self._records[name] = record
+        return record
+
+    def location_of(self, name: str) -> Location:
+        try:
+            r = self.backend_record(name)
+        except NotFound:
+            return Location(cloud="unknown", region="unknown", cost=1e9)
+        return Location(cloud=r.cloud, region=r.region, tier=r.tier, cost=r.cost)
+
+    def forget_backend(self, name: str) -> None:
+        with self._lock:
+            self._records.pop(name, None)
+            backend = self._backends.pop(name, None)
+        if backend is not None:
+            backend.close()
+
+    def choose_backend(self, name: str | None) -> str:
+        if name:
+            self.backend_record(name)
+            return name
+        if self.default_backend:
+            return self.default_backend
+        records = self.catalog.list_backends()
+        if len(records) == 1:
+            return records[0].name
+        raise InvalidArgument("no default backend is configured; pass --backend NAME (see 'vdir backend list')")
+
+    # -- lookups -----------------------------------------------------------------------------
+    def _resolve(self, path: str) -> tuple[str, Entry]:
+        norm = paths.normalize(path)
+        return norm, self.catalog.resolve(norm)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self._resolve(path)
+            return True
+        except NotFound:
+            return False
+
+    def stat(self, path: str) -> Info:
+        norm, entry = self._resolve(path)
+        return Info.of(norm, entry)
+
+    def entry(self, path: str) -> Entry:
+        return self._resolve(path)[1]
+
+    def ls(self, path: str = "/", recursive: bool = False) -> list[Info]:
+        """The entries in a directory (or the file itself), sorted by name; ``recursive`` walks."""
+        return list(self.iter_ls(path, recursive))
+
+    def iter_ls(self, path: str = "/", recursive: bool = False) -> Iterator[Info]:
+        norm, entry = self._resolve(path)
+        if entry.type != DIR:
+            yield Info.of(norm, entry)
+            return
+        if recursive:
+            for rel, child in self.catalog.walk(entry.id):
+                yield Info.of(paths.join(norm, rel), child)
+        else:
+            for child in self.catalog.iter_children(entry.id):
+                yield Info.of(paths.join(norm, child.name), child)
+
+    def du(self, path: str = "/") -> Usage:
+        norm, entry = self._resolve(path)
+        usage = Usage()
+        items = [entry] if entry.type != DIR else (e for _, e in self.catalog.walk(entry.id))
+        for e in items:
+            if e.type == DIR:
+                usage.dirs += 1
+                continue
+            usage.files += 1
+            usage.bytes += e.size
+            for r in e.replicas:
+                usage.per_backend[r.backend] = usage.per_backend.get(r.backend, 0) + r.size
+        return usage
+
+    # -- directories -------------------------------------------------------------------------
+    def mkdir(self, path: str, parents: bool = False, exist_ok: bool = False, mode: int = 0o755) -> Entry:
+        norm = paths.normalize(path)
+        if norm == "/":
+            if parents or exist_ok:
+                return self.catalog.root()
+            raise AlreadyExists("/: the root directory exists")
+        parent_path, name = paths.split(norm)
+        if parents:
+            parent = self._ensure_dir(parent_path)
+        else:
+            parent = self.catalog.resolve(parent_path)
+            if parent.type != DIR:
+                raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+        try:
+            return self.catalog.create(Entry(name=name, type=DIR, parent_id=parent.id, mode=mode, uid=os.getuid(), gid=os.getgid()))
+        except AlreadyExists:
+            existing = self.catalog.lookup(parent.id, name)
+            if existing is not None and existing.type == DIR and (parents or exist_ok):
+                return existing
+            kind = "directory" if existing is not None and existing.type == DIR else "file"
+            raise AlreadyExists(f"{norm}: a {kind} of that name exists", path=norm) from None
+
+    def _ensure_dir(self, path: str) -> Entry:
+        """Resolve ``path`` as a directory, creating missing components (like ``mkdir -p``)."""
+        entry = self.catalog.root()
+        walked = ""
+        for name in paths.components(path):
+            walked += "/" + name
+            child = self.catalog.lookup(entry.id, name)
+            if child is None:
+                try:
+                    child = self.catalog.create(Entry(name=name, type=DIR, parent_id=entry.id, mode=0o755, uid=os.getuid(), gid=os.getgid()))
+                except AlreadyExists:
+                    child = self.catalog.lookup(entry.id, name)
+                    if child is None:
+                        raise
+            if child.type != DIR:
+                raise NotADirectory(f"{walked}: is a file, not a directory", path=walked)
+            entry = child
+        return entry
+
+    # -- writing -----------------------------------------------------------------------------
+    def write_stream(
+        self,
+        path: str,
+        src: IO[bytes] | BinaryIO,
+        *,
+        backend: str | None = None,
+        overwrite: bool = False,
+        size: int | None = None,
+        mode: int | None = None,
+        mtime: float | None = None,
+        progress: Progress | None = None,
+        parents: bool = True,
+        expected_version: int | None = None,
+    ) -> Entry:
+        """Store everything ``src`` yields as the file ``path`` (the write protocol above).
+
+        Raises ``AlreadyExists`` if ``path`` exists and ``overwrite`` is false, ``IsADirectory``
+        if it is a directory, ``Conflict`` if someone else changed it meanwhile.
+        ``expected_version`` makes an overwrite conditional on the version the caller saw.
+        """
+        norm = paths.normalize(path)
+        if norm == "/":
+            raise IsADirectory("/: is the root directory")
+        parent_path, name = paths.split(norm)
+        parent = self._ensure_dir(parent_path) if parents else self.catalog.resolve(parent_path)
+        if parent.type != DIR:
+            raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+        existing = self.catalog.lookup(parent.id, name)
+        if existing is not None:
+            if existing.type == DIR:
+                raise IsADirectory(f"{norm}: is a directory", path=norm)
+            if not overwrite:
+                raise AlreadyExists(f"{norm}: exists (use --force to overwrite)", path=norm)
+            if expected_version is not None and existing.version != expected_version:
+                raise Conflict(f"{norm}: changed since it was read (version {existing.version})", path=norm)
+        bname = self.choose_backend(backend)
+        store = self.backend(bname)
+        key, meta, reader = self._upload(store, norm, src, size, progress)
+        replica = Replica(backend=bname, key=key, size=reader.size, hash=reader.hexdigest, etag=meta.etag, state=OK, verified_at=time.time())
+        now = time.time()
+        try:
+            if existing is None:
+                entry = self.catalog.create(
+                    Entry(
+                        name=name, type=FILE, parent_id=parent.id, mode=mode if mode is not None else 0o644,
+                        uid=os.getuid(), gid=os.getgid(), size=reader.size, mtime=mtime or now, ctime=now,
+                        hash=reader.hexdigest, replicas=[replica],
+                    )
+                )
+            else:
+                changed = existing.copy(
+                    size=reader.size, hash=reader.hexdigest, mtime=mtime or now, ctime=now, replicas=[replica],
+                    mode=mode if mode is not None else existing.mode,
+                )
+                changed.xattrs.pop(LINKED_XATTR, None)
+                entry = self.catalog.update(changed, existing.version)
+        except (AlreadyExists, Conflict, NotFound) as exc:
+            self._delete_objects([replica], norm)
+            raise Conflict(f"{norm}: changed by another writer while this one was uploading; nothing was written", path=norm) from exc
+        except BaseException:
+            # the commit's outcome is unknown (e.g. catalog unreachable): leave the object for
+            # fsck rather than risk deleting bytes a committed entry points at
+            raise
+        if existing is not None:
+            self._delete_objects(existing.replicas, norm, linked=LINKED_XATTR in existing.xattrs)
+        return entry
+
+    def _upload(self, store: Backend, path: str, src: IO[bytes] | BinaryIO, size: int | None, progress: Progress | None) -> tuple[str, Any, HashingReader]:
+        """Stream ``src`` to a fresh key on ``store`` (the path's own name when free)."""
+        key = path[1:]
+        seekable = _seekable(src)
+        start = src.tell() if seekable else 0
+        if not seekable and store.exists(key):
+            key = _fresh_key(path)
+        for attempt in range(3):
+            reader = _ProgressReader(src, progress) if progress else src
+            hashing = HashingReader(reader)  # type: ignore[arg-type]
+            try:
+                meta = store.put(key, hashing, PutMode.CREATE, size=size)  # type: ignore[attr-defined,arg-type]
+            except AlreadyExists:
+                if not seekable or attempt == 2:
+                    raise Conflict(f"{path}: object key {key!r} on {store.name} was taken concurrently") from None
+                src.seek(start)
+                key = _fresh_key(path)
+                continue
+            if size is not None and hashing.size != size:
+                self._delete_objects([Replica(store.name, key, hashing.size)], path)
+                raise Conflict(f"{path}: source changed while it was read ({hashing.size} bytes, expected {size})")
+            return key, meta, hashing
+        raise AssertionError("unreachable")
+
+    def _delete_objects(self, replicas: list[Replica], path: str, linked: bool = False) -> None:
+        """Best effort: what cannot be deleted now is an orphan that fsck will report."""
+        if linked:
+            return
+        for r in replicas:
+            try:
+                self.backend(r.backend).delete(r.key)
+            except VDirError as exc:
+                log.warning("%s: could not delete old object %s on %s (fsck will list it): %s", path, r.key, r.backend, exc)
+
+    def put(
+        self,
+        src: str | os.PathLike[str] | bytes | IO[bytes],
+        dst: str,
+        *,
+        backend: str | None = None,
+        recursive: bool = False,
+        force: bool = False,
+        workers: int = 8,
+        progress: Progress | None = None,
+    ) -> list[Entry]:
+        """Store a local file, directory (with ``recursive``), bytes or a binary stream at ``dst``.
+
+        Like ``cp -r``: if ``dst`` is an existing directory the source goes inside it under its
+        own name.  Every name and every destination is checked before any byte moves, so bad
+        input leaves nothing written half-way.
+        """
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            data = bytes(src)
+            return [self.write_stream(dst, io.BytesIO(data), backend=backend, overwrite=force, size=len(data), progress=progress)]
+        if not isinstance(src, (str, os.PathLike)):
+            return [self.write_stream(dst, src, backend=backend, overwrite=force, progress=progress)]
+        plan = self.plan_put(src, dst, recursive=recursive, force=force)
+        bname = self.choose_backend(backend)
+        for d in plan.dirs:
+            self.mkdir(d, parents=True, exist_ok=True)
+
+        def one(item: tuple[Path, str, os.stat_result]) -> Entry:
+            local, vpath, st = item
+            with open(local, "rb") as fh:
+                return self.write_stream(
+                    vpath, fh, backend=bname, overwrite=force, size=st.st_size,
+                    mode=stat_mod.S_IMODE(st.st_mode), progress=progress,
+                )
+
+        if len(plan.files) <= 1 or workers <= 1:
+            return [one(item) for item in plan.files]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, plan.files))
+
+    def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False) -> PutPlan:
+        """Work out (and check) every file and directory a local ``put`` will create."""
+        local = Path(os.fsdecode(src))
+        try:
+            st = local.stat()
+        except FileNotFoundError:
+            raise NotFound(f"{os.fsdecode(src)}: no such local file or directory") from None
+        except PermissionError:
+            raise VDirError(f"{os.fsdecode(src)}: permission denied") from None
+        target = paths.normalize(dst)
+        base = _local_name(local)
+        into_dir = dst.endswith("/")
+        try:
+            dest_entry: Entry | None = self.catalog.resolve(target)
+        except NotFound:
+            dest_entry = None
+        if dest_entry is not None and dest_entry.type == DIR:
+            target = paths.join(target, base)
+        elif into_dir and dest_entry is not None:
+            raise NotADirectory(f"{target}: not a directory", path=target)
+        elif into_dir:
+            target = paths.join(target, base)
+        plan = PutPlan()
+        if stat_mod.S_ISDIR(st.st_mode):
+            if not recursive:
+                raise IsADirectory(f"{local}: is a directory (use -r to copy directories)")
+            plan.dirs.append(target)
+            for root, dirnames, filenames in os.walk(local):
+                dirnames.sort()
+                rel_root = Path(root).relative_to(local)
+                vroot = target if str(rel_root) == "." else paths.join(target, "/".join(_local_name(Path(p)) for p in rel_root.parts))
+                for d in dirnames:
+                    plan.dirs.append(paths.join(vroot, _local_name(Path(d))))
+                for f in sorted(filenames):
+                    full = Path(root) / f
+                    fst = full.stat()
+                    if stat_mod.S_ISREG(fst.st_mode):
+                        plan.files.append((full, paths.join(vroot, _local_name(Path(f))), fst))
+        elif stat_mod.S_ISREG(st.st_mode):
+            plan.files.append((local, target, st))
+        else:
+            raise InvalidArgument(f"{local}: not a regular file or directory")
+        for d in plan.dirs:
+            self._check_dir_target(d)
+        for _, vpath, _ in plan.files:
+            self._check_file_target(vpath, force)
+        return plan
+
+    def _check_dir_target(self, vpath: str) -> None:
+        try:
+            e = self.catalog.resolve(vpath)
+        except NotFound:
+            return
+        if e.type != DIR:
+            raise NotADirectory(f"{vpath}: exists and is not a directory", path=vpath)
+
+    def _check_file_target(self, vpath: str, force: bool) -> None:
+        try:
+            e = self.catalog.resolve(vpath)
+        except NotFound:
+            return
+        if e.type == DIR:
+            raise IsADirectory(f"{vpath}: is a directory", path=vpath)
+        if not force:
+            raise AlreadyExists(f"{vpath}: exists (use --force to overwrite)", path=vpath)
+
+    # -- reading -----------------------------------------------------------------------------
+    def open(self, path: str, mode: str = "rb", *, backend: str | None = None, buffering: int = 1024 * 1024) -> IO[bytes]:
+        """``rb``: a seekable reader (ranged reads, replica failover, hash checked when read in
+        full).  ``wb``: a writer whose content is committed on ``close`` (``xb``: create only)."""
+        if mode in ("rb", "r"):
+            norm, entry = self._resolve(path)
+            if entry.type == DIR:
+                raise IsADirectory(f"{norm}: is a directory", path=norm)
+            return io.BufferedReader(RangedReader(self, norm, entry), buffer_size=buffering)
+        if mode in ("wb", "w", "xb", "x"):
+            norm = paths.normalize(path)
+            overwrite = not mode.startswith("x")
+            if not overwrite:
+                self._check_file_target(norm, force=False)
+            return io.BufferedWriter(  # type: ignore[type-var]
+                SpoolWriter(lambda f, n: self.write_stream(norm, f, backend=backend, overwrite=overwrite, size=n), self.tmp_dir()),
+                buffer_size=buffering,
+            )
+        raise InvalidArgument(f"unsupported open mode {mode!r} (use 'rb', 'wb' or 'xb')")
+
+    def read_to(self, path: str, sink: IO[bytes], progress: Progress | None = None) -> Entry:
+        """Write the verified content of ``path`` into the seekable ``sink``."""
+        norm, entry = self._resolve(path)
+        if entry.type == DIR:
+            raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
+        read_verified(self, norm, entry, sink, progress)
+        return entry
+
+    def cat(self, path: str) -> bytes:
+        """The whole verified content of a file."""
+        buf = io.BytesIO()
+        self.read_to(path, buf)
+        return buf.getvalue()
+
+    def cat_to(self, path: str, out: IO[bytes]) -> None:
+        """Stream verified content to a non-seekable ``out`` (stdout): spooled first, so only
+        bytes that matched the hash are ever written."""
+        with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024, dir=self.tmp_dir()) as spool:
+            self.read_to(path, spool)  # type: ignore[arg-type]
+            spool.seek(0)
+            shutil.copyfileobj(spool, out, 1024 * 1024)
+
+    def get(self, src: str, dst: str | os.PathLike[str], *, recursive: bool = False, force: bool = False, progress: Progress | None = None) -> list[Path]:
+        """Copy a file (or, with ``recursive``, a directory) to the local filesystem.
+
+        Each file is written to a temp file beside its destination, verified, then renamed into
+        place: a failed or interrupted get never leaves a partial file under the real name.
+        """
+        norm, entry = self._resolve(src)
+        dest = Path(os.fsdecode(dst))
+        if dest.is_dir():
+            dest = dest / (entry.name or "root")
+        if entry.type != DIR:
+            return [self._get_file(norm, entry, dest, force, progress)]
+        if not recursive:
+            raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
+        if dest.exists() and not dest.is_dir():
+            raise NotADirectory(f"{dest}: exists and is not a directory")
+        items = list(self.catalog.walk(entry.id))
+        if not force:
+            for rel, e in items:
+                if e.type == FILE and (dest / rel).exists():
+                    raise AlreadyExists(f"{dest / rel}: exists (use --force to overwrite)")
+        dest.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        for rel, e in items:
+            target = dest / rel
+            if e.type == DIR:
+                target.mkdir(parents=True, exist_ok=True)
+            elif e.type == FILE:
+                written.append(self._get_file(paths.join(norm, rel), e, target, True, progress))
+            elif e.type == SYMLINK and e.target is not None:
+                with contextlib.suppress(FileExistsError):
+                    os.symlink(e.target, target)
+        return written
+
+    def _get_file(self, vpath: str, entry: Entry, dest: Path, force: bool, progress: Progress | None) -> Path:
+        if entry.type == SYMLINK:
+            raise InvalidArgument(f"{vpath}: is a symbolic link to {entry.target}")
+        if dest.exists() and not force:
+            raise AlreadyExists(f"{dest}: exists (use --force to overwrite)")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:100]}.", suffix=".vdir-part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "w+b") as out:
+                read_verified(self, vpath, entry, out, progress)
+                os.fchmod(out.fileno(), entry.mode & 0o777)
+                out.flush()
+                os.fsync(out.fileno())
+            os.utime(tmp, (entry.mtime, entry.mtime))
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return dest
+
+    def _record_lazy_hash(self, entry: Entry, digest: str) -> None:
+        """A linked object's hash, learned on its first full read, is recorded (best effort)."""
+        changed = entry.copy(hash=digest)
+        for r in changed.replicas:
+            r.hash = r.hash or digest
+        try:
+            updated = self.catalog.update(changed, entry.version)
+            entry.hash, entry.version = updated.hash, updated.version
+        except VDirError as exc:
+            log.debug("could not record lazy hash: %s", exc)
+
+    # -- namespace changes -------------------------------------------------------------------
+    def rm(self, path: str, recursive: bool = False) -> int:
+        """Remove a file, symlink or (with ``recursive``) a directory tree; return the number of
+        entries removed.  The catalog entry goes first, then the objects (an object left behind
+        by a failure is an orphan, never a dangling catalog entry)."""
+        norm, entry = self._resolve(path)
+        if norm == "/":
+            raise InvalidArgument("refusing to remove the root directory")
+        if entry.type != DIR:
+            self._remove_entry(norm, entry)
+            return 1
+        if not recursive:
+            if self.catalog.list(entry.id, limit=1):
+                raise DirectoryNotEmpty(f"{norm}: directory not empty (use -r)", path=norm)
+            self.catalog.delete(entry.id, expected_version=entry.version)
+            return 1
+        items = list(self.catalog.walk(entry.id))
+        items.sort(key=lambda it: it[0].count("/"), reverse=True)
+        for rel, e in items:
+            self._remove_entry(paths.join(norm, rel), e)
+        self.catalog.delete(entry.id)
+        return len(items) + 1
+
+    def _remove_entry(self, vpath: str, entry: Entry) -> None:
+        removed = self.catalog.delete(entry.id, expected_version=entry.version)
+        if removed.type == FILE:
+            self._delete_objects(removed.replicas, vpath, linked=LINKED_XATTR in removed.xattrs)
+
+    def mv(self, src: str, dst: str, *, force: bool = False) -> Entry:
+        """Rename or move a file or directory (one catalog write, whatever lies below).
+
+        If ``dst`` is an existing directory the source moves inside it.  An existing file at
+        the destination is replaced only with ``force``."""
+        snorm, sentry = self._resolve(src)
+        if snorm == "/":
+            raise InvalidArgument("cannot move the root directory")
+        dnorm = paths.normalize(dst)
+        try:
+            dentry: Entry | None = self.catalog.resolve(dnorm)
+        except NotFound:
+            dentry = None
+        if dentry is not None and dentry.type == DIR and dentry.id != sentry.id:
+            parent, name = dentry, sentry.name
+            dnorm = paths.join(dnorm, name)
+        else:
+            ppath, name = paths.split(dnorm)
+            parent = self.catalog.resolve(ppath)
+            if parent.type != DIR:
+                raise NotADirectory(f"{ppath}: not a directory", path=ppath)
+        if sentry.type == DIR and paths.is_within(dnorm, snorm):
+            raise InvalidArgument(f"cannot move {snorm} into itself ({dnorm})")
+        return self.rename(snorm, dnorm, replace=force, _resolved=(sentry, parent, name))
+
+    def rename(self, src: str, dst: str, *, replace: bool = True, _resolved: tuple[Entry, Entry, str] | None = None) -> Entry:
+        """POSIX ``rename(2)``: atomic, replacing a file or empty directory at ``dst`` when
+        ``replace`` (the FUSE layer's semantics)."""
+        if _resolved is None:
+            snorm, sentry = self._resolve(src)
+            dnorm = paths.normalize(dst)
+            ppath, name = paths.split(dnorm)
+            parent = self.catalog.resolve(ppath)
+        else:
+            sentry, parent, name = _resolved
+            dnorm = paths.normalize(dst)
+        moved, replaced = self.catalog.rename(sentry.id, parent.id, name, replace_existing=replace, expected_version=sentry.version)
+        if replaced is not None and replaced.type == FILE:
+            self._delete_objects(replaced.replicas, dnorm, linked=LINKED_XATTR in replaced.xattrs)
+        return moved
+
+    def update_entry(self, path: str, **changes: Any) -> Entry:
+        """Set metadata fields (mode, uid, gid, mtime, xattrs...) with compare-and-set, retrying
+        on a concurrent change of other fields."""
+        for _ in range(10):
+            _, entry = self._resolve(path)
+            try:
+                return self.catalog.update(entry.copy(ctime=time.time(), **changes), entry.version)
+            except Conflict:
+                continue
+        raise Conflict(f"{path}: kept changing while its attributes were set", path=path)
+
+    def symlink(self, target: str, path: str) -> Entry:
+        norm = paths.normalize(path)
+        parent_path, name = paths.split(norm)
+        parent = self.catalog.resolve(parent_path)
+        if not target or "\x00" in target:
+            raise InvalidPath("symlink target must be a non-empty string without NUL")
+        return self.catalog.create(Entry(name=name, type=SYMLINK, parent_id=parent.id, mode=0o777, size=len(target.encode()), target=target, uid=os.getuid(), gid=os.getgid()))
+
+    def readlink(self, path: str) -> str:
+        norm, entry = self._resolve(path)
+        if entry.type != SYMLINK or entry.target is None:
+            raise InvalidArgument(f"{norm}: not a symbolic link", path=norm)
+        return entry.target
+
+    # -- registering objects that already exist ---------------------------------------------
+    def backend_for_url(self, url: str) -> tuple[str, str]:
+        """(backend name, key) of the registered backend whose URL is a prefix of ``url``."""
+        best: tuple[str, str] | None = None
+        for record in self.catalog.list_backends():
+            base = record.url.rstrip("/")
+            if url == base or url.startswith(base + "/"):
+                key = url[len(base) + 1 :]
+                if best is None or len(record.url) > len(best[0]):
+                    best = (record.name, key)
+        if best is None:
+            raise NotFound(f"no registered backend covers {url}; add one with 'vdir backend add NAME URL'")
+        return best
+
+    def link(self, url: str, vpath: str, *, compute_hash: bool = False, force: bool = False) -> Entry:
+        """Register an object that already exists on a backend at ``vpath`` without copying it.
+        Its hash is computed now with ``compute_hash``, otherwise on its first full read."""
+        name, key = self.backend_for_url(url)
+        if not key:
+            raise InvalidArgument(f"{url}: names the backend's root, not an object (use 'vdir import')")
+        return self._link_key(name, key, vpath, compute_hash=compute_hash, force=force)
+
+    def _link_key(self, backend: str, key: str, vpath: str, *, compute_hash: bool, force: bool, size: int | None = None, etag: str | None = None) -> Entry:
+        from vdir.hashing import hash_stream
+
+        store = self.backend(backend)
+        if size is None:
+            meta = store.head(key)
+            size, etag = meta.size, meta.etag
+        digest: str | None = None
+        if compute_hash:
+            with store.get(key) as stream:
+                digest, size = hash_stream(stream)
+        norm = paths.normalize(vpath)
+        parent_path, name = paths.split(norm)
+        parent = self._ensure_dir(parent_path)
+        existing = self.catalog.lookup(parent.id, name)
+        replica = Replica(backend=backend, key=key, size=size, hash=digest, etag=etag, state=OK, verified_at=time.time() if digest else None)
+        if existing is not None:
+            if existing.type == DIR:
+                raise IsADirectory(f"{norm}: is a directory", path=norm)
+            if not force:
+                raise AlreadyExists(f"{norm}: exists (use --force to replace)", path=norm)
+            changed = existing.copy(size=size, hash=digest, mtime=time.time(), replicas=[replica])
+            changed.xattrs[LINKED_XATTR] = b"1"
+            entry = self.catalog.update(changed, existing.version)
+            self._delete_objects(existing.replicas, norm, linked=LINKED_XATTR in existing.xattrs)
+            return entry
+        return self.catalog.create(
+            Entry(name=name, type=FILE, parent_id=parent.id, size=size, hash=digest, replicas=[replica],
+                  xattrs={LINKED_XATTR: b"1"}, uid=os.getuid(), gid=os.getgid())
+        )
+
+    def import_prefix(self, url: str, vpath: str, *, compute_hash: bool = False, force: bool = False) -> list[Entry]:
+        """Index every object under a backend prefix into ``vpath`` (no bytes copied)."""
+        name, prefix = self.backend_for_url(url.rstrip("/") + "/")
+        store = self.backend(name)
+        base = paths.normalize(vpath)
+        entries: list[Entry] = []
+        for meta in store.list(prefix):
+            rel = meta.key[len(prefix) :]
+            if not rel or rel.startswith(".vdir-tmp/") or rel.endswith("/"):
+                continue
+            target = paths.normalize(paths.join(base, rel))
+            entries.append(self._link_key(name, meta.key, target, compute_hash=compute_hash, force=force, size=meta.size, etag=meta.etag))
+        return entries
+
+    # -- misc ---------------------------------------------------------------------------------
+    def tmp_dir(self) -> str | None:
+        if self.config is None:
+            return None
+        from vdir.config import data_dir
+
+        d = data_dir() / "tmp"
+        d.mkdir(parents=True, exist_ok=True)
+        return str(d)
+
+
+@dataclass
+class PutPlan:
+    dirs: list[str] = field(default_factory=list)
+    files: list[tuple[Path, str, os.stat_result]] = field(default_factory=list)
+
+
+class _ProgressReader:
+    def __init__(self, raw: IO[bytes] | BinaryIO, progress: Progress) -> None:
+        self.raw = raw
+        self.progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if data:
+            self.progress(len(data))
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _seekable(src: Any) -> bool:
+    try:
+        return bool(src.seekable()) and isinstance(src.tell(), int)
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _fresh_key(path: str) -> str:
+    """A new key beside the path's own name, still recognisable: ``dir/name.~1a2b3c4d``."""
+    return f"{path[1:]}.~{secrets.token_hex(4)}"
+
+
+def _local_name(p: Path) -> str:
+    """A local file name as a vdir name; non-UTF-8 names are refused with the name shown."""
+    name = p.name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath(f"local name {os.fsencode(name)!r} is not valid UTF-8; rename it first") from None
+    return paths.check_name(name)
