@@ -12,6 +12,7 @@ import stat as stat_mod
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -102,12 +103,12 @@ def put(
     if len(srcs) > 1 and not dest.endswith("/"):
         dest += "/"
         vd.mkdir(dest, parents=True, exist_ok=True)
-    plans = [vd.plan_put(os.fsencode(s), dest, recursive=recursive, force=force) for s in srcs]
+    plans = [vd.plan_put(Path(s), dest, recursive=recursive, force=force) for s in srcs]
     total = sum(st.st_size for p in plans for _, _, st in p.files)
     with out.progress(total, "put") as tick:
         count = 0
         for s in srcs:
-            count += len(vd.put(os.fsencode(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick))
+            count += len(vd.put(Path(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick))
     out.say(f"stored {count} file(s), {fmt_size(total)}")
 
 

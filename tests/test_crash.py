@@ -25,13 +25,17 @@ def test_sigkill_during_put_leaves_only_orphans(cli: CLI, tmp_path: Path) -> Non
     for i in range(300):
         size = rng.choice([0, 10, 4096, 100_000, 1_500_000])
         (src / f"f{i:03}.bin").write_bytes(os.urandom(size))
+    # One uninterrupted run says how long a put takes here; the killed runs die at random
+    # moments inside that window (a fraction of a measured duration, not a fixed sleep).
+    began = time.monotonic()
+    cli.run("put", "-r", "--jobs", "4", str(src), "/complete/", check=True)
+    duration = time.monotonic() - began
     killed = 0
     for run in range(6):
         proc = cli.popen("put", "-r", "--force", "--jobs", "4", str(src), f"/run{run}/")
-        # kill at a random moment once it has started working (a deadline, not a fixed sleep)
-        deadline = time.monotonic() + rng.uniform(0.4, 2.5)
+        deadline = time.monotonic() + rng.uniform(0.15, 0.85) * duration
         while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
+            time.sleep(0.005)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1

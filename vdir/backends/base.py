@@ -159,3 +159,38 @@ def copy_object(backend: Backend, src_key: str, dst_key: str, mode: PutMode = Pu
     size = backend.head(src_key).size
     with backend.get(src_key) as stream:
         return backend.put(dst_key, stream, mode, size=size)
+
+
+class BoundedReader(io.RawIOBase):
+    """Read at most ``length`` bytes of ``inner`` (``None``: all of it); closes ``inner`` with itself.
+
+    Backends whose SDK hands out a stream of the whole object use it to honour ``end``."""
+
+    def __init__(self, inner: IO[bytes], length: int | None) -> None:
+        self._inner = inner
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buf).cast("B")
+        want = len(view) if self._left is None else min(len(view), self._left)
+        if want == 0:
+            return 0
+        data = self._inner.read(want)
+        n = len(data)
+        view[:n] = data
+        if self._left is not None:
+            self._left -= n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+def reader(raw: io.RawIOBase, buffer_size: int = 1024 * 1024) -> IO[bytes]:
+    """Wrap a raw stream in a buffered reader (the type every ``get`` returns)."""
+    return io.BufferedReader(raw, buffer_size)

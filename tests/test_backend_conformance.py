@@ -1,0 +1,196 @@
+"""The one conformance suite every backend passes (see the contracts in vdir/backends/base.py).
+
+It runs once per fixture named in a ``BACKEND_FIXTURES`` list of a ``tests/servers/*.py``
+plugin: memory, local folder, S3 (moto and SeaweedFS), Azure (Azurite), GCS
+(fake-gcs-server), Box and GitHub (fakes).  A new backend joins with a fixture only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import IO
+
+import pytest
+
+from vdir.backends.base import Backend, PutMode, copy_object
+from vdir.errors import AlreadyExists, Conflict, NotFound
+
+AWKWARD = "hello? sausage/êé/Hello, 世界/ \" ' @ < > & ? + ≠/z.txt"
+MIB = 1024 * 1024
+
+
+class Source(io.RawIOBase):
+    """A stream of ``size`` pseudo-random bytes, generated as read (nothing held in memory),
+    that also counts the largest single read request (to show put streams)."""
+
+    def __init__(self, size: int, seed: int = 7) -> None:
+        self.size, self.pos, self.seed = size, 0, seed
+        self.block = os.urandom(64 * 1024)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buf), self.size - self.pos)
+        view = memoryview(buf)
+        done = 0
+        while done < n:
+            off = (self.pos + done) % len(self.block)
+            take = min(n - done, len(self.block) - off)
+            view[done:done + take] = self.block[off:off + take]
+            done += take
+        self.pos += n
+        return n
+
+    def expected(self, start: int = 0, end: int | None = None) -> bytes:
+        end = self.size if end is None else min(end, self.size)
+        return bytes(self.block[i % len(self.block)] for i in range(start, end))
+
+
+def read_all(stream: IO[bytes]) -> bytes:
+    with stream:
+        return stream.read()
+
+
+def test_put_get_roundtrip_awkward_name(any_backend: Backend) -> None:
+    meta = any_backend.put_bytes(AWKWARD, b"hello")
+    assert meta.size == 5
+    assert any_backend.get_bytes(AWKWARD) == b"hello"
+    head = any_backend.head(AWKWARD)
+    assert head.size == 5 and head.key == AWKWARD
+    assert [m.key for m in any_backend.list("")] == [AWKWARD]
+
+
+def test_empty_object(any_backend: Backend) -> None:
+    any_backend.put_bytes("empty", b"")
+    assert any_backend.head("empty").size == 0
+    assert any_backend.get_bytes("empty") == b""
+    assert any_backend.get_bytes("empty", 0, 10) == b""
+
+
+def test_multi_mib_object_streams_and_ranges(any_backend: Backend) -> None:
+    size = 6 * MIB + 123
+    data = os.urandom(size)
+    meta = any_backend.put("big/blob.bin", io.BytesIO(data), size=size)
+    assert meta.size == size
+    assert any_backend.head("big/blob.bin").size == size
+    assert any_backend.get_bytes("big/blob.bin") == data
+    # ranges at the edges
+    assert any_backend.get_bytes("big/blob.bin", 0, 1) == data[:1]
+    assert any_backend.get_bytes("big/blob.bin", size - 1) == data[-1:]
+    assert any_backend.get_bytes("big/blob.bin", size - 10, size) == data[-10:]
+    assert any_backend.get_bytes("big/blob.bin", MIB - 5, MIB + 5) == data[MIB - 5:MIB + 5]
+    assert any_backend.get_bytes("big/blob.bin", size - 3, size + 100) == data[-3:]
+    assert any_backend.get_bytes("big/blob.bin", size) == b""
+    assert any_backend.get_bytes("big/blob.bin", 5, 5) == b""
+
+
+def test_put_without_size_streams(any_backend: Backend) -> None:
+    size = 5 * MIB + 17
+    src = Source(size)
+    any_backend.put("nosize.bin", src)  # size unknown to the backend
+    got = any_backend.get_bytes("nosize.bin")
+    assert len(got) == size
+    assert got[:1000] == src.expected(0, 1000)
+    assert got[-1000:] == src.expected(size - 1000, size)
+
+
+def test_overwrite_replaces_whole_object(any_backend: Backend) -> None:
+    any_backend.put_bytes("k", b"first version, longer")
+    any_backend.put_bytes("k", b"second")
+    assert any_backend.get_bytes("k") == b"second"
+    assert any_backend.head("k").size == 6
+
+
+def test_missing_key(any_backend: Backend) -> None:
+    with pytest.raises(NotFound):
+        any_backend.head("nope")
+    with pytest.raises(NotFound):
+        read_all(any_backend.get("nope"))
+    assert not any_backend.exists("nope")
+    any_backend.delete("nope")  # not an error
+
+
+def test_delete(any_backend: Backend) -> None:
+    any_backend.put_bytes("d/x", b"1")
+    any_backend.put_bytes("d/y", b"2")
+    any_backend.delete("d/x")
+    assert not any_backend.exists("d/x")
+    assert any_backend.exists("d/y")
+    assert [m.key for m in any_backend.list("d/")] == ["d/y"]
+
+
+def test_create_only(any_backend: Backend) -> None:
+    any_backend.put_bytes("c", b"one", PutMode.CREATE)  # type: ignore[attr-defined]
+    with pytest.raises(AlreadyExists):
+        any_backend.put_bytes("c", b"two", PutMode.CREATE)  # type: ignore[attr-defined]
+    assert any_backend.get_bytes("c") == b"one"
+
+
+def test_if_match(any_backend: Backend) -> None:
+    first = any_backend.put_bytes("u", b"one")
+    assert first.etag
+    second = any_backend.put_bytes("u", b"two", PutMode.update(first.etag))
+    assert second.etag and second.etag != first.etag
+    with pytest.raises(Conflict):
+        any_backend.put_bytes("u", b"three", PutMode.update(first.etag))
+    assert any_backend.get_bytes("u") == b"two"
+    assert any_backend.head("u").etag == second.etag
+
+
+def test_racing_creators_one_wins(any_backend: Backend) -> None:
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def writer(i: int) -> None:
+        barrier.wait()
+        try:
+            any_backend.put_bytes("race", f"writer {i}".encode(), PutMode.CREATE)  # type: ignore[attr-defined]
+            results.append(f"won {i}")
+        except AlreadyExists:
+            results.append("lost")
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r.startswith("won")]
+    assert len(winners) == 1, results
+    assert any_backend.get_bytes("race") == f"writer {winners[0].split()[1]}".encode()
+
+
+def test_list_prefix_order_and_delimiter(any_backend: Backend) -> None:
+    keys = ["a/b/c.txt", "a/b.txt", "a-z.txt", "a/x.txt", "b.txt", "a/b/d/e.txt", "Hello, 世界/f", "êé/g"]
+    for k in keys:
+        any_backend.put_bytes(k, k.encode())
+    listed = [m.key for m in any_backend.list("")]
+    assert listed == sorted(keys, key=lambda k: k.encode())
+    assert [m.key for m in any_backend.list("a/")] == sorted((k for k in keys if k.startswith("a/")), key=str.encode)
+    assert [m.key for m in any_backend.list("a/b")] == sorted((k for k in keys if k.startswith("a/b")), key=str.encode)
+    top = any_backend.list_with_delimiter("")
+    assert [m.key for m in top.objects] == ["a-z.txt", "b.txt"]
+    assert top.prefixes == sorted(["a/", "Hello, 世界/", "êé/"], key=str.encode)
+    inner = any_backend.list_with_delimiter("a/")
+    assert [m.key for m in inner.objects] == ["a/b.txt", "a/x.txt"]
+    assert inner.prefixes == ["a/b/"]
+    assert all(m.size == len(m.key.encode()) for m in any_backend.list(""))
+
+
+def test_list_many_pages(any_backend: Backend) -> None:
+    keys = [f"many/{i:04d}" for i in range(1100 if any_backend.scheme in ("memory", "file", "s3") else 120)]
+    for k in keys:
+        any_backend.put_bytes(k, b"x")
+    assert [m.key for m in any_backend.list("many/")] == keys
+
+
+def test_copy(any_backend: Backend) -> None:
+    data = os.urandom(300_000)
+    any_backend.put_bytes("src/one", data)
+    copy_object(any_backend, "src/one", "dst/two")
+    assert any_backend.get_bytes("dst/two") == data
+    assert any_backend.get_bytes("src/one") == data
+    with pytest.raises(AlreadyExists):
+        copy_object(any_backend, "src/one", "dst/two", PutMode.CREATE)  # type: ignore[attr-defined]

@@ -1,0 +1,630 @@
+"""The embedded catalog engine: one SQLite file in WAL mode.
+
+* ``entries`` holds the tree (unique ``(parent_id, name)``; listing is an index range scan),
+  with each file's replicas as a JSON column read together with the row.  ``replica_index``
+  mirrors ``(backend, entry_id)`` so "what lives on backend X" is an index lookup.
+* Every write runs in one ``BEGIN IMMEDIATE`` transaction, so compare-and-set checks and the
+  change they guard are atomic across threads *and* processes (placement daemons, CLI runs and
+  mounts may share the file).
+* One connection per thread (SQLite connections are not shared between threads).
+
+Names compare with SQLite's BINARY collation, i.e. by their UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from vdir.catalog.base import (
+    DIR,
+    PENDING,
+    ROOT_ID,
+    RUNNING,
+    BackendRecord,
+    Catalog,
+    Entry,
+    Replica,
+    Task,
+)
+from vdir.errors import (
+    AlreadyExists,
+    CatalogError,
+    Conflict,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    TransientError,
+)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    ctime REAL NOT NULL,
+    hash TEXT,
+    version INTEGER NOT NULL,
+    target TEXT,
+    xattrs TEXT NOT NULL DEFAULT '{}',
+    replicas TEXT NOT NULL DEFAULT '[]'
+);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_parent_name ON entries(parent_id, name);
+CREATE TABLE IF NOT EXISTS replica_index (
+    backend TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    PRIMARY KEY (backend, entry_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replica_index_entry ON replica_index(entry_id);
+CREATE TABLE IF NOT EXISTS backends (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    options TEXT NOT NULL,
+    cloud TEXT NOT NULL,
+    region TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    cost REAL NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    entry_version INTEGER NOT NULL,
+    source TEXT,
+    destination TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    lease_owner TEXT,
+    lease_expires REAL,
+    not_before REAL NOT NULL,
+    dedupe_key TEXT,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_claim ON tasks(state, not_before);
+CREATE INDEX IF NOT EXISTS tasks_lease ON tasks(state, lease_expires);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_dedupe ON tasks(dedupe_key)
+    WHERE dedupe_key IS NOT NULL AND state IN ('pending', 'running');
+CREATE TABLE IF NOT EXISTS records (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+"""
+
+_ENTRY_COLS = "id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas"
+_TASK_COLS = (
+    "id, kind, entry_id, entry_version, source, destination, state, attempts, last_error, lease_owner, "
+    "lease_expires, not_before, dedupe_key, payload, created, updated"
+)
+
+
+def _dump_replicas(replicas: builtins.list[Replica]) -> str:
+    return json.dumps([r.__dict__ for r in replicas], separators=(",", ":"))
+
+
+def _dump_xattrs(xattrs: dict[str, bytes]) -> str:
+    return json.dumps({k: bytes(v).hex() for k, v in xattrs.items()}, separators=(",", ":"))
+
+
+def _row_to_entry(row: tuple[Any, ...]) -> Entry:
+    (id_, parent_id, name, type_, mode, uid, gid, size, mtime, ctime, hash_, version, target, xattrs, replicas) = row
+    return Entry(
+        id=id_, parent_id=parent_id, name=name, type=type_, mode=mode, uid=uid, gid=gid, size=size,
+        mtime=mtime, ctime=ctime, hash=hash_, version=version, target=target,
+        xattrs={k: bytes.fromhex(v) for k, v in json.loads(xattrs).items()},
+        replicas=[Replica(**r) for r in json.loads(replicas)],
+    )
+
+
+def _row_to_task(row: tuple[Any, ...]) -> Task:
+    cols = [c.strip() for c in _TASK_COLS.split(",")]
+    data = dict(zip(cols, row, strict=True))
+    data["payload"] = json.loads(data["payload"])
+    return Task(**data)
+
+
+def _translate(path: str, exc: sqlite3.Error) -> Exception:
+    """The one place SQLite errors become vdir errors."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return TransientError(f"catalog {path} is busy (another writer holds it): {text}")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+        return CatalogError(f"catalog {path} is not a usable SQLite database ({text})")
+    return CatalogError(f"catalog {path}: {text}")
+
+
+class SQLiteCatalog(Catalog):
+    """Catalog in one SQLite file; ``url`` is ``sqlite:///absolute/path.db`` (or ``sqlite:///:memory:``)."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        raw = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        if not raw or raw == "/":
+            raise CatalogError(f"catalog URL {url!r} names no file (use sqlite:///path/to/catalog.db)")
+        self.path = raw if raw == ":memory:" or raw == "/:memory:" else os.path.expanduser(raw)
+        if self.path == "/:memory:":
+            self.path = ":memory:"
+        self._timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.RLock()  # only used for :memory: (one shared connection)
+        self._shared: sqlite3.Connection | None = None
+        self._all: builtins.list[sqlite3.Connection] = []
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            if not parent.is_dir():
+                raise CatalogError(f"catalog {self.path}: directory {parent} does not exist")
+            if Path(self.path).is_dir():
+                raise CatalogError(f"catalog {self.path} is a directory, not a SQLite file")
+        self._init_schema()
+
+    # -- connections -------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise _translate(self.path, exc) from exc
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            if self._shared is None:
+                self._shared = self._connect()
+            return self._shared
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _guard(self) -> AbstractContextManager[Any]:
+        return self._lock if self.path == ":memory:" else nullcontext()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: holds the write lock from the start, so reads inside it
+        (compare-and-set checks) see what the write will change."""
+        with self._guard():
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translate(self.path, exc) from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise _translate(self.path, exc) from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._guard():
+            try:
+                return fn(self._conn)
+            except sqlite3.Error as exc:
+                raise _translate(self.path, exc) from exc
+
+    def _init_schema(self) -> None:
+        try:
+            with self._write() as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise CatalogError(
+                        f"catalog {self.path} has schema {row[0]}, newer than this vdir understands ({SCHEMA_VERSION}); upgrade vdir"
+                    )
+                if conn.execute("SELECT 1 FROM entries WHERE id=?", (ROOT_ID,)).fetchone() is None:
+                    now = time.time()
+                    conn.execute(
+                        f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (ROOT_ID, None, "", DIR, 0o755, os.getuid(), os.getgid(), 0, now, now, None, 1, None, "{}", "[]"),
+                    )
+        except sqlite3.Error as exc:
+            raise _translate(self.path, exc) from exc
+
+    # -- entries -----------------------------------------------------------------------------
+    def _get(self, conn: sqlite3.Connection, entry_id: int) -> Entry | None:
+        row = conn.execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE id=?", (entry_id,)).fetchone()
+        return _row_to_entry(row) if row else None
+
+    def _lookup(self, conn: sqlite3.Connection, parent_id: int, name: str) -> Entry | None:
+        row = conn.execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent_id=? AND name=?", (parent_id, name)).fetchone()
+        return _row_to_entry(row) if row else None
+
+    def get(self, entry_id: int) -> Entry:
+        entry = self._read(lambda c: self._get(c, entry_id))
+        if entry is None:
+            raise NotFound(f"catalog entry {entry_id} not found")
+        return entry
+
+    def lookup(self, parent_id: int, name: str) -> Entry | None:
+        return self._read(lambda c: self._lookup(c, parent_id, name))
+
+    def list(self, parent_id: int, after: str | None = None, limit: int | None = None) -> builtins.list[Entry]:
+        sql = f"SELECT {_ENTRY_COLS} FROM entries WHERE parent_id=?"
+        args: builtins.list[Any] = [parent_id]
+        if after is not None:
+            sql += " AND name > ?"
+            args.append(after)
+        sql += " ORDER BY name"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self._read(lambda c: [_row_to_entry(r) for r in c.execute(sql, args)])
+
+    def _check_parent(self, conn: sqlite3.Connection, parent_id: int | None) -> None:
+        parent = self._get(conn, parent_id) if parent_id is not None else None
+        if parent is None:
+            raise NotFound(f"parent directory {parent_id} does not exist")
+        if parent.type != DIR:
+            raise NotADirectory(f"parent {parent.name!r} is not a directory")
+
+    def _set_replica_index(self, conn: sqlite3.Connection, entry: Entry) -> None:
+        conn.execute("DELETE FROM replica_index WHERE entry_id=?", (entry.id,))
+        conn.executemany(
+            "INSERT OR IGNORE INTO replica_index VALUES (?, ?)", [(b, entry.id) for b in {r.backend for r in entry.replicas}]
+        )
+
+    def create(self, entry: Entry) -> Entry:
+        with self._write() as conn:
+            self._check_parent(conn, entry.parent_id)
+            if self._lookup(conn, entry.parent_id or 0, entry.name) is not None:
+                raise AlreadyExists(f"{entry.name!r} already exists in directory {entry.parent_id}")
+            new = entry.copy(version=1)
+            cur = conn.execute(
+                "INSERT INTO entries (parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (new.parent_id, new.name, new.type, new.mode, new.uid, new.gid, new.size, new.mtime, new.ctime,
+                 new.hash, 1, new.target, _dump_xattrs(new.xattrs), _dump_replicas(new.replicas)),
+            )
+            new.id = int(cur.lastrowid or 0)
+            if new.replicas:
+                self._set_replica_index(conn, new)
+            return new
+
+    def _current(self, conn: sqlite3.Connection, entry_id: int, expected_version: int | None) -> Entry:
+        current = self._get(conn, entry_id)
+        if current is None:
+            raise NotFound(f"catalog entry {entry_id} no longer exists")
+        if expected_version is not None and current.version != expected_version:
+            raise Conflict(
+                f"{current.name!r} was changed by another writer (version {current.version}, expected {expected_version})"
+            )
+        return current
+
+    def update(self, entry: Entry, expected_version: int) -> Entry:
+        with self._write() as conn:
+            current = self._current(conn, entry.id, expected_version)
+            new = entry.copy(version=current.version + 1, parent_id=current.parent_id, name=current.name)
+            conn.execute(
+                "UPDATE entries SET type=?, mode=?, uid=?, gid=?, size=?, mtime=?, ctime=?, hash=?, version=?, target=?,"
+                " xattrs=?, replicas=? WHERE id=?",
+                (new.type, new.mode, new.uid, new.gid, new.size, new.mtime, new.ctime, new.hash, new.version, new.target,
+                 _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.id),
+            )
+            self._set_replica_index(conn, new)
+            return new
+
+    def rename(
+        self,
+        entry_id: int,
+        new_parent_id: int,
+        new_name: str,
+        *,
+        replace_existing: bool = False,
+        expected_version: int | None = None,
+    ) -> tuple[Entry, Entry | None]:
+        with self._write() as conn:
+            if entry_id == ROOT_ID:
+                raise InvalidArgument("the root directory cannot be moved")
+            current = self._current(conn, entry_id, expected_version)
+            self._check_parent(conn, new_parent_id)
+            if current.type == DIR:
+                ancestor: int | None = new_parent_id
+                while ancestor is not None:
+                    if ancestor == entry_id:
+                        raise InvalidArgument(f"cannot move directory {current.name!r} into itself")
+                    row = conn.execute("SELECT parent_id FROM entries WHERE id=?", (ancestor,)).fetchone()
+                    ancestor = row[0] if row else None
+            replaced: Entry | None = None
+            existing = self._lookup(conn, new_parent_id, new_name)
+            if existing is not None and existing.id != entry_id:
+                if not replace_existing:
+                    raise AlreadyExists(f"{new_name!r} already exists")
+                if existing.type == DIR and current.type != DIR:
+                    raise IsADirectory(f"cannot replace directory {new_name!r} with a non-directory")
+                if existing.type != DIR and current.type == DIR:
+                    raise NotADirectory(f"cannot replace non-directory {new_name!r} with a directory")
+                if existing.type == DIR and conn.execute("SELECT 1 FROM entries WHERE parent_id=? LIMIT 1", (existing.id,)).fetchone():
+                    raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
+                conn.execute("DELETE FROM entries WHERE id=?", (existing.id,))
+                conn.execute("DELETE FROM replica_index WHERE entry_id=?", (existing.id,))
+                replaced = existing
+            now = time.time()
+            conn.execute(
+                "UPDATE entries SET parent_id=?, name=?, version=version+1, ctime=? WHERE id=?",
+                (new_parent_id, new_name, now, entry_id),
+            )
+            moved = current.copy(parent_id=new_parent_id, name=new_name, version=current.version + 1, ctime=now)
+            return moved, replaced
+
+    def delete(self, entry_id: int, expected_version: int | None = None) -> Entry:
+        with self._write() as conn:
+            if entry_id == ROOT_ID:
+                raise InvalidArgument("the root directory cannot be deleted")
+            current = self._current(conn, entry_id, expected_version)
+            if current.type == DIR and conn.execute("SELECT 1 FROM entries WHERE parent_id=? LIMIT 1", (entry_id,)).fetchone():
+                raise DirectoryNotEmpty(f"directory {current.name!r} is not empty")
+            conn.execute("DELETE FROM entries WHERE id=?", (entry_id,))
+            conn.execute("DELETE FROM replica_index WHERE entry_id=?", (entry_id,))
+            return current
+
+    def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
+        # Depth first with an explicit stack of (relative path, directory id); children are
+        # paged so neither a wide nor a deep tree is held in memory at once.
+        stack: builtins.list[tuple[str, int]] = [("", top_id)]
+        while stack:
+            prefix, dir_id = stack.pop()
+            subdirs: builtins.list[tuple[str, int]] = []
+            for child in self.iter_children(dir_id):
+                rel = f"{prefix}{child.name}"
+                yield rel, child
+                if child.type == DIR:
+                    subdirs.append((rel + "/", child.id))
+            stack.extend(reversed(subdirs))
+
+    def iter_replicas(self, backend: str | None = None) -> Iterator[tuple[Entry, Replica]]:
+        last = 0
+        while True:
+            if backend is None:
+                sql = f"SELECT {_ENTRY_COLS} FROM entries WHERE id > ? AND replicas != '[]' ORDER BY id LIMIT 500"
+                args: tuple[Any, ...] = (last,)
+            else:
+                sql = (
+                    f"SELECT {', '.join('e.' + c.strip() for c in _ENTRY_COLS.split(','))} FROM replica_index r"
+                    " JOIN entries e ON e.id = r.entry_id WHERE r.backend=? AND r.entry_id > ? ORDER BY r.entry_id LIMIT 500"
+                )
+                args = (backend, last)
+            batch = self._read(lambda c, s=sql, a=args: [_row_to_entry(r) for r in c.execute(s, a)])  # type: ignore[misc]
+            if not batch:
+                return
+            for entry in batch:
+                for replica in entry.replicas:
+                    if backend is None or replica.backend == backend:
+                        yield entry, replica
+            last = batch[-1].id
+
+    def count_replicas(self, backend: str) -> int:
+        return int(self._read(lambda c: c.execute("SELECT count(*) FROM replica_index WHERE backend=?", (backend,)).fetchone()[0]))
+
+    def stats(self) -> dict[str, int]:
+        def q(c: sqlite3.Connection) -> dict[str, int]:
+            entries, files, dirs, total = c.execute(
+                "SELECT count(*), sum(type='file'), sum(type='dir'), coalesce(sum(CASE WHEN type='file' THEN size END), 0) FROM entries"
+            ).fetchone()
+            return {"entries": entries, "files": files or 0, "dirs": dirs or 0, "bytes": total or 0}
+
+        return self._read(q)
+
+    # -- backends ----------------------------------------------------------------------------
+    def put_backend(self, record: BackendRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO backends VALUES (?,?,?,?,?,?,?,?)",
+                (record.name, record.url, json.dumps(record.options), record.cloud, record.region, record.tier,
+                 record.cost, record.created),
+            )
+
+    @staticmethod
+    def _backend(row: tuple[Any, ...]) -> BackendRecord:
+        name, url, options, cloud, region, tier, cost, created = row
+        return BackendRecord(name=name, url=url, options=json.loads(options), cloud=cloud, region=region, tier=tier,
+                             cost=cost, created=created)
+
+    def get_backend(self, name: str) -> BackendRecord:
+        row = self._read(lambda c: c.execute("SELECT * FROM backends WHERE name=?", (name,)).fetchone())
+        if row is None:
+            raise NotFound(f"unknown backend {name!r}")
+        return self._backend(row)
+
+    def list_backends(self) -> builtins.list[BackendRecord]:
+        return self._read(lambda c: [self._backend(r) for r in c.execute("SELECT * FROM backends ORDER BY name")])
+
+    def delete_backend(self, name: str) -> None:
+        with self._write() as conn:
+            if conn.execute("DELETE FROM backends WHERE name=?", (name,)).rowcount == 0:
+                raise NotFound(f"unknown backend {name!r}")
+
+    # -- tasks -------------------------------------------------------------------------------
+    def add_task(self, task: Task) -> Task:
+        with self._write() as conn:
+            if task.dedupe_key is not None:
+                row = conn.execute(
+                    f"SELECT {_TASK_COLS} FROM tasks WHERE dedupe_key=? AND state IN ('pending','running')",
+                    (task.dedupe_key,),
+                ).fetchone()
+                if row is not None:
+                    return _row_to_task(row)
+            now = time.time()
+            cur = conn.execute(
+                "INSERT INTO tasks (kind, entry_id, entry_version, source, destination, state, attempts, last_error,"
+                " lease_owner, lease_expires, not_before, dedupe_key, payload, created, updated)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (task.kind, task.entry_id, task.entry_version, task.source, task.destination, PENDING, 0, None, None, None,
+                 task.not_before, task.dedupe_key, json.dumps(task.payload), now, now),
+            )
+            stored = Task(**{**task.__dict__, "state": PENDING, "attempts": 0, "last_error": None, "lease_owner": None,
+                             "lease_expires": None, "created": now, "updated": now})
+            stored.id = int(cur.lastrowid or 0)
+            return stored
+
+    def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
+        with self._write() as conn:
+            now = time.time()
+            sql = (
+                f"SELECT {_TASK_COLS} FROM tasks WHERE ((state='pending' AND not_before <= ?)"
+                " OR (state='running' AND lease_expires < ?))"
+            )
+            args: builtins.list[Any] = [now, now]
+            if kinds:
+                sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+                args.extend(kinds)
+            row = conn.execute(sql + " ORDER BY id LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            task = _row_to_task(row)
+            task.state, task.lease_owner, task.lease_expires = RUNNING, owner, now + lease_seconds
+            task.attempts += 1
+            task.updated = now
+            conn.execute(
+                "UPDATE tasks SET state=?, lease_owner=?, lease_expires=?, attempts=?, updated=? WHERE id=?",
+                (RUNNING, owner, task.lease_expires, task.attempts, now, task.id),
+            )
+            return task
+
+    def renew_lease(self, task_id: int, owner: str, lease_seconds: float) -> bool:
+        with self._write() as conn:
+            now = time.time()
+            cur = conn.execute(
+                "UPDATE tasks SET lease_expires=?, updated=? WHERE id=? AND state='running' AND lease_owner=?"
+                " AND lease_expires >= ?",
+                (now + lease_seconds, now, task_id, owner, now),
+            )
+            return cur.rowcount == 1
+
+    def finish_task(
+        self,
+        task_id: int,
+        owner: str,
+        state: str,
+        error: str | None = None,
+        retry_at: float | None = None,
+    ) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT state, lease_owner FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None or row[0] != RUNNING or row[1] != owner:
+                return False
+            now = time.time()
+            if retry_at is not None:
+                conn.execute(
+                    "UPDATE tasks SET state='pending', lease_owner=NULL, lease_expires=NULL, not_before=?, last_error=?,"
+                    " updated=? WHERE id=?",
+                    (retry_at, error, now, task_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE tasks SET state=?, lease_owner=NULL, lease_expires=NULL, last_error=coalesce(?, last_error),"
+                    " updated=? WHERE id=?",
+                    (state, error, now, task_id),
+                )
+            return True
+
+    def list_tasks(self, state: str | None = None, limit: int | None = None) -> builtins.list[Task]:
+        sql = f"SELECT {_TASK_COLS} FROM tasks"
+        args: builtins.list[Any] = []
+        if state is not None:
+            sql += " WHERE state=?"
+            args.append(state)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self._read(lambda c: [_row_to_task(r) for r in c.execute(sql, args)])
+
+    def count_tasks(self) -> dict[str, int]:
+        return self._read(lambda c: {s: n for s, n in c.execute("SELECT state, count(*) FROM tasks GROUP BY state")})
+
+    def purge_tasks(self, state: str, older_than: float) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM tasks WHERE state=? AND updated < ?", (state, older_than)).rowcount
+
+    # -- records -----------------------------------------------------------------------------
+    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None) -> int:
+        with self._write() as conn:
+            row = conn.execute("SELECT version FROM records WHERE collection=? AND key=?", (collection, key)).fetchone()
+            current = row[0] if row else 0
+            if expected_version == 0 and row is not None:
+                raise AlreadyExists(f"{collection} {key!r} already exists")
+            if expected_version is not None and current != expected_version:
+                if row is None:
+                    raise NotFound(f"{collection} {key!r} does not exist")
+                raise Conflict(f"{collection} {key!r} was changed by another writer (version {current}, expected {expected_version})")
+            conn.execute(
+                "INSERT OR REPLACE INTO records VALUES (?,?,?,?)", (collection, key, json.dumps(doc), current + 1)
+            )
+            return int(current + 1)
+
+    def get_record(self, collection: str, key: str) -> tuple[dict[str, Any], int]:
+        row = self._read(
+            lambda c: c.execute("SELECT doc, version FROM records WHERE collection=? AND key=?", (collection, key)).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"{collection} {key!r} not found")
+        return json.loads(row[0]), int(row[1])
+
+    def list_records(self, collection: str) -> builtins.list[tuple[str, dict[str, Any], int]]:
+        return self._read(
+            lambda c: [
+                (k, json.loads(d), v)
+                for k, d, v in c.execute("SELECT key, doc, version FROM records WHERE collection=? ORDER BY key", (collection,))
+            ]
+        )
+
+    def delete_record(self, collection: str, key: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM records WHERE collection=? AND key=?", (collection, key)).rowcount > 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+            self._shared = None
+        self._local = threading.local()
