@@ -9,7 +9,7 @@ from vdir.core import VDir
 
 
 def test_fsspec_protocol_round_trip(vd: VDir) -> None:
-    fs = fsspec.filesystem("vdir", vdir=vd, skip_instance_cache=True)
+    fs = fsspec.filesystem("vdir", vd=vd, skip_instance_cache=True)
     fs.pipe("vdir:///data/a.bin", b"0123456789")
     assert fs.cat("vdir:///data/a.bin") == b"0123456789"
     assert fs.cat_file("/data/a.bin", start=2, end=5) == b"234"
@@ -28,7 +28,7 @@ def test_fsspec_protocol_round_trip(vd: VDir) -> None:
 
 def test_pandas_reads_and_writes_vdir_urls(vd: VDir) -> None:
     df = pd.DataFrame({"x": [1, 2, 3], "name": ["a", "b", "ü"]})
-    opts = {"vdir": vd, "skip_instance_cache": True}
+    opts = {"vd": vd, "skip_instance_cache": True}
     df.to_csv("vdir:///frames/df.csv", index=False, storage_options=opts)
     assert vd.stat("/frames/df.csv").hash is not None
     back = pd.read_csv("vdir:///frames/df.csv", storage_options=opts)

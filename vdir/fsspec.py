@@ -22,11 +22,12 @@ class VDirFileSystem(AbstractFileSystem):  # type: ignore[misc]
     protocol = "vdir"
     root_marker = "/"
 
-    def __init__(self, config: str | None = None, catalog: str | None = None, backend: str | None = None, vdir: VDir | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: str | None = None, catalog: str | None = None, backend: str | None = None, vd: VDir | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         import vdir as _vdir
 
-        self.vd = vdir or _vdir.connect(config, catalog=catalog)
+        # (the instance keyword is ``vd``: fsspec reserves a keyword named like the protocol)
+        self.vd = vd or _vdir.connect(config, catalog=catalog)
         self.backend = backend
 
     @classmethod

@@ -1,0 +1,225 @@
+"""Mount benchmark: vdir mount beside ``rclone mount`` of a local folder and the native disk.
+
+    python -m bench.mount [--size-mib 1024] [--files 10000] [--workdir DIR]
+
+Measures, in one run and on the same disk: sequential write and read of one large file (1 MiB
+requests), then create / stat / ``ls -l`` of many small files.  vdir uses the embedded default
+(SQLite catalog, a local-folder backend); rclone mounts a ``:local:`` remote with
+``--vfs-cache-mode writes``.  Reads and the stat / ``ls -l`` phases start from a fresh mount
+and with the backing files dropped from the page cache, so they measure the filesystem, not the
+kernel's caches.  Writes are timed until ``close`` returns (for vdir that includes the upload
+and the catalog commit); the time until the bytes are in rclone's backing folder is printed too.
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from vdir.fuse.mount import is_mounted
+
+MIB = 1024 * 1024
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout}s")
+        time.sleep(0.02)
+
+
+def _drop_cache(path: Path) -> None:
+    """Evict one file from the page cache (no global drop_caches needed)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+class Target:
+    """One filesystem under test: a directory, and how to (re)mount it."""
+
+    def __init__(self, name: str, path: Path, start: Callable[[], subprocess.Popen[bytes] | None], backing: Callable[[str], Path]) -> None:
+        self.name = name
+        self.path = path
+        self._start = start
+        self.backing = backing
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def mount(self) -> None:
+        self.proc = self._start()
+        if self.proc is not None:
+            _wait(lambda: is_mounted(self.path), 60, f"{self.name} mount")
+
+    def unmount(self) -> None:
+        if self.proc is None:
+            return
+        subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
+        if is_mounted(self.path):
+            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True)
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        self.proc = None
+
+    def remount(self) -> None:
+        self.unmount()
+        self.mount()
+
+
+def write_big(t: Target, size: int, block: bytes) -> tuple[float, float]:
+    """(seconds until close returned, seconds until the bytes were in the backing store)."""
+    os.sync()
+    t0 = time.perf_counter()
+    fd = os.open(t.path / "big.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for _ in range(size // MIB):
+        os.write(fd, block)
+    os.close(fd)
+    closed = time.perf_counter() - t0
+    target = t.backing("big.bin")
+    _wait(lambda: target.exists() and target.stat().st_size == size and not _partial(target), 600, "upload")
+    return closed, time.perf_counter() - t0
+
+
+def _partial(path: Path) -> bool:
+    return any(p.name.startswith(path.name) and p.name != path.name for p in path.parent.iterdir())
+
+
+def read_big(t: Target, size: int) -> float:
+    t.remount()
+    _drop_cache(t.backing("big.bin"))
+    t0 = time.perf_counter()
+    fd = os.open(t.path / "big.bin", os.O_RDONLY)
+    n = 0
+    while chunk := os.read(fd, MIB):
+        n += len(chunk)
+    os.close(fd)
+    assert n == size, f"{t.name}: read {n} bytes of {size}"
+    return time.perf_counter() - t0
+
+
+def metadata(t: Target, files: int) -> tuple[float, float, float]:
+    """(create, stat, ls -l) seconds for ``files`` small files in one directory."""
+    d = t.path / "meta"
+    d.mkdir()
+    payload = b"x" * 100
+    t0 = time.perf_counter()
+    for i in range(files):
+        fd = os.open(d / f"f{i:06}.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, payload)
+        os.close(fd)
+    create = time.perf_counter() - t0
+    t.remount()
+    t0 = time.perf_counter()
+    for i in range(files):
+        os.stat(d / f"f{i:06}.txt")
+    stat = time.perf_counter() - t0
+    t.remount()
+    t0 = time.perf_counter()
+    out = subprocess.run(["ls", "-l", str(d)], capture_output=True, check=True).stdout
+    ls = time.perf_counter() - t0
+    lines = out.count(b"\n")
+    assert lines == files + 1, f"{t.name}: ls -l listed {lines} lines"
+    return create, stat, ls
+
+
+@contextlib.contextmanager
+def setup(work: Path) -> Iterator[list[Target]]:
+    home = work / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VDIR_") and k != "AWS_CA_BUNDLE"}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local" / "share"),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    subprocess.run([sys.executable, "-m", "cli", "init"], env=env, check=True, capture_output=True)
+    objects = home / ".local" / "share" / "vdir" / "objects"
+    native = work / "native"
+    native.mkdir()
+    rsrc, rmnt, vmnt = work / "rclone-src", work / "rclone-mnt", work / "vdir-mnt"
+    for d in (rsrc, rmnt, vmnt):
+        d.mkdir()
+
+    def rclone() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["rclone", "mount", f":local:{rsrc}", str(rmnt), "--vfs-cache-mode", "writes", "--cache-dir", str(work / "rclone-cache")],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(work / "rclone.log", "ab"), start_new_session=True,  # noqa: SIM115
+        )
+
+    def vdir() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli", "mount", str(vmnt), "--foreground", "--cache-dir", str(work / "vdir-cache")],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(work / "vdir.log", "ab"), start_new_session=True,  # noqa: SIM115
+        )
+
+    targets = [
+        Target("native", native, lambda: None, lambda name: native / name),
+        Target("rclone", rmnt, rclone, lambda name: rsrc / name),
+        Target("vdir", vmnt, vdir, lambda name: objects / name),
+    ]
+    try:
+        for t in targets:
+            t.mount()
+        yield targets
+    finally:
+        for t in targets:
+            with contextlib.suppress(Exception):
+                t.unmount()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.mount", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="size of the large file (MiB)")
+    parser.add_argument("--files", type=int, default=10_000, help="number of small files")
+    parser.add_argument("--workdir", default=None, help="where to put everything (default: a temp dir, removed after)")
+    args = parser.parse_args(argv)
+    if not shutil.which("rclone"):
+        print("rclone is not installed (apt install rclone)", file=sys.stderr)
+        return 2
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="vdir-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    size = args.size_mib * MIB
+    block = os.urandom(MIB)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        with setup(work) as targets:
+            for t in targets:
+                closed, stored = write_big(t, size, block)
+                read = read_big(t, size)
+                create, st, ls = metadata(t, args.files)
+                results[t.name] = {
+                    "write MiB/s (until close)": args.size_mib / closed,
+                    "write MiB/s (until stored)": args.size_mib / stored,
+                    "read MiB/s": args.size_mib / read,
+                    "create files/s": args.files / create,
+                    "stat files/s": args.files / st,
+                    "ls -l files/s": args.files / ls,
+                }
+                print(f"{t.name}: done", file=sys.stderr, flush=True)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\nvdir mount vs rclone mount (--vfs-cache-mode writes, :local:) vs native disk; "
+          f"{args.size_mib} MiB file, {args.files} small files\n")
+    print(f"{'metric':28} {'native':>10} {'rclone':>10} {'vdir':>10} {'vdir/rclone':>12} {'vdir/native':>12}")
+    for metric in results["vdir"]:
+        n, r, v = (results[k][metric] for k in ("native", "rclone", "vdir"))
+        print(f"{metric:28} {n:10.0f} {r:10.0f} {v:10.0f} {v / r:11.2f}x {v / n:11.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Directory listings for the mount, and the short-lived metadata cache they fill.
+
+A listing is read from the catalog a page at a time, as the kernel asks for entries, so a huge
+directory is never held in memory; the entries it returns are kept for ``attr_timeout`` seconds
+so the ``stat`` calls of an ``ls -l`` that follows cost no further catalog queries.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+
+from vdir import paths
+from vdir.catalog.base import DIR, FILE, SYMLINK, Catalog, Entry
+from vdir.errors import to_errno
+
+TYPE_BITS = {DIR: stat.S_IFDIR, FILE: stat.S_IFREG, SYMLINK: stat.S_IFLNK}
+Item = tuple[str, dict[str, int], int]
+"""One directory entry as the kernel takes it: name, type bits, offset."""
+
+
+def mapped(items: Iterator[Item]) -> Iterator[Item]:
+    """A directory listing whose errors (raised while the kernel reads it) are mapped too."""
+    try:
+        yield from items
+    except Exception as exc:  # noqa: BLE001 - see fuse_errors
+        code = to_errno(exc)
+        raise OSError(code, os.strerror(code)) from None
+
+
+class MetaCache:
+    """Entries by path for at most ``ttl`` seconds (bounded in size), so ``ls -l`` of a large
+    directory costs one listing, not one catalog query per name."""
+
+    def __init__(self, ttl: float, max_items: int = 65536) -> None:
+        self.ttl = ttl
+        self.max_items = max_items
+        self._items: OrderedDict[str, tuple[float, Entry]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> Entry | None:
+        with self._lock:
+            item = self._items.get(path)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, path: str, entry: Entry) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._items.pop(path, None)
+            self._items[path] = (time.monotonic() + self.ttl, entry)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def forget(self, path: str, tree: bool = False) -> None:
+        with self._lock:
+            self._items.pop(path, None)
+            if tree:
+                prefix = path.rstrip("/") + "/"
+                for p in [p for p in self._items if p.startswith(prefix)]:
+                    del self._items[p]
+
+
+class DirHandle:
+    """An open directory: entries are read from the catalog a page at a time, as the kernel asks
+    for them, so a huge directory is never held in memory."""
+
+    PAGE = 1000
+
+    def __init__(self, catalog: Catalog, meta: MetaCache, pending: Callable[[str], set[str]], path: str, entry: Entry) -> None:
+        self.catalog = catalog
+        self.meta = meta
+        self.pending = pending
+        self.path = path
+        self.entry = entry
+        self._gen: Iterator[Item] | None = None
+        self._buf: deque[Item] = deque()
+        self._next = 1
+
+    def _produce(self) -> Iterator[Item]:
+        off = 1
+        for name in (".", ".."):
+            yield name, {"st_mode": stat.S_IFDIR}, off
+            off += 1
+        after: str | None = None
+        seen_pending = self.pending(self.path)
+        while True:
+            batch = self.catalog.list(self.entry.id, after=after, limit=self.PAGE)
+            for child in batch:
+                seen_pending.discard(child.name)
+                self.meta.put(paths.join(self.path, child.name), child)
+                yield child.name, {"st_mode": TYPE_BITS.get(child.type, stat.S_IFREG)}, off
+                off += 1
+            if len(batch) < self.PAGE:
+                break
+            after = batch[-1].name
+        for name in sorted(seen_pending):
+            yield name, {"st_mode": stat.S_IFREG}, off
+            off += 1
+
+    def items_from(self, offset: int) -> Iterator[Item]:
+        """Entries after ``offset`` (the offset of the last one the kernel took)."""
+        while self._buf and self._buf[0][2] <= offset:
+            self._buf.popleft()
+        expected = self._buf[0][2] if self._buf else self._next
+        if self._gen is None or offset == 0 or expected != offset + 1:
+            self._gen, self._buf, self._next = self._produce(), deque(), 1
+            while self._next <= offset:
+                if next(self._gen, None) is None:
+                    return
+                self._next += 1
+        yield from list(self._buf)
+        for item in self._gen:
+            self._buf.append(item)
+            self._next = item[2] + 1
+            yield item

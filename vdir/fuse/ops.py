@@ -1,0 +1,574 @@
+"""The FUSE operations: paths and file handles mapped onto the core API (:class:`~vdir.core.VDir`).
+
+This module does not import libfuse (that happens only in :mod:`vdir.fuse.mount`): every
+operation is a plain method, and every error leaves it through :func:`fuse_errors`, which maps
+it with :func:`vdir.errors.to_errno` (unexpected exceptions are logged and become ``EIO``).
+
+Consistency: metadata read from the catalog is kept for ``attr_timeout`` seconds at most (the
+kernel keeps it as long again), so a change made elsewhere shows here within twice that.
+Opening a file always asks the catalog (close-to-open), and a file written here is committed
+when it is closed or fsync'ed.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from vdir import paths
+from vdir.catalog.base import DIR, FILE, SYMLINK, Entry
+from vdir.errors import InvalidArgument, IsADirectory, NotADirectory, NotFound, ReadOnly, to_errno
+from vdir.fuse.cache import CacheDir
+from vdir.fuse.dirs import TYPE_BITS, DirHandle, MetaCache, mapped
+from vdir.fuse.files import Node
+
+if TYPE_CHECKING:
+    from vdir.core import VDir
+
+log = logging.getLogger("vdir.fuse")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+XATTR_CREATE = 1
+XATTR_REPLACE = 2
+XATTR_SIZE_MAX = 65536
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+READONLY_XATTRS = ("user.vdir.hash", "user.vdir.replicas")
+"""Facts of the catalog readable as extended attributes (by name; not listed, so tools that copy
+xattrs do not try to write them elsewhere)."""
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+
+
+LOOKUP_PAGE = 256
+"""Names read at once by the metadata read-ahead of :meth:`VDirOperations._lookup_child`."""
+
+
+def _name_before(name: str) -> str:
+    """A string sorting (by UTF-8 bytes) below ``name`` and above almost everything else that
+    does: the ``after`` bound of a listing that starts at ``name``."""
+    code = ord(name[-1]) - 1
+    if 0xD800 <= code <= 0xDFFF:
+        code = 0xD7FF
+    return name[:-1] + chr(code) if code > 0 else name[:-1]
+
+
+def fuse_errors(method: F) -> F:
+    """Let an operation fail only with ``OSError(errno)``, mapped by :func:`to_errno`."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the one place errors become errno
+            code = to_errno(exc)
+            raise OSError(code, os.strerror(code)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class VDirOperations:
+    """fusepy/mfusepy-style operations over one :class:`~vdir.core.VDir`.  Thread-safe."""
+
+    use_ns = True
+
+    def __init__(
+        self,
+        vd: VDir,
+        cache: CacheDir,
+        *,
+        read_only: bool = False,
+        attr_timeout: float = 1.0,
+        context: Callable[[], tuple[int, int, int]] | None = None,
+        workers: int = 8,
+    ) -> None:
+        self.vd = vd
+        self.cache = cache
+        self.read_only = read_only
+        self.meta = MetaCache(attr_timeout)
+        self.context = context or (lambda: (os.getuid(), os.getgid(), os.getpid()))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vdir-read-ahead")
+        self._lock = threading.RLock()
+        self._nodes: dict[str, Node] = {}
+        self._handles: dict[int, Node] = {}
+        self._dirs: dict[int, DirHandle] = {}
+        self._next_fh = 1
+        self._recent_misses: dict[int, float] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _entry(self, path: str) -> Entry:
+        """The entry at ``path``: from the metadata cache, else one catalog lookup under the
+        (cached) parent, so a ``stat`` of a name in a known directory costs one query."""
+        norm = paths.normalize(path)
+        cached = self.meta.get(norm)
+        if cached is not None:
+            return cached
+        if norm == "/":
+            entry = self.vd.entry("/")
+        else:
+            parent_path, name = paths.split(norm)
+            parent = self._entry(parent_path)
+            if parent.type != DIR:
+                raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+            found = self._lookup_child(parent, parent_path, name)
+            if found is None:
+                raise NotFound(f"{norm}: no such file or directory", path=norm)
+            entry = found
+        self.meta.put(norm, entry)
+        return entry
+
+    def _lookup_child(self, parent: Entry, parent_path: str, name: str) -> Entry | None:
+        """One name in a directory.  The second miss in the same directory within the cache
+        time reads a page of names from this one on instead (metadata read-ahead): ``stat`` of
+        many files of a directory in name order, as ``find``, ``rsync`` or ``tar`` do, then
+        costs one catalog query per page rather than one per name."""
+        now = time.monotonic()
+        with self._lock:
+            streak = self._recent_misses.get(parent.id, 0.0) > now
+            if len(self._recent_misses) > 4096:
+                self._recent_misses.clear()
+            self._recent_misses[parent.id] = now + self.meta.ttl
+        if not streak or self.meta.ttl <= 0:
+            return self.vd.catalog.lookup(parent.id, name)
+        found = None
+        for child in self.vd.catalog.list(parent.id, after=_name_before(name), limit=LOOKUP_PAGE):
+            self.meta.put(paths.join(parent_path, child.name), child)
+            if child.name == name:
+                found = child
+        return found
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly("mounted read-only")
+
+    def _new_fh(self) -> int:
+        with self._lock:
+            fh = self._next_fh
+            self._next_fh += 1
+            return fh
+
+    def _node(self, path: str | None, fh: int | None) -> Node | None:
+        with self._lock:
+            if fh is not None and fh in self._handles:
+                return self._handles[fh]
+            return self._nodes.get(paths.normalize(path)) if path else None
+
+    def pending_names(self, dir_path: str) -> set[str]:
+        """Names of files created in ``dir_path`` by this mount and not committed yet."""
+        with self._lock:
+            return {paths.split(p)[1] for p, n in self._nodes.items() if n.is_new and paths.split(p)[0] == dir_path}
+
+    @staticmethod
+    def _attrs(entry: Entry) -> dict[str, Any]:
+        kind = entry.type
+        mode = TYPE_BITS.get(kind, stat.S_IFREG) | (entry.mode & 0o7777)
+        size = len(entry.target.encode()) if kind == SYMLINK and entry.target else entry.size
+        return {
+            "st_mode": mode, "st_nlink": 2 if kind == DIR else 1, "st_size": size,
+            "st_uid": entry.uid, "st_gid": entry.gid, "st_blocks": (size + 511) // 512, "st_blksize": 1 << 20,
+            "st_mtime": int(entry.mtime * 1e9), "st_atime": int(entry.mtime * 1e9), "st_ctime": int(entry.ctime * 1e9),
+        }
+
+    def _node_attrs(self, node: Node) -> dict[str, Any]:
+        base = node.entry or Entry(name="", type=FILE, mode=node.mode, uid=self.context()[0], gid=self.context()[1])
+        if node.record is not None:
+            base = base.copy(uid=node.record.uid if node.record.uid is not None else base.uid,
+                             gid=node.record.gid if node.record.gid is not None else base.gid)
+        return self._attrs(base.copy(size=node.size, mtime=node.mtime, mode=node.mode, ctime=max(base.ctime, node.mtime)))
+
+    # -- attributes ------------------------------------------------------------------------
+    @fuse_errors
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
+        node = self._node(path, fh)
+        if node is not None and (node.is_local or node.is_new):
+            return self._node_attrs(node)
+        if path is None:
+            raise NotFound("file was removed")
+        return self._attrs(self._entry(path))
+
+    @fuse_errors
+    def chmod(self, path: str | None, mode: int) -> int:
+        self._writable()
+        if path is None:
+            raise NotFound("file was removed")
+        node = self._node(path, None)
+        if node is not None:
+            node.mode = mode & 0o7777
+            if node.is_new:
+                return 0
+        self._update(path, mode=mode & 0o7777)
+        return 0
+
+    @fuse_errors
+    def chown(self, path: str | None, uid: int, gid: int) -> int:
+        self._writable()
+        if path is None:
+            raise NotFound("file was removed")
+        new_uid, new_gid = (uid if uid >= 0 else None), (gid if gid >= 0 else None)
+        node = self._node(path, None)
+        if node is not None and node.is_new:
+            node.set_owner(new_uid, new_gid)
+            return 0
+        changes = {k: v for k, v in (("uid", new_uid), ("gid", new_gid)) if v is not None}
+        if changes:
+            self._update(path, **changes)
+        return 0
+
+    @fuse_errors
+    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> int:
+        self._writable()
+        if path is None:
+            raise NotFound("file was removed")
+        mtime_ns = times[1] if times else UTIME_NOW
+        if mtime_ns == UTIME_OMIT:
+            return 0
+        mtime = time.time() if mtime_ns == UTIME_NOW else mtime_ns / 1e9
+        node = self._node(path, None)
+        if node is not None:
+            node.touch(mtime)
+            if node.is_new:
+                return 0
+        self._update(path, mtime=mtime)
+        return 0
+
+    def _update(self, path: str, **changes: Any) -> Entry:
+        norm = paths.normalize(path)
+        entry = self.vd.update_entry(norm, **changes)
+        self.meta.forget(norm)
+        node = self._node(norm, None)
+        if node is not None and not node.dirty:
+            node.entry = entry
+        return entry
+
+    @fuse_errors
+    def statfs(self, path: str) -> dict[str, int]:
+        blocks = (1 << 50) // 4096  # a virtual directory has no fixed size: report 1 PiB
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": blocks, "f_bavail": blocks,
+                "f_files": 1 << 32, "f_ffree": 1 << 32, "f_favail": 1 << 32, "f_namemax": paths.MAX_NAME_BYTES}
+
+    # -- extended attributes ----------------------------------------------------------------
+    def _xattrs(self, path: str) -> tuple[Entry | None, dict[str, bytes]]:
+        node = self._node(path, None)
+        if node is not None and (node.is_new or node.record is not None):
+            return node.entry, node.xattrs()
+        entry = self._entry(path)
+        return entry, entry.xattrs
+
+    @fuse_errors
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if not name.startswith("user."):
+            raise OSError(errno.ENODATA, "no such attribute")
+        entry, xattrs = self._xattrs(path)
+        if name in READONLY_XATTRS and entry is not None and entry.type == FILE:
+            if name == "user.vdir.hash":
+                if entry.hash:
+                    return entry.hash.encode()
+            else:
+                return json.dumps([{"backend": r.backend, "key": r.key, "state": r.state, "size": r.size}
+                                   for r in entry.replicas]).encode()
+        if name in xattrs:
+            return xattrs[name]
+        raise OSError(errno.ENODATA, "no such attribute")
+
+    @fuse_errors
+    def listxattr(self, path: str) -> list[str]:
+        return sorted(k for k in self._xattrs(path)[1] if k.startswith("user."))
+
+    @fuse_errors
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        self._writable()
+        if not name.startswith("user."):
+            raise OSError(errno.ENOTSUP, "only user.* extended attributes are supported")
+        if name.startswith("user.vdir."):
+            raise OSError(errno.EPERM, "user.vdir.* attributes are read-only")
+        if len(value) > XATTR_SIZE_MAX:
+            raise OSError(errno.E2BIG, "attribute value too large")
+        _, xattrs = self._xattrs(path)
+        if options & XATTR_CREATE and name in xattrs:
+            raise OSError(errno.EEXIST, "attribute exists")
+        if options & XATTR_REPLACE and name not in xattrs:
+            raise OSError(errno.ENODATA, "no such attribute")
+        node = self._node(path, None)
+        if node is not None and node.is_new:
+            node.set_xattr(name, value)
+            return 0
+        self._update(path, xattrs={**self._entry(path).xattrs, name: value})
+        return 0
+
+    @fuse_errors
+    def removexattr(self, path: str, name: str) -> int:
+        self._writable()
+        if name.startswith("user.vdir."):
+            raise OSError(errno.EPERM, "user.vdir.* attributes are read-only")
+        xattrs = dict(self._entry(path).xattrs)
+        if name not in xattrs:
+            raise OSError(errno.ENODATA, "no such attribute")
+        del xattrs[name]
+        self._update(path, xattrs=xattrs)
+        return 0
+
+    # -- directories -----------------------------------------------------------------------
+    @fuse_errors
+    def opendir(self, path: str) -> int:
+        entry = self._entry(path)
+        if entry.type != DIR:
+            raise NotADirectory(f"{path}: not a directory", path=path)
+        fh = self._new_fh()
+        with self._lock:
+            self._dirs[fh] = DirHandle(self.vd.catalog, self.meta, self.pending_names, paths.normalize(path), entry)
+        return fh
+
+    @fuse_errors
+    def readdir_with_offset(self, path: str | None, offset: int, fh: int) -> Iterator[tuple[str, dict[str, int], int]]:
+        with self._lock:
+            handle = self._dirs[fh]
+        return mapped(handle.items_from(offset))
+
+    @fuse_errors
+    def releasedir(self, path: str | None, fh: int) -> int:
+        with self._lock:
+            self._dirs.pop(fh, None)
+        return 0
+
+    @fuse_errors
+    def mkdir(self, path: str, mode: int) -> int:
+        self._writable()
+        norm = paths.normalize(path)
+        entry = self.vd.mkdir(norm, mode=mode & 0o7777)
+        self.meta.forget(norm)
+        uid, gid, _ = self.context()
+        if (uid, gid) != (entry.uid, entry.gid):
+            self._update(norm, uid=uid, gid=gid)
+        return 0
+
+    @fuse_errors
+    def rmdir(self, path: str) -> int:
+        self._writable()
+        norm = paths.normalize(path)
+        entry = self.vd.entry(norm)
+        if entry.type != DIR:
+            raise NotADirectory(f"{norm}: not a directory", path=norm)
+        if self.pending_names(norm):
+            raise OSError(errno.ENOTEMPTY, "directory not empty")
+        self.vd.rm(norm)
+        self.meta.forget(norm, tree=True)
+        return 0
+
+    # -- names -----------------------------------------------------------------------------
+    @fuse_errors
+    def unlink(self, path: str) -> int:
+        self._writable()
+        norm = paths.normalize(path)
+        with self._lock:
+            node = self._nodes.get(norm)
+            if node is not None and node.is_new:
+                node.discard()
+                del self._nodes[norm]
+                return 0
+            entry = self.vd.entry(norm)
+            if entry.type == DIR:
+                raise IsADirectory(f"{norm}: is a directory", path=norm)
+            self.vd.rm(norm)
+            self.meta.forget(norm)
+            if node is not None:
+                node.discard()
+                del self._nodes[norm]
+        return 0
+
+    @fuse_errors
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        self._writable()
+        if flags & RENAME_EXCHANGE:
+            raise InvalidArgument("RENAME_EXCHANGE is not supported")
+        src, dst = paths.normalize(old), paths.normalize(new)
+        if src == dst:
+            return 0
+        with self._lock:
+            node = self._nodes.get(src)
+            if node is not None and node.is_new:
+                node.commit()  # a file must be in the catalog to be renamed there
+            self.vd.rename(src, dst, replace=not flags & RENAME_NOREPLACE)
+            self.meta.forget(src, tree=True)
+            self.meta.forget(dst, tree=True)
+            victim = self._nodes.pop(dst, None)
+            if victim is not None and victim is not node:
+                victim.discard()
+            prefix = src + "/"
+            for p in [p for p in self._nodes if p == src or p.startswith(prefix)]:
+                moved = self._nodes.pop(p)
+                target = dst + p[len(src):]
+                moved.set_path(target)
+                self._nodes[target] = moved
+        return 0
+
+    @fuse_errors
+    def symlink(self, path: str, target: str) -> int:
+        self._writable()
+        norm = paths.normalize(path)
+        self.vd.symlink(target, norm)
+        self.meta.forget(norm)
+        return 0
+
+    @fuse_errors
+    def readlink(self, path: str) -> str:
+        return self.vd.readlink(path)
+
+    @fuse_errors
+    def link(self, target: str, source: str) -> int:
+        raise OSError(errno.EPERM, "hard links are not supported")
+
+    @fuse_errors
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        raise OSError(errno.EPERM, "only regular files, directories and symbolic links are supported")
+
+    # -- files -----------------------------------------------------------------------------
+    def _attach(self, path: str, node: Node) -> int:
+        fh = self._new_fh()
+        with self._lock:
+            node.refs += 1
+            self._handles[fh] = node
+        return fh
+
+    @fuse_errors
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
+        self._writable()
+        norm = paths.normalize(path)
+        parent_path, name = paths.split(norm)
+        parent = self._entry(parent_path)
+        if parent.type != DIR:
+            raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+        with self._lock:
+            existing = self._nodes.get(norm)
+            if existing is None:
+                if self.vd.catalog.lookup(parent.id, name) is not None:
+                    if flags & os.O_EXCL:
+                        raise OSError(errno.EEXIST, "file exists")
+                    return self._open(norm, flags)
+            elif flags & os.O_EXCL:
+                raise OSError(errno.EEXIST, "file exists")
+            else:
+                return self._open(norm, flags)
+            node = Node(self.vd, self.cache, self.pool, norm, None, mode & 0o7777)
+            uid, gid, _ = self.context()
+            node.make_local()
+            if (uid, gid) != (os.getuid(), os.getgid()):
+                node.set_owner(uid, gid)
+            assert node.record is not None
+            node.mark_dirty()
+            self._nodes[norm] = node
+            return self._attach(norm, node)
+
+    @fuse_errors
+    def open(self, path: str, flags: int) -> int:
+        if flags & _WRITE_FLAGS:
+            self._writable()
+        return self._open(paths.normalize(path), flags)
+
+    def _open(self, norm: str, flags: int) -> int:
+        with self._lock:
+            node = self._nodes.get(norm)
+            if node is None or not (node.dirty or node.is_new):
+                entry = self.vd.entry(norm)  # close-to-open: always the catalog's current version
+                self.meta.put(norm, entry)
+                if entry.type == DIR:
+                    raise IsADirectory(f"{norm}: is a directory", path=norm)
+                if node is None or node.entry is None or node.entry.version != entry.version:
+                    node = Node(self.vd, self.cache, self.pool, norm, entry)
+                    self._nodes[norm] = node
+            fh = self._attach(norm, node)
+        if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
+            try:
+                node.truncate(0)
+            except BaseException:
+                self.release(norm, fh)
+                raise
+        return fh
+
+    @fuse_errors
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
+        return self._handles[fh].read(size, offset)
+
+    @fuse_errors
+    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+        self._writable()
+        return self._handles[fh].write(data, offset)
+
+    @fuse_errors
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        self._writable()
+        node = self._node(path, fh)
+        if node is not None:
+            node.truncate(length)
+            if fh is None:  # truncate(2) by name: committed now, like any other change by name
+                node.commit()
+                self.meta.forget(node.path)
+            return 0
+        if path is None:
+            raise NotFound("file was removed")
+        norm = paths.normalize(path)
+        temp = self._open(norm, os.O_WRONLY)
+        try:
+            self._handles[temp].truncate(length)
+            self._handles[temp].commit()
+        finally:
+            self.release(norm, temp)
+        self.meta.forget(norm)
+        return 0
+
+    @fuse_errors
+    def flush(self, path: str | None, fh: int) -> int:
+        node = self._handles[fh]
+        if node.dirty and node.commit() is not None:
+            self.meta.forget(node.path)
+        return 0
+
+    @fuse_errors
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
+        return self.flush(path, fh)
+
+    @fuse_errors
+    def release(self, path: str | None, fh: int) -> int:
+        with self._lock:
+            node = self._handles.pop(fh, None)
+            if node is None:
+                return 0
+            node.refs -= 1
+            last = node.refs == 0
+            if last and self._nodes.get(node.path) is node:
+                del self._nodes[node.path]
+        if last:
+            try:
+                if node.dirty:
+                    node.commit()
+                    self.meta.forget(node.path)
+            except Exception as exc:  # noqa: BLE001 - release has no caller to tell; the journal keeps it
+                log.warning("%s: could not commit on close, kept in the journal for the next mount: %s", node.path, exc)
+            finally:
+                node.close()
+        return 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def destroy(self, path: str) -> None:
+        """Unmounted: commit what is still open (what fails stays journaled), stop read-ahead."""
+        with self._lock:
+            nodes = set(self._handles.values())
+            self._handles.clear()
+            self._nodes.clear()
+        for node in nodes:
+            try:
+                node.commit()
+            except Exception as exc:  # noqa: BLE001 - kept in the journal, resumed by the next mount
+                log.warning("%s: not committed at unmount, kept in the journal: %s", node.path, exc)
+            node.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
