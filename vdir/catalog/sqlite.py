@@ -144,9 +144,11 @@ def _row_to_entry(row: tuple[Any, ...]) -> Entry:
     )
 
 
+_TASK_FIELDS = [c.strip() for c in _TASK_COLS.split(",")]
+
+
 def _row_to_task(row: tuple[Any, ...]) -> Task:
-    cols = [c.strip() for c in _TASK_COLS.split(",")]
-    data = dict(zip(cols, row, strict=True))
+    data = dict(zip(_TASK_FIELDS, row, strict=True))
     data["payload"] = json.loads(data["payload"])
     return Task(**data)
 
@@ -403,18 +405,41 @@ class SQLiteCatalog(Catalog):
             return current
 
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
-        # Depth first with an explicit stack of (relative path, directory id); children are
-        # paged so neither a wide nor a deep tree is held in memory at once.
-        stack: builtins.list[tuple[str, int]] = [("", top_id)]
+        # Depth first, a stack of paged child iterators: memory grows with depth, not width.
+        stack: builtins.list[tuple[str, Iterator[Entry]]] = [("", self.iter_children(top_id))]
         while stack:
-            prefix, dir_id = stack.pop()
-            subdirs: builtins.list[tuple[str, int]] = []
-            for child in self.iter_children(dir_id):
-                rel = f"{prefix}{child.name}"
-                yield rel, child
-                if child.type == DIR:
-                    subdirs.append((rel + "/", child.id))
-            stack.extend(reversed(subdirs))
+            prefix, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                continue
+            rel = f"{prefix}{child.name}"
+            yield rel, child
+            if child.type == DIR:
+                stack.append((rel + "/", self.iter_children(child.id)))
+
+    def resolve(self, path: str) -> Entry:
+        # One narrow indexed query per intermediate component (id and type only, no JSON to
+        # decode), the full row only for the last one.
+        if path == "/":
+            return self.get(ROOT_ID)
+        names = path[1:].split("/")
+
+        def q(c: sqlite3.Connection) -> Entry:
+            parent = ROOT_ID
+            for i, name in enumerate(names[:-1]):
+                row = c.execute("SELECT id, type FROM entries WHERE parent_id=? AND name=?", (parent, name)).fetchone()
+                if row is None:
+                    raise NotFound(f"{path}: no such file or directory", path=path)
+                if row[1] != DIR:
+                    raise NotADirectory(f"{path}: {'/'.join(names[:i + 1])} is not a directory", path=path)
+                parent = row[0]
+            entry = self._lookup(c, parent, names[-1])
+            if entry is None:
+                raise NotFound(f"{path}: no such file or directory", path=path)
+            return entry
+
+        return self._read(q)
 
     def iter_replicas(self, backend: str | None = None) -> Iterator[tuple[Entry, Replica]]:
         last = 0

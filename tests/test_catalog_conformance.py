@@ -1,0 +1,830 @@
+"""One conformance suite for every catalog engine (SQLite and MongoDB), asserting the contract
+written in :mod:`vdir.catalog.base`.
+
+The Mongo cases run against the session's SecantusDB server, or a real MongoDB when
+``VDIR_TEST_MONGODB_URI`` is set; each test gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vdir.catalog import DIR, FILE, ROOT_ID, SYMLINK, BackendRecord, Catalog, Entry, Replica, Task, open_catalog
+from vdir.catalog.base import DONE, FAILED, PENDING, RUNNING
+from vdir.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    Conflict,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+)
+
+ENGINES = ["sqlite", "mongo"]
+
+AWKWARD_NAMES = [
+    "b",
+    "a",
+    "B",
+    "Z",
+    "10",
+    "9",
+    "e",
+    "é",
+    "ê",
+    "êé",
+    "Hello, 世界",
+    "with space",
+    " leading space",
+    'quote"d',
+    "apo'strophe",
+    "hello? sausage",
+    "@ < > & ? +",
+    "≠",
+    "😀 emoji",
+    "~tilde",
+]
+
+
+@pytest.fixture(params=ENGINES)
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/c.db"
+    return str(request.getfixturevalue("mongo_catalog_url"))
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Iterator[Catalog]:
+    cat = open_catalog(catalog_url)
+    try:
+        yield cat
+    finally:
+        cat.close()
+
+
+@pytest.fixture
+def second(catalog_url: str, catalog: Catalog) -> Iterator[Catalog]:
+    """Another engine instance on the same catalog (as a second process would open it)."""
+    cat = open_catalog(catalog_url)
+    try:
+        yield cat
+    finally:
+        cat.close()
+
+
+def mkdir(cat: Catalog, name: str, parent: int = ROOT_ID) -> Entry:
+    return cat.create(Entry(name=name, type=DIR, parent_id=parent, mode=0o755))
+
+
+def mkfile(cat: Catalog, name: str, parent: int = ROOT_ID, size: int = 0, **fields: object) -> Entry:
+    return cat.create(Entry(name=name, type=FILE, parent_id=parent, size=size, **fields))  # type: ignore[arg-type]
+
+
+def names(entries: list[Entry]) -> list[str]:
+    return [e.name for e in entries]
+
+
+def byte_order(items: list[str]) -> list[str]:
+    return sorted(items, key=lambda s: s.encode("utf-8"))
+
+
+def poll(check: Callable[[], object], timeout: float = 10.0) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met after {timeout}s")
+        time.sleep(0.02)
+
+
+def run_threads(targets: list[Callable[[], None]]) -> None:
+    errors: list[BaseException] = []
+
+    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - reported in the main thread
+                errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=wrap(t)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a worker thread hung"
+    if errors:
+        raise errors[0]
+
+
+# -- entries -----------------------------------------------------------------------------------
+
+
+def test_root_exists_once(catalog: Catalog, second: Catalog) -> None:
+    root = catalog.root()
+    assert (root.id, root.name, root.type, root.parent_id, root.version) == (ROOT_ID, "", DIR, None, 1)
+    assert catalog.resolve("/").id == ROOT_ID
+    assert catalog.path_of(ROOT_ID) == "/"
+    # opening the same catalog again does not create a second root
+    assert second.root().id == ROOT_ID
+    assert second.stats()["entries"] == 1
+    assert catalog.list(ROOT_ID) == []
+
+
+def test_create_lookup_get(catalog: Catalog) -> None:
+    d = mkdir(catalog, "docs")
+    f = catalog.create(
+        Entry(name="a.txt", parent_id=d.id, mode=0o600, uid=12, gid=34, size=5, mtime=1000.5, ctime=2000.25, hash="ab" * 16)
+    )
+    link = catalog.create(Entry(name="ln", type=SYMLINK, parent_id=d.id, target="../x/y"))
+    assert f.id not in (0, ROOT_ID, d.id) and link.id not in (0, f.id, d.id)
+    assert f.version == 1 and d.version == 1
+    got = catalog.get(f.id)
+    assert got == f
+    assert (got.mode, got.uid, got.gid, got.size, got.mtime, got.ctime, got.hash) == (0o600, 12, 34, 5, 1000.5, 2000.25, "ab" * 16)
+    assert catalog.lookup(d.id, "a.txt") == f
+    assert catalog.lookup(d.id, "nope") is None
+    assert catalog.lookup(ROOT_ID, "a.txt") is None
+    assert catalog.get(link.id).target == "../x/y"
+    assert catalog.resolve("/docs/a.txt").id == f.id
+    assert catalog.path_of(f.id) == "/docs/a.txt"
+    with pytest.raises(NotFound):
+        catalog.get(987654)
+    with pytest.raises(NotFound):
+        catalog.resolve("/docs/missing")
+    with pytest.raises(NotADirectory):
+        catalog.resolve("/docs/a.txt/below")
+
+
+def test_create_name_taken(catalog: Catalog) -> None:
+    first = mkfile(catalog, "x", size=1)
+    with pytest.raises(AlreadyExists):
+        mkfile(catalog, "x", size=2)
+    with pytest.raises(AlreadyExists):
+        mkdir(catalog, "x")
+    assert catalog.lookup(ROOT_ID, "x") == first
+    assert catalog.stats()["entries"] == 2
+    # the same name is fine in another directory
+    d = mkdir(catalog, "d")
+    assert mkfile(catalog, "x", parent=d.id).parent_id == d.id
+
+
+def test_create_bad_parent(catalog: Catalog) -> None:
+    f = mkfile(catalog, "file")
+    with pytest.raises(NotFound):
+        mkfile(catalog, "orphan", parent=424242)
+    with pytest.raises(NotADirectory):
+        mkfile(catalog, "child", parent=f.id)
+    assert catalog.list(f.id) == []
+    assert catalog.list(424242) == []
+    assert catalog.stats()["entries"] == 2
+
+
+def test_list_byte_order_and_paging(catalog: Catalog) -> None:
+    d = mkdir(catalog, "awkward")
+    for i, name in enumerate(AWKWARD_NAMES):
+        (mkdir if i % 3 == 0 else mkfile)(catalog, name, d.id)
+    expected = byte_order(AWKWARD_NAMES)
+    assert expected[:4] == [" leading space", "10", "9", "@ < > & ? +"]  # the test's own premise
+    assert names(catalog.list(d.id)) == expected
+    for name in AWKWARD_NAMES:
+        assert catalog.lookup(d.id, name) is not None, name
+        assert catalog.resolve(f"/awkward/{name}").name == name
+    # paging: after is exclusive, limit bounds the page
+    paged: list[str] = []
+    after: str | None = None
+    while True:
+        page = catalog.list(d.id, after=after, limit=3)
+        assert len(page) <= 3
+        paged.extend(names(page))
+        if len(page) < 3:
+            break
+        after = page[-1].name
+    assert paged == expected
+    assert names(catalog.list(d.id, after="Hello, 世界", limit=2)) == ["Z", "a"]
+    assert names(catalog.list(d.id, after="é")) == expected[expected.index("é") + 1 :]
+    assert catalog.list(d.id, after=expected[-1]) == []
+    assert names(catalog.iter_children(d.id, page=4)) == expected  # type: ignore[arg-type]
+    assert names(catalog.list(ROOT_ID)) == ["awkward"]
+
+
+def test_update_compare_and_set(catalog: Catalog) -> None:
+    f = mkfile(catalog, "f", size=1)
+    changed = catalog.update(f.copy(size=10, hash="h1", mode=0o640), expected_version=1)
+    assert changed.version == 2 and changed.size == 10
+    stored = catalog.get(f.id)
+    assert (stored.version, stored.size, stored.hash, stored.mode) == (2, 10, "h1", 0o640)
+    # a stale version changes nothing
+    with pytest.raises(Conflict):
+        catalog.update(f.copy(size=99, hash="stale"), expected_version=1)
+    assert catalog.get(f.id) == stored
+    # parent and name are not changed by update
+    other = mkdir(catalog, "other")
+    again = catalog.update(stored.copy(name="renamed", parent_id=other.id, size=11), expected_version=2)
+    assert (again.version, again.name, again.parent_id, again.size) == (3, "f", ROOT_ID, 11)
+    assert catalog.lookup(ROOT_ID, "f") is not None and catalog.lookup(other.id, "renamed") is None
+    catalog.delete(f.id)
+    with pytest.raises(NotFound):
+        catalog.update(again, expected_version=3)
+
+
+def test_replicas_and_xattrs_round_trip(catalog: Catalog) -> None:
+    replicas = [
+        Replica(backend="s3-east", key="data/a.bin", size=3, hash="0" * 32, etag='"abc"', state="ok", verified_at=1234.5),
+        Replica(backend="azure-we", key="a.bin", size=3, hash=None, etag=None, state="missing", verified_at=None),
+    ]
+    xattrs = {"user.comment": b"hello \x00\xff world", "user.empty": b"", "vdir.linked": "世界".encode()}
+    f = mkfile(catalog, "a.bin", size=3, replicas=replicas, xattrs=xattrs)
+    got = catalog.get(f.id)
+    assert got.replicas == replicas
+    assert got.xattrs == xattrs and all(type(v) is bytes for v in got.xattrs.values())
+    updated = catalog.update(got.copy(replicas=replicas[:1], xattrs={"user.new": b"\x01"}), expected_version=1)
+    again = catalog.get(f.id)
+    assert again == updated
+    assert again.replicas == replicas[:1] and again.xattrs == {"user.new": b"\x01"}
+
+
+def test_rename_file(catalog: Catalog) -> None:
+    a = mkdir(catalog, "a")
+    b = mkdir(catalog, "b")
+    f = mkfile(catalog, "f.txt", a.id, size=7)
+    moved, replaced = catalog.rename(f.id, a.id, "g.txt")
+    assert replaced is None
+    assert (moved.id, moved.parent_id, moved.name, moved.version, moved.size) == (f.id, a.id, "g.txt", 2, 7)
+    assert catalog.lookup(a.id, "f.txt") is None
+    assert catalog.get(f.id) == moved
+    moved, _ = catalog.rename(f.id, b.id, "Hello, 世界")
+    assert (moved.parent_id, moved.version) == (b.id, 3)
+    assert catalog.resolve("/b/Hello, 世界").id == f.id
+    assert catalog.list(a.id) == []
+
+
+def test_rename_dir_is_one_write(catalog: Catalog) -> None:
+    top = mkdir(catalog, "top")
+    sub = mkdir(catalog, "sub", top.id)
+    deep = mkdir(catalog, "deep", sub.id)
+    leaf = mkfile(catalog, "leaf.txt", deep.id, size=3)
+    dest = mkdir(catalog, "dest")
+    before = {e.id: e for _, e in catalog.walk(top.id)}
+    moved, replaced = catalog.rename(top.id, dest.id, "renamed")
+    assert replaced is None and moved.version == 2
+    assert catalog.resolve("/dest/renamed/sub/deep/leaf.txt").id == leaf.id
+    assert catalog.path_of(leaf.id) == "/dest/renamed/sub/deep/leaf.txt"
+    with pytest.raises(NotFound):
+        catalog.resolve("/top/sub")
+    # nothing below the moved directory was written
+    after = {e.id: e for _, e in catalog.walk(top.id)}
+    assert after == before
+
+
+def test_rename_replace_existing_file(catalog: Catalog) -> None:
+    src = mkfile(catalog, "src", size=1)
+    dst = mkfile(catalog, "dst", size=2)
+    with pytest.raises(AlreadyExists):
+        catalog.rename(src.id, ROOT_ID, "dst")
+    assert catalog.get(src.id) == src and catalog.get(dst.id) == dst
+    moved, replaced = catalog.rename(src.id, ROOT_ID, "dst", replace_existing=True)
+    assert replaced is not None and replaced.id == dst.id and replaced.size == 2
+    assert (moved.id, moved.name, moved.version) == (src.id, "dst", 2)
+    with pytest.raises(NotFound):
+        catalog.get(dst.id)
+    assert names(catalog.list(ROOT_ID)) == ["dst"]
+    assert catalog.lookup(ROOT_ID, "dst") == moved
+
+
+def test_rename_replace_directories_and_type_mismatch(catalog: Catalog) -> None:
+    src = mkdir(catalog, "src")
+    mkfile(catalog, "inside", src.id)
+    empty = mkdir(catalog, "empty")
+    full = mkdir(catalog, "full")
+    mkfile(catalog, "x", full.id)
+    f = mkfile(catalog, "f")
+    with pytest.raises(DirectoryNotEmpty):
+        catalog.rename(src.id, ROOT_ID, "full", replace_existing=True)
+    with pytest.raises(IsADirectory):
+        catalog.rename(f.id, ROOT_ID, "empty", replace_existing=True)
+    with pytest.raises(NotADirectory):
+        catalog.rename(src.id, ROOT_ID, "f", replace_existing=True)
+    assert names(catalog.list(ROOT_ID)) == ["empty", "f", "full", "src"]
+    assert catalog.get(src.id).version == 1 and catalog.get(f.id).version == 1
+    moved, replaced = catalog.rename(src.id, ROOT_ID, "empty", replace_existing=True)
+    assert replaced is not None and replaced.id == empty.id
+    assert catalog.resolve("/empty/inside").parent_id == src.id
+    with pytest.raises(NotFound):
+        catalog.get(empty.id)
+
+
+def test_rename_into_itself_or_descendant(catalog: Catalog) -> None:
+    a = mkdir(catalog, "a")
+    b = mkdir(catalog, "b", a.id)
+    c = mkdir(catalog, "c", b.id)
+    for target in (a, b, c):
+        with pytest.raises(InvalidArgument):
+            catalog.rename(a.id, target.id, "loop")
+    with pytest.raises(InvalidArgument):
+        catalog.rename(ROOT_ID, a.id, "root")
+    assert catalog.get(a.id).parent_id == ROOT_ID and catalog.get(a.id).version == 1
+    assert catalog.path_of(c.id) == "/a/b/c"
+    # a sibling subtree is fine
+    moved, _ = catalog.rename(c.id, ROOT_ID, "c")
+    assert moved.parent_id == ROOT_ID
+
+
+def test_rename_bad_destination_and_cas(catalog: Catalog) -> None:
+    f = mkfile(catalog, "f")
+    g = mkfile(catalog, "g")
+    with pytest.raises(NotFound):
+        catalog.rename(f.id, 555555, "x")
+    with pytest.raises(NotADirectory):
+        catalog.rename(f.id, g.id, "x")
+    with pytest.raises(NotFound):
+        catalog.rename(777777, ROOT_ID, "x")
+    catalog.update(f.copy(size=5), expected_version=1)  # now version 2
+    with pytest.raises(Conflict):
+        catalog.rename(f.id, ROOT_ID, "h", expected_version=1)
+    assert catalog.lookup(ROOT_ID, "h") is None and catalog.get(f.id).version == 2
+    moved, _ = catalog.rename(f.id, ROOT_ID, "h", expected_version=2)
+    assert (moved.name, moved.version, moved.size) == ("h", 3, 5)
+
+
+def test_delete(catalog: Catalog) -> None:
+    d = mkdir(catalog, "d")
+    f = mkfile(catalog, "f", d.id, size=4, replicas=[Replica("b1", "k", 4)])
+    with pytest.raises(DirectoryNotEmpty):
+        catalog.delete(d.id)
+    with pytest.raises(InvalidArgument):
+        catalog.delete(ROOT_ID)
+    with pytest.raises(Conflict):
+        catalog.delete(f.id, expected_version=7)
+    assert catalog.get(f.id) == f
+    removed = catalog.delete(f.id, expected_version=1)
+    assert removed == f
+    with pytest.raises(NotFound):
+        catalog.get(f.id)
+    with pytest.raises(NotFound):
+        catalog.delete(f.id)
+    assert catalog.count_replicas("b1") == 0
+    assert catalog.delete(d.id).id == d.id
+    assert catalog.list(ROOT_ID) == []
+    assert catalog.stats()["entries"] == 1
+
+
+def test_walk_depth_first(catalog: Catalog) -> None:
+    top = mkdir(catalog, "top")
+    a = mkdir(catalog, "a", top.id)
+    mkfile(catalog, "x", a.id)
+    y = mkdir(catalog, "y", a.id)
+    mkfile(catalog, "z", y.id)
+    mkdir(catalog, "b", top.id)
+    mkfile(catalog, "c.txt", top.id)
+    mkfile(catalog, "outside")
+    walked = [(rel, e.name) for rel, e in catalog.walk(top.id)]
+    assert walked == [("a", "a"), ("a/x", "x"), ("a/y", "y"), ("a/y/z", "z"), ("b", "b"), ("c.txt", "c.txt")]
+    assert [rel for rel, _ in catalog.walk(a.id)] == ["x", "y", "y/z"]
+    assert list(catalog.walk(y.id))[0][1].name == "z"
+    assert len(list(catalog.walk(ROOT_ID))) == 8
+
+
+def test_replicas_by_backend(catalog: Catalog) -> None:
+    d = mkdir(catalog, "d")
+    both = mkfile(catalog, "both", d.id, replicas=[Replica("b1", "k1", 1), Replica("b2", "k1", 1)])
+    only1 = mkfile(catalog, "only1", d.id, replicas=[Replica("b1", "k2", 1)])
+    mkfile(catalog, "none", d.id)
+    assert catalog.count_replicas("b1") == 2
+    assert catalog.count_replicas("b2") == 1
+    assert catalog.count_replicas("b3") == 0
+    on_b1 = sorted((e.id, r.key) for e, r in catalog.iter_replicas("b1"))
+    assert on_b1 == sorted([(both.id, "k1"), (only1.id, "k2")])
+    assert all(r.backend == "b2" and e.id == both.id for e, r in catalog.iter_replicas("b2"))
+    everything = sorted((e.name, r.backend) for e, r in catalog.iter_replicas())
+    assert everything == [("both", "b1"), ("both", "b2"), ("only1", "b1")]
+    catalog.update(both.copy(replicas=[Replica("b2", "k1", 1)]), expected_version=1)
+    assert catalog.count_replicas("b1") == 1
+    assert [e.id for e, _ in catalog.iter_replicas("b1")] == [only1.id]
+
+
+def test_replicas_stream_past_a_page(catalog: Catalog) -> None:
+    d = mkdir(catalog, "many")
+    ids = {mkfile(catalog, f"f{i:04d}", d.id, replicas=[Replica("bulk", f"k{i}", i)]).id for i in range(1100)}
+    mkfile(catalog, "elsewhere", d.id, replicas=[Replica("other", "k", 1)])
+    assert catalog.count_replicas("bulk") == 1100
+    seen = [e.id for e, r in catalog.iter_replicas("bulk")]
+    assert len(seen) == 1100 and set(seen) == ids
+    assert len(list(catalog.iter_replicas())) == 1101
+
+
+def test_stats(catalog: Catalog) -> None:
+    assert catalog.stats() == {"entries": 1, "files": 0, "dirs": 1, "bytes": 0}
+    d = mkdir(catalog, "d")
+    mkfile(catalog, "a", d.id, size=10)
+    mkfile(catalog, "b", size=20)
+    catalog.create(Entry(name="l", type=SYMLINK, target="a", size=1))
+    assert catalog.stats() == {"entries": 5, "files": 2, "dirs": 2, "bytes": 30}
+
+
+# -- backends ----------------------------------------------------------------------------------
+
+
+def test_backends_crud(catalog: Catalog) -> None:
+    s3 = BackendRecord(name="s3-east", url="s3://bucket/prefix", options={"endpoint_url": "http://x", "n": [1, 2]},
+                       cloud="aws", region="us-east-1", tier="standard", cost=0.023, created=1000.0)
+    local = BackendRecord(name="a-local", url="file:///srv/data")
+    catalog.put_backend(s3)
+    catalog.put_backend(local)
+    assert catalog.get_backend("s3-east") == s3
+    assert [b.name for b in catalog.list_backends()] == ["a-local", "s3-east"]
+    changed = BackendRecord(name="s3-east", url="s3://bucket/other", region="us-west-2", created=1000.0)
+    catalog.put_backend(changed)
+    assert catalog.get_backend("s3-east") == changed
+    assert len(catalog.list_backends()) == 2
+    catalog.delete_backend("a-local")
+    assert [b.name for b in catalog.list_backends()] == ["s3-east"]
+    with pytest.raises(NotFound):
+        catalog.get_backend("a-local")
+    with pytest.raises(NotFound):
+        catalog.delete_backend("a-local")
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+def test_add_task_dedupe(catalog: Catalog) -> None:
+    t1 = catalog.add_task(Task(kind="replicate", entry_id=5, dedupe_key="replicate:5", payload={"to": ["b2"]}))
+    assert t1.id > 0 and t1.state == PENDING and t1.attempts == 0
+    same = catalog.add_task(Task(kind="replicate", entry_id=5, dedupe_key="replicate:5", payload={"to": ["b3"]}))
+    assert same.id == t1.id and same.payload == {"to": ["b2"]}
+    other = catalog.add_task(Task(kind="replicate", entry_id=6, dedupe_key="replicate:6"))
+    plain = [catalog.add_task(Task(kind="verify", entry_id=5)) for _ in range(2)]
+    assert len({t1.id, other.id, *(p.id for p in plain)}) == 4
+    assert len(catalog.list_tasks()) == 4
+    # while running it still dedupes; once finished a new one may be queued
+    claimed = catalog.claim_task("w", 60, kinds=["replicate"])
+    assert claimed is not None and claimed.id == t1.id
+    assert catalog.add_task(Task(kind="replicate", entry_id=5, dedupe_key="replicate:5")).id == t1.id
+    assert catalog.finish_task(t1.id, "w", DONE)
+    fresh = catalog.add_task(Task(kind="replicate", entry_id=5, dedupe_key="replicate:5"))
+    assert fresh.id not in (t1.id, other.id) and fresh.state == PENDING
+
+
+def test_claim_order_kinds_and_not_before(catalog: Catalog) -> None:
+    assert catalog.claim_task("w", 30) is None
+    first = catalog.add_task(Task(kind="replicate", entry_id=1, source="b1", destination="b2", entry_version=3))
+    later = catalog.add_task(Task(kind="replicate", entry_id=2, not_before=time.time() + 3600))
+    verify = catalog.add_task(Task(kind="verify", entry_id=3))
+    before = time.time()
+    got = catalog.claim_task("worker-1", 30)
+    assert got is not None and got.id == first.id
+    assert (got.state, got.lease_owner, got.attempts, got.source, got.destination, got.entry_version) == (
+        RUNNING, "worker-1", 1, "b1", "b2", 3)
+    assert got.lease_expires is not None and before + 29 <= got.lease_expires <= time.time() + 31
+    assert catalog.claim_task("worker-2", 30, kinds=["replicate"]) is None  # `later` is not due
+    got2 = catalog.claim_task("worker-2", 30, kinds=["verify", "trim"])
+    assert got2 is not None and got2.id == verify.id
+    assert catalog.claim_task("worker-3", 30) is None
+    assert [t.id for t in catalog.list_tasks(PENDING)] == [later.id]
+
+
+def test_claim_is_atomic_across_threads(catalog: Catalog, second: Catalog) -> None:
+    ids = {catalog.add_task(Task(kind="replicate", entry_id=i)).id for i in range(50)}
+    claimed: list[list[int]] = [[] for _ in range(4)]
+
+    def claimer(n: int, cat: Catalog) -> Callable[[], None]:
+        def run() -> None:
+            while (task := cat.claim_task(f"owner-{n}", 60)) is not None:
+                assert task.lease_owner == f"owner-{n}"
+                claimed[n].append(task.id)
+
+        return run
+
+    run_threads([claimer(0, catalog), claimer(1, catalog), claimer(2, second), claimer(3, second)])
+    everything = [i for part in claimed for i in part]
+    assert sorted(everything) == sorted(ids)  # each task claimed exactly once
+    assert all(t.attempts == 1 and t.state == RUNNING for t in catalog.list_tasks())
+
+
+def test_lease_expiry_and_renewal(catalog: Catalog) -> None:
+    task = catalog.add_task(Task(kind="replicate", entry_id=1))
+    a = catalog.claim_task("A", 1.0)
+    assert a is not None and a.id == task.id
+    assert catalog.claim_task("B", 30) is None  # still leased to A
+    assert catalog.renew_lease(task.id, "A", 1.0)
+    assert not catalog.renew_lease(task.id, "B", 30)
+    b = poll(lambda: catalog.claim_task("B", 30))
+    assert isinstance(b, Task) and b.id == task.id and b.lease_owner == "B" and b.attempts == 2
+    assert not catalog.renew_lease(task.id, "A", 30)
+    assert not catalog.finish_task(task.id, "A", DONE)
+    assert catalog.list_tasks()[0].state == RUNNING
+    assert catalog.renew_lease(task.id, "B", 30)
+    assert catalog.finish_task(task.id, "B", DONE)
+    done = catalog.list_tasks()[0]
+    assert done.state == DONE and done.attempts == 2
+    assert not catalog.finish_task(task.id, "B", DONE)  # already finished
+    assert not catalog.renew_lease(task.id, "B", 30)
+    assert catalog.claim_task("C", 30) is None
+
+
+def test_finish_by_wrong_owner(catalog: Catalog) -> None:
+    task = catalog.add_task(Task(kind="verify", entry_id=9))
+    assert catalog.claim_task("A", 60) is not None
+    assert not catalog.finish_task(task.id, "B", FAILED, error="not mine")
+    stored = catalog.list_tasks()[0]
+    assert (stored.state, stored.lease_owner, stored.last_error) == (RUNNING, "A", None)
+    assert not catalog.finish_task(424242, "A", DONE)
+
+
+def test_failure_with_retry_goes_back_pending(catalog: Catalog) -> None:
+    task = catalog.add_task(Task(kind="replicate", entry_id=1))
+    assert catalog.claim_task("A", 60) is not None
+    retry_at = time.time() + 3600
+    assert catalog.finish_task(task.id, "A", FAILED, error="boom: 503", retry_at=retry_at)
+    stored = catalog.list_tasks()[0]
+    assert (stored.state, stored.last_error, stored.lease_owner, stored.attempts) == (PENDING, "boom: 503", None, 1)
+    assert stored.not_before == pytest.approx(retry_at)
+    assert catalog.claim_task("B", 60) is None  # backoff not over yet
+    # a retry time in the past makes it claimable again, attempts keep counting
+    other = catalog.add_task(Task(kind="replicate", entry_id=2))
+    assert catalog.claim_task("A", 60) is not None
+    assert catalog.finish_task(other.id, "A", FAILED, error="flaky", retry_at=time.time() - 1)
+    again = catalog.claim_task("B", 60)
+    assert again is not None and again.id == other.id and again.attempts == 2 and again.last_error == "flaky"
+    # failing for good
+    assert catalog.finish_task(other.id, "B", FAILED, error="gave up")
+    final = [t for t in catalog.list_tasks() if t.id == other.id][0]
+    assert (final.state, final.last_error) == (FAILED, "gave up")
+
+
+def test_list_count_purge_tasks(catalog: Catalog) -> None:
+    tasks = [catalog.add_task(Task(kind="verify", entry_id=i)) for i in range(6)]
+    for owner in ("A", "B", "C"):
+        assert catalog.claim_task(owner, 60) is not None
+    assert catalog.finish_task(tasks[0].id, "A", DONE)
+    assert catalog.finish_task(tasks[1].id, "B", FAILED, error="x")
+    assert catalog.count_tasks() == {DONE: 1, FAILED: 1, RUNNING: 1, PENDING: 3}
+    assert [t.id for t in catalog.list_tasks()] == [t.id for t in tasks]
+    assert [t.id for t in catalog.list_tasks(PENDING)] == [t.id for t in tasks[3:]]
+    assert [t.id for t in catalog.list_tasks(PENDING, limit=2)] == [t.id for t in tasks[3:5]]
+    assert catalog.list_tasks(DONE)[0].id == tasks[0].id
+    assert catalog.purge_tasks(DONE, older_than=time.time() - 3600) == 0
+    assert catalog.purge_tasks(DONE, older_than=time.time() + 1) == 1
+    assert catalog.count_tasks() == {FAILED: 1, RUNNING: 1, PENDING: 3}
+    assert catalog.purge_tasks(PENDING, older_than=time.time() + 1) == 3
+    assert len(catalog.list_tasks()) == 2
+
+
+# -- records -----------------------------------------------------------------------------------
+
+
+def test_records(catalog: Catalog) -> None:
+    doc = {"host": "n1", "seen": 1.5, "tags": ["a", "b"], "nested": {"x": 1, "y": None}, "ok": True}
+    assert catalog.put_record("nodes", "n1", doc) == 1
+    assert catalog.get_record("nodes", "n1") == (doc, 1)
+    assert catalog.put_record("nodes", "n1", {**doc, "seen": 2.5}) == 2
+    with pytest.raises(Conflict):
+        catalog.put_record("nodes", "n1", {"stale": True}, expected_version=1)
+    assert catalog.get_record("nodes", "n1") == ({**doc, "seen": 2.5}, 2)
+    assert catalog.put_record("nodes", "n1", {"v": 3}, expected_version=2) == 3
+    with pytest.raises(AlreadyExists):
+        catalog.put_record("nodes", "n1", {"new": True}, expected_version=0)
+    assert catalog.get_record("nodes", "n1") == ({"v": 3}, 3)
+    assert catalog.put_record("nodes", "n0", {"first": True}, expected_version=0) == 1
+    with pytest.raises(NotFound):
+        catalog.put_record("nodes", "absent", {"x": 1}, expected_version=4)
+    catalog.put_record("vms", "n1", {"other": "collection"})
+    assert catalog.list_records("nodes") == [("n0", {"first": True}, 1), ("n1", {"v": 3}, 3)]
+    assert catalog.list_records("vms") == [("n1", {"other": "collection"}, 1)]
+    assert catalog.list_records("empty") == []
+    assert catalog.delete_record("nodes", "n1") is True
+    assert catalog.delete_record("nodes", "n1") is False
+    with pytest.raises(NotFound):
+        catalog.get_record("nodes", "n1")
+    assert catalog.get_record("vms", "n1")[1] == 1
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+def test_concurrent_cas_exactly_one_wins(catalog: Catalog, second: Catalog) -> None:
+    f = mkfile(catalog, "contended")
+    rounds = 25
+    barrier = threading.Barrier(2)
+    wins: list[list[int]] = [[], []]
+
+    def worker(n: int, cat: Catalog) -> Callable[[], None]:
+        def run() -> None:
+            for r in range(rounds):
+                seen = cat.get(f.id)
+                barrier.wait(30)
+                try:
+                    cat.update(seen.copy(size=n * 1000 + r), expected_version=seen.version)
+                    wins[n].append(r)
+                except Conflict:
+                    pass
+                barrier.wait(30)
+
+        return run
+
+    run_threads([worker(0, catalog), worker(1, second)])
+    assert sorted(wins[0] + wins[1]) == list(range(rounds))  # exactly one winner per round
+    final = catalog.get(f.id)
+    assert final.version == 1 + rounds
+    last_winner = 0 if rounds - 1 in wins[0] else 1
+    assert final.size == last_winner * 1000 + rounds - 1
+
+
+def test_concurrent_creates_of_one_name(catalog: Catalog, second: Catalog) -> None:
+    d = mkdir(catalog, "race")
+    results: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(4)
+
+    def worker(cat: Catalog) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(10):
+                barrier.wait(30)
+                try:
+                    mkfile(cat, f"n{i}", d.id)
+                    outcome = "ok"
+                except AlreadyExists:
+                    outcome = "exists"
+                with lock:
+                    results.append(f"{i}:{outcome}")
+
+        return run
+
+    run_threads([worker(catalog), worker(catalog), worker(second), worker(second)])
+    for i in range(10):
+        assert sorted(r for r in results if r.startswith(f"{i}:")) == [f"{i}:exists"] * 3 + [f"{i}:ok"]
+    assert names(catalog.list(d.id)) == byte_order([f"n{i}" for i in range(10)])
+
+
+def _rmdir_race_round(catalog: Catalog, second: Catalog, d: Entry) -> None:
+    barrier = threading.Barrier(2)
+    outcome: dict[str, str] = {}
+
+    def creator() -> None:
+        barrier.wait(30)
+        try:
+            mkfile(catalog, "child", d.id)
+            outcome["create"] = "ok"
+        except NotFound:
+            outcome["create"] = "gone"
+
+    def remover() -> None:
+        barrier.wait(30)
+        try:
+            second.delete(d.id)
+            outcome["delete"] = "ok"
+        except DirectoryNotEmpty:
+            outcome["delete"] = "not-empty"
+
+    run_threads([creator, remover])
+    child = catalog.lookup(d.id, "child")
+    exists = catalog.lookup(ROOT_ID, d.name) is not None
+    if child is not None:
+        assert exists and outcome == {"create": "ok", "delete": "not-empty"}, outcome
+    else:
+        assert outcome["create"] == "gone", outcome
+        assert exists == (outcome["delete"] == "not-empty"), outcome
+
+
+def test_rmdir_racing_create_leaves_no_orphan(catalog: Catalog, second: Catalog) -> None:
+    for round_ in range(15):
+        _rmdir_race_round(catalog, second, mkdir(catalog, f"d{round_}"))
+
+
+def _crossed_moves_round(catalog: Catalog, second: Catalog, a: Entry, b: Entry) -> None:
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def move(cat: Catalog, src: Entry, dst: Entry) -> Callable[[], None]:
+        def run() -> None:
+            barrier.wait(30)
+            try:
+                cat.rename(src.id, dst.id, src.name)
+                results.append("ok")
+            except (InvalidArgument, Conflict):
+                results.append("refused")
+
+        return run
+
+    run_threads([move(catalog, a, b), move(second, b, a)])
+    assert results.count("ok") <= 1
+    for entry in (a, b):  # both still reachable from the root
+        assert catalog.resolve(catalog.path_of(entry.id)).id == entry.id
+    assert {a.name, b.name} <= {e.name for _, e in catalog.walk(ROOT_ID)}
+
+
+def test_crossed_directory_moves_make_no_cycle(catalog: Catalog, second: Catalog) -> None:
+    for round_ in range(15):
+        _crossed_moves_round(catalog, second, mkdir(catalog, f"a{round_}"), mkdir(catalog, f"b{round_}"))
+
+
+# -- engine specific ---------------------------------------------------------------------------
+
+
+def test_mongo_unreachable_is_one_line_without_password() -> None:
+    pytest.importorskip("pymongo")
+    from tests.servers.process import free_port
+
+    url = f"mongodb://vdir:s3cret@127.0.0.1:{free_port()}/vdir?serverSelectionTimeoutMS=300"
+    with pytest.raises(BackendUnavailable) as info:
+        open_catalog(url)
+    message = str(info.value)
+    assert "s3cret" not in message and "\n" not in message
+    assert "127.0.0.1" in message
+
+
+def test_mongo_replace_without_transactions(mongo_catalog_url: str) -> None:
+    """The ordered (no transaction) path used on a standalone MongoDB server."""
+    with open_catalog(mongo_catalog_url) as cat:
+        cat._transactions = False  # type: ignore[attr-defined]
+        src = mkfile(cat, "src", size=1)
+        dst = mkfile(cat, "dst", size=2)
+        moved, replaced = cat.rename(src.id, ROOT_ID, "dst", replace_existing=True)
+        assert replaced is not None and replaced.id == dst.id and moved.name == "dst"
+        assert names(cat.list(ROOT_ID)) == ["dst"]
+        d1, d2 = mkdir(cat, "d1"), mkdir(cat, "d2")
+        mkfile(cat, "in", d1.id)
+        moved, replaced = cat.rename(d1.id, ROOT_ID, "d2", replace_existing=True)
+        assert replaced is not None and replaced.id == d2.id
+        assert cat.resolve("/d2/in").parent_id == d1.id
+        with pytest.raises(Conflict):
+            cat.rename(moved.id, ROOT_ID, "dst", replace_existing=True, expected_version=1)
+        assert names(cat.list(ROOT_ID)) == ["d2", "dst"]
+
+
+def test_mongo_listing_resumes_after_lost_cursor(mongo_catalog_url: str) -> None:
+    """A server that drops an idle cursor mid-listing (CursorNotFound) costs a new query, not an error."""
+    from pymongo.errors import CursorNotFound
+
+    with open_catalog(mongo_catalog_url) as cat:
+        d = mkdir(cat, "d")
+        expected = [f"n{i:02d}" for i in range(25)]
+        for name in expected:
+            mkfile(cat, name, d.id)
+        real = cat._entries  # type: ignore[attr-defined]
+        finds: list[dict[str, object]] = []
+
+        class DropsFirstCursor:
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            def find(self, query: dict[str, object], *args: object, **kwargs: object) -> object:
+                finds.append(query)
+                cursor = real.find(query, *args, **kwargs)
+                if len(finds) > 1:
+                    return cursor
+
+                class Dropping:
+                    def __init__(self) -> None:
+                        self.served = 0
+
+                    def sort(self, *a: object, **k: object) -> Dropping:
+                        cursor.sort(*a, **k)
+                        return self
+
+                    def batch_size(self, n: int) -> Dropping:
+                        cursor.batch_size(n)
+                        return self
+
+                    def __iter__(self) -> Dropping:
+                        return self
+
+                    def __next__(self) -> object:
+                        if self.served == 7:
+                            raise CursorNotFound("cursor id 1 not found", 43)
+                        self.served += 1
+                        return next(cursor)
+
+                    def close(self) -> None:
+                        cursor.close()
+
+                return Dropping()
+
+        cat._entries = DropsFirstCursor()  # type: ignore[attr-defined]
+        assert [e.name for e in cat.iter_children(d.id, page=4)] == expected
+        assert len(finds) == 2 and finds[1] == {"parent_id": d.id, "name": {"$gt": "n06"}}
+
+
+def test_mongo_database_from_url(mongo_catalog_url: str, mongodb_uri: str) -> None:
+    pymongo = pytest.importorskip("pymongo")
+    database = mongo_catalog_url.rstrip("/").rsplit("/", 1)[1]
+    with open_catalog(mongo_catalog_url) as cat:
+        mkfile(cat, "x")
+    client = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
+    try:
+        assert {"entries", "counters", "tasks", "records"} <= set(client[database].list_collection_names())
+        assert client[database]["entries"].count_documents({}) == 2
+    finally:
+        client.close()

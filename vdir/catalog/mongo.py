@@ -1,0 +1,759 @@
+"""The shared catalog engine: MongoDB (or any server speaking its wire protocol).
+
+``MongoCatalog("mongodb://host:27017/vdir")`` keeps everything in one database (named by the
+URL's path, ``vdir`` when it has none):
+
+* ``entries`` — one document per entry, integer ``_id`` (ids handed out in small blocks from
+  ``counters`` with ``find_one_and_update`` + ``$inc``), unique index ``(parent_id, name)`` so a
+  listing is an index range scan, an index on ``replicas.backend``.  Extended attributes are a
+  list of ``{k, v}`` pairs with ``v`` as BSON binary (xattr names contain dots, which MongoDB
+  field names should not).
+* ``backends`` — ``_id`` is the backend name.
+* ``tasks`` — integer ``_id`` from ``counters`` (one at a time, so id order is queue order);
+  indexes for claiming (``state, not_before`` and ``state, lease_expires``); ``open_key`` holds
+  the dedupe key while a task is unfinished and carries a partial unique index, which gives "at
+  most one unfinished task per dedupe key" on every MongoDB version.
+* ``records`` — ``(collection, key)`` unique, the document as a BSON sub-document.
+
+Atomicity.  Every single-entry write is one ``update_one`` / ``delete_one`` whose filter holds
+the version just read (compare-and-set): when it matches, the document is exactly the one read,
+so the result is known without reading it back.  A lost race is a :class:`~vdir.errors.Conflict`
+when the caller passed ``expected_version`` and a retry when it did not.  (Plain filtered
+writes rather than ``find_one_and_*``: same atomicity, and SecantusDB, the server the tests use,
+runs ``findAndModify`` in time proportional to the collection.)  Claiming a task is one
+``find_one_and_update`` sorted by ``_id``.
+
+Writes that touch several documents are ordered so that no interleaving leaves an entry whose
+parent is gone or a cycle detached from the root: ``create`` inserts first and then checks the
+parent (removing its own document if the parent vanished); deleting a directory checks for
+children before *and* after the delete, putting the directory back if a child appeared in
+between; a move between directories re-checks the new parent chain afterwards and moves back if
+a concurrent operation removed it or closed a cycle.  ``rename`` over an existing entry deletes
+the destination and moves the source inside one transaction when the server supports them
+(replica set or mongos); on a standalone server the two writes are ordered, and for a moment
+the destination name is absent.
+
+pymongo and bson are imported here and nowhere else in vdir.  Their errors become vdir errors in
+one function, :meth:`MongoCatalog._translate`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+try:
+    import bson
+    import pymongo
+    from pymongo import ReturnDocument
+    from pymongo.client_session import ClientSession
+    from pymongo.errors import (
+        AutoReconnect,
+        ConfigurationError,
+        ConnectionFailure,
+        CursorNotFound,
+        DuplicateKeyError,
+        ExecutionTimeout,
+        OperationFailure,
+        PyMongoError,
+        WTimeoutError,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    from vdir.errors import MissingDependency
+
+    raise MissingDependency("the MongoDB catalog needs pymongo: pip install 'vdir[mongo]'") from exc
+
+from vdir.catalog.base import (
+    DIR,
+    DONE,
+    FAILED,
+    PENDING,
+    ROOT_ID,
+    RUNNING,
+    BackendRecord,
+    Catalog,
+    Entry,
+    Replica,
+    Task,
+)
+from vdir.errors import (
+    AlreadyExists,
+    AuthenticationError,
+    BackendUnavailable,
+    CatalogError,
+    ConfigError,
+    Conflict,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    Timeout,
+    VDirError,
+)
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE = "vdir"
+ID_BLOCK = 64
+"""Entry ids reserved per round trip to ``counters``."""
+RETRIES = 20
+"""Attempts of a write whose compare-and-set lost against a concurrent writer (no expected_version)."""
+PAGE = 500
+
+_ENTRY_FIELDS = ("type", "mode", "uid", "gid", "size", "mtime", "ctime", "hash", "target")
+_AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
+
+
+class _Retry(Exception):
+    """Internal: a compare-and-set on a version we read (not one the caller gave) lost; read again."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages)."""
+    return re.sub(r"^(mongodb(?:\+srv)?://)([^@/]*?):([^@/]*)@", r"\1\2:***@", url)
+
+
+# -- documents <-> dataclasses ---------------------------------------------------------------
+
+
+def _replica_doc(r: Replica) -> dict[str, Any]:
+    return {"backend": r.backend, "key": r.key, "size": r.size, "hash": r.hash, "etag": r.etag,
+            "state": r.state, "verified_at": r.verified_at}
+
+
+def _entry_fields(e: Entry) -> dict[str, Any]:
+    """The fields ``update`` replaces (all but id, parent_id, name and version)."""
+    doc: dict[str, Any] = {f: getattr(e, f) for f in _ENTRY_FIELDS}
+    doc["xattrs"] = [{"k": k, "v": bson.Binary(bytes(v))} for k, v in e.xattrs.items()]
+    doc["replicas"] = [_replica_doc(r) for r in e.replicas]
+    return doc
+
+
+def _entry_doc(e: Entry, entry_id: int, version: int) -> dict[str, Any]:
+    return {"_id": entry_id, "parent_id": e.parent_id, "name": e.name, "version": version, **_entry_fields(e)}
+
+
+def _to_entry(d: dict[str, Any]) -> Entry:
+    return Entry(
+        id=d["_id"], parent_id=d.get("parent_id"), name=d["name"], type=d["type"], mode=d["mode"], uid=d["uid"],
+        gid=d["gid"], size=d["size"], mtime=d["mtime"], ctime=d["ctime"], hash=d.get("hash"), version=d["version"],
+        target=d.get("target"),
+        xattrs={x["k"]: bytes(x["v"]) for x in d.get("xattrs", [])},
+        replicas=[Replica(**r) for r in d.get("replicas", [])],
+    )
+
+
+_TASK_FIELDS = ("kind", "entry_id", "entry_version", "source", "destination", "state", "attempts", "last_error",
+                "lease_owner", "lease_expires", "not_before", "dedupe_key", "payload", "created", "updated")
+
+
+def _to_task(d: dict[str, Any]) -> Task:
+    fields: dict[str, Any] = {f: d[f] for f in _TASK_FIELDS if f in d}
+    return Task(id=d["_id"], **fields)
+
+
+def _to_backend(d: dict[str, Any]) -> BackendRecord:
+    return BackendRecord(name=d["_id"], url=d["url"], options=d.get("options", {}), cloud=d["cloud"],
+                         region=d["region"], tier=d["tier"], cost=d["cost"], created=d["created"])
+
+
+class MongoCatalog(Catalog):
+    """Catalog in a MongoDB database; ``url`` is ``mongodb://[user:pass@]host[:port]/[database][?options]``."""
+
+    def __init__(self, url: str, *, server_selection_timeout_ms: int = 5000) -> None:
+        self.url = url
+        self._safe_url = redact(url)
+        self._ids_lock = threading.Lock()
+        self._next_id = 0
+        self._id_limit = 0
+        options: dict[str, Any] = {}
+        if "serverselectiontimeoutms" not in url.lower():
+            options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
+        with self._errors():
+            self._client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url, **options)
+        try:
+            with self._errors():
+                self._db = self._client.get_default_database(DEFAULT_DATABASE)
+                self._entries = self._db["entries"]
+                self._counters = self._db["counters"]
+                self._backends = self._db["backends"]
+                self._tasks = self._db["tasks"]
+                self._records = self._db["records"]
+                try:
+                    hello = self._client.admin.command("hello")
+                except OperationFailure:  # servers before 4.4.2 only know the legacy name
+                    hello = self._client.admin.command("isMaster")
+                self._transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid") and (
+                    hello.get("logicalSessionTimeoutMinutes") is not None
+                )
+                self._init_schema()
+        except BaseException:
+            self._client.close()
+            raise
+
+    # -- errors ------------------------------------------------------------------------------
+    def _translate(self, exc: Exception) -> VDirError:
+        """The one place pymongo / bson errors become vdir errors."""
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = text.split(", Timeout:")[0].split(", full error:")[0][:300]
+        where = f"catalog {self._safe_url}"
+        if isinstance(exc, DuplicateKeyError):
+            return AlreadyExists(f"{where}: duplicate key ({text})")
+        if isinstance(exc, (ExecutionTimeout, WTimeoutError)):
+            return Timeout(f"{where}: timed out ({text})")
+        if isinstance(exc, (ConnectionFailure, AutoReconnect)):  # incl. ServerSelectionTimeoutError
+            return BackendUnavailable(f"{where} is unreachable: {text}")
+        if isinstance(exc, OperationFailure) and exc.code in _AUTH_CODES:
+            return AuthenticationError(f"{where}: not authorized ({text})")
+        if isinstance(exc, ConfigurationError):
+            return ConfigError(f"{where}: {text}")
+        if isinstance(exc, bson.errors.BSONError):
+            return InvalidArgument(f"{where}: value cannot be stored ({text})")
+        return CatalogError(f"{where}: {text}")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (PyMongoError, bson.errors.BSONError) as exc:
+            raise self._translate(exc) from exc
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _init_schema(self) -> None:
+        self._entries.create_index([("parent_id", 1), ("name", 1)], unique=True, name="parent_name")
+        self._entries.create_index("replicas.backend", name="replica_backend")
+        self._tasks.create_index([("state", 1), ("not_before", 1)], name="claim")
+        self._tasks.create_index([("state", 1), ("lease_expires", 1)], name="lease")
+        self._tasks.create_index([("state", 1), ("updated", 1)], name="purge")
+        self._tasks.create_index(
+            "open_key", unique=True, name="dedupe_open", partialFilterExpression={"open_key": {"$type": "string"}}
+        )
+        self._records.create_index([("collection", 1), ("key", 1)], unique=True, name="collection_key")
+        for counter in ("entries", "tasks"):
+            self._counters.update_one({"_id": counter}, {"$max": {"seq": ROOT_ID}}, upsert=True)
+        now = time.time()
+        root = Entry(name="", type=DIR, parent_id=None, mode=0o755, uid=os.getuid(), gid=os.getgid(), mtime=now, ctime=now)
+        try:
+            fields = {k: v for k, v in _entry_doc(root, ROOT_ID, 1).items() if k != "_id"}
+            self._entries.update_one({"_id": ROOT_ID}, {"$setOnInsert": fields}, upsert=True)
+        except DuplicateKeyError:
+            pass  # another process created it at the same moment
+
+    def _new_entry_id(self) -> int:
+        with self._ids_lock:
+            if self._next_id >= self._id_limit:
+                doc = self._counters.find_one_and_update(
+                    {"_id": "entries"}, {"$inc": {"seq": ID_BLOCK}}, upsert=True, return_document=ReturnDocument.AFTER
+                )
+                if doc is None:  # pragma: no cover - upsert always returns a document
+                    raise CatalogError(f"catalog {self._safe_url}: the entry id counter is missing")
+                self._id_limit = int(doc["seq"]) + 1
+                self._next_id = self._id_limit - ID_BLOCK
+            self._next_id += 1
+            return self._next_id - 1
+
+    def _new_task_id(self) -> int:
+        doc = self._counters.find_one_and_update(
+            {"_id": "tasks"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        if doc is None:  # pragma: no cover - upsert always returns a document
+            raise CatalogError(f"catalog {self._safe_url}: the task id counter is missing")
+        return int(doc["seq"])
+
+    def _retrying(self, fn: Callable[[], T], what: str) -> T:
+        with self._errors():
+            for _ in range(RETRIES):
+                try:
+                    return fn()
+                except _Retry:
+                    continue
+        raise Conflict(f"{what}: kept changing under concurrent writers; try again")
+
+    # -- entries -----------------------------------------------------------------------------
+    def _doc(self, entry_id: int | None, session: ClientSession | None = None) -> dict[str, Any] | None:
+        if entry_id is None:
+            return None
+        return self._entries.find_one({"_id": entry_id}, session=session)
+
+    def _has_children(self, dir_id: int) -> bool:
+        return self._entries.find_one({"parent_id": dir_id}, {"_id": 1}) is not None
+
+    def _parent_error(self, parent_id: int | None) -> VDirError | None:
+        """Why ``parent_id`` cannot hold entries, or None when it is an existing directory."""
+        parent = self._entries.find_one({"_id": parent_id}, {"type": 1, "name": 1}) if parent_id is not None else None
+        if parent is None:
+            return NotFound(f"parent directory {parent_id} does not exist")
+        if parent["type"] != DIR:
+            return NotADirectory(f"parent {parent['name']!r} is not a directory")
+        return None
+
+    def _current(self, entry_id: int, expected_version: int | None) -> dict[str, Any]:
+        doc = self._doc(entry_id)
+        if doc is None:
+            raise NotFound(f"catalog entry {entry_id} no longer exists")
+        if expected_version is not None and doc["version"] != expected_version:
+            raise Conflict(
+                f"{doc['name']!r} was changed by another writer (version {doc['version']}, expected {expected_version})"
+            )
+        return doc
+
+    def _lost(self, entry_id: int, expected_version: int | None) -> Exception:
+        """A CAS on ``entry_id`` matched nothing: NotFound / Conflict for the caller, or retry."""
+        if expected_version is None:
+            return _Retry()
+        try:
+            self._current(entry_id, expected_version)
+        except VDirError as exc:
+            return exc
+        return _Retry()  # changed and changed back to the expected version: try again
+
+    def get(self, entry_id: int) -> Entry:
+        with self._errors():
+            doc = self._doc(entry_id)
+        if doc is None:
+            raise NotFound(f"catalog entry {entry_id} not found")
+        return _to_entry(doc)
+
+    def lookup(self, parent_id: int, name: str) -> Entry | None:
+        with self._errors():
+            doc = self._entries.find_one({"parent_id": parent_id, "name": name})
+        return _to_entry(doc) if doc else None
+
+    def list(self, parent_id: int, after: str | None = None, limit: int | None = None) -> builtins.list[Entry]:
+        # MongoDB compares strings by their UTF-8 bytes (no collation), i.e. byte order.
+        query: dict[str, Any] = {"parent_id": parent_id}
+        if after is not None:
+            query["name"] = {"$gt": after}
+        with self._errors():
+            cursor = self._entries.find(query).sort([("parent_id", 1), ("name", 1)])
+            if limit is not None:
+                if limit <= 0:
+                    return []
+                cursor = cursor.limit(limit)
+            return [_to_entry(d) for d in cursor]
+
+    def create(self, entry: Entry) -> Entry:
+        with self._errors():
+            entry_id = self._new_entry_id()
+            doc = _entry_doc(entry, entry_id, 1)
+            # Insert first, then check the parent: a directory deleted concurrently either sees
+            # this child (and stays), or this check sees the directory gone (and we withdraw).
+            try:
+                self._entries.insert_one(doc)
+            except DuplicateKeyError:
+                error = self._parent_error(entry.parent_id)
+                raise error or AlreadyExists(f"{entry.name!r} already exists in directory {entry.parent_id}") from None
+            error = self._parent_error(entry.parent_id)
+            if error is not None:
+                self._entries.delete_one({"_id": entry_id})
+                raise error
+        return entry.copy(id=entry_id, version=1)
+
+    def update(self, entry: Entry, expected_version: int) -> Entry:
+        with self._errors():
+            current = self._current(entry.id, expected_version)
+            result = self._entries.update_one(
+                {"_id": entry.id, "version": expected_version},
+                {"$set": _entry_fields(entry), "$inc": {"version": 1}},
+            )
+            if result.matched_count != 1:
+                self._current(entry.id, expected_version)
+                raise Conflict(f"{current['name']!r} changed while it was being updated; try again")
+        return entry.copy(parent_id=current["parent_id"], name=current["name"], version=expected_version + 1)
+
+    def rename(
+        self,
+        entry_id: int,
+        new_parent_id: int,
+        new_name: str,
+        *,
+        replace_existing: bool = False,
+        expected_version: int | None = None,
+    ) -> tuple[Entry, Entry | None]:
+        if entry_id == ROOT_ID:
+            raise InvalidArgument("the root directory cannot be moved")
+        return self._retrying(
+            lambda: self._rename_once(entry_id, new_parent_id, new_name, replace_existing, expected_version),
+            f"rename of entry {entry_id}",
+        )
+
+    def _rename_once(
+        self, entry_id: int, new_parent_id: int, new_name: str, replace_existing: bool, expected_version: int | None
+    ) -> tuple[Entry, Entry | None]:
+        current = self._current(entry_id, expected_version)
+        error = self._parent_error(new_parent_id)
+        if error is not None:
+            raise error
+        is_dir = current["type"] == DIR
+        if is_dir and self._in_subtree(new_parent_id, entry_id):
+            raise InvalidArgument(f"cannot move directory {current['name']!r} into itself")
+        existing = self._entries.find_one({"parent_id": new_parent_id, "name": new_name})
+        replaced: dict[str, Any] | None = None
+        if existing is not None and existing["_id"] != entry_id:
+            if not replace_existing:
+                raise AlreadyExists(f"{new_name!r} already exists")
+            if existing["type"] == DIR and not is_dir:
+                raise IsADirectory(f"cannot replace directory {new_name!r} with a non-directory")
+            if existing["type"] != DIR and is_dir:
+                raise NotADirectory(f"cannot replace non-directory {new_name!r} with a directory")
+            if existing["type"] == DIR and self._has_children(existing["_id"]):
+                raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
+            replaced = existing
+
+        changes = {"parent_id": new_parent_id, "name": new_name, "ctime": time.time()}
+        moved = {**current, **changes, "version": current["version"] + 1}
+
+        def write(session: ClientSession | None) -> None:
+            if replaced is not None:
+                gone = self._entries.delete_one({"_id": replaced["_id"], "version": replaced["version"]}, session=session)
+                if gone.deleted_count != 1:
+                    raise _Retry()  # the destination changed; look again
+            try:
+                matched = self._entries.update_one(
+                    {"_id": entry_id, "version": current["version"]}, {"$set": changes, "$inc": {"version": 1}},
+                    session=session,
+                ).matched_count
+            except DuplicateKeyError:
+                matched = 0
+                if not replace_existing:
+                    raise AlreadyExists(f"{new_name!r} already exists") from None
+            if matched != 1:
+                if session is None and replaced is not None:
+                    self._restore(replaced)
+                raise self._lost(entry_id, expected_version)
+
+        if replaced is not None and self._transactions:
+            with self._client.start_session() as session:
+                session.with_transaction(write)
+        else:
+            write(None)
+        if replaced is not None and replaced["type"] == DIR and self._has_children(replaced["_id"]):
+            # a child was created in the replaced directory as it went: undo, like a failed rmdir
+            self._undo_move(moved, current, replaced)
+            raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
+        if new_parent_id != current["parent_id"] and not self._attached(new_parent_id, entry_id if is_dir else None):
+            self._undo_move(moved, current, replaced)
+            raise Conflict(f"{new_name!r}: the destination directory was moved or removed concurrently; nothing moved")
+        return _to_entry(moved), _to_entry(replaced) if replaced is not None else None
+
+    def _in_subtree(self, node_id: int | None, top_id: int) -> bool:
+        """True if ``node_id`` is ``top_id`` or lies below it (walks up the parents)."""
+        seen = 0
+        while node_id is not None:
+            if node_id == top_id:
+                return True
+            doc = self._entries.find_one({"_id": node_id}, {"parent_id": 1})
+            node_id = doc.get("parent_id") if doc else None
+            seen += 1
+            if seen > 100_000:
+                raise CatalogError(f"catalog {self._safe_url}: parent chain of entry {node_id} loops")
+        return False
+
+    def _attached(self, dir_id: int, moved_id: int | None) -> bool:
+        """True if ``dir_id`` is a directory still reachable from the root without passing
+        through ``moved_id`` (a concurrent rename may have closed a cycle)."""
+        node: int | None = dir_id
+        for _ in range(100_000):
+            if node == ROOT_ID:
+                return True
+            if node is None or node == moved_id:
+                return False
+            doc = self._entries.find_one({"_id": node}, {"parent_id": 1, "type": 1})
+            if doc is None or doc["type"] != DIR:
+                return False
+            node = doc.get("parent_id")
+        return False
+
+    def _restore(self, doc: dict[str, Any]) -> None:
+        try:
+            self._entries.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise CatalogError(
+                f"catalog {self._safe_url}: could not put back entry {doc['_id']} ({doc['name']!r}) after a lost race"
+            ) from exc
+
+    def _undo_move(self, moved: dict[str, Any], before: dict[str, Any], replaced: dict[str, Any] | None) -> None:
+        back = {"$set": {"parent_id": before["parent_id"], "name": before["name"]}, "$inc": {"version": 1}}
+        try:
+            self._entries.update_one({"_id": moved["_id"], "version": moved["version"]}, back)
+        except DuplicateKeyError as exc:
+            raise CatalogError(
+                f"catalog {self._safe_url}: entry {moved['_id']} could not be moved back after a lost race"
+            ) from exc
+        if replaced is not None:
+            self._restore(replaced)
+
+    def delete(self, entry_id: int, expected_version: int | None = None) -> Entry:
+        if entry_id == ROOT_ID:
+            raise InvalidArgument("the root directory cannot be deleted")
+        return self._retrying(lambda: self._delete_once(entry_id, expected_version), f"delete of entry {entry_id}")
+
+    def _delete_once(self, entry_id: int, expected_version: int | None) -> Entry:
+        current = self._current(entry_id, expected_version)
+        is_dir = current["type"] == DIR
+        if is_dir and self._has_children(entry_id):
+            raise DirectoryNotEmpty(f"directory {current['name']!r} is not empty")
+        if self._entries.delete_one({"_id": entry_id, "version": current["version"]}).deleted_count != 1:
+            raise self._lost(entry_id, expected_version)
+        if is_dir and self._has_children(entry_id):
+            # a child arrived between the check and the delete: put the directory back
+            self._restore(current)
+            raise DirectoryNotEmpty(f"directory {current['name']!r} is not empty")
+        return _to_entry(current)
+
+    def iter_children(self, parent_id: int, page: int = 1000) -> Iterator[Entry]:
+        """All children of a directory from one cursor read in batches of ``page`` (one query,
+        not one per page); if the server drops an idle cursor it resumes after the last name."""
+        after: str | None = None
+        while True:
+            query: dict[str, Any] = {"parent_id": parent_id}
+            if after is not None:
+                query["name"] = {"$gt": after}
+            with self._errors():
+                cursor = self._entries.find(query).sort([("parent_id", 1), ("name", 1)]).batch_size(page)
+            try:
+                while True:
+                    try:
+                        with self._errors():
+                            doc = next(cursor, None)
+                    except CatalogError as exc:
+                        if isinstance(exc.__cause__, CursorNotFound):
+                            break  # resume with a new cursor after `after`
+                        raise
+                    if doc is None:
+                        return
+                    entry = _to_entry(doc)
+                    after = entry.name
+                    yield entry
+            finally:
+                cursor.close()
+
+    def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
+        # Depth first (each directory is followed by everything below it), one paged iterator
+        # per level: memory grows with the depth of the tree, not its size.
+        stack: builtins.list[tuple[str, Iterator[Entry]]] = [("", self.iter_children(top_id))]
+        while stack:
+            prefix, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                continue
+            rel = prefix + child.name
+            yield rel, child
+            if child.type == DIR:
+                stack.append((rel + "/", self.iter_children(child.id)))
+
+    def iter_replicas(self, backend: str | None = None) -> Iterator[tuple[Entry, Replica]]:
+        # Paged by _id rather than one long cursor, so a slow consumer never meets a cursor timeout.
+        query: dict[str, Any] = {"replicas.0": {"$exists": True}} if backend is None else {"replicas.backend": backend}
+        last = -1
+        while True:
+            with self._errors():
+                batch = [_to_entry(d) for d in self._entries.find({**query, "_id": {"$gt": last}}).sort("_id", 1).limit(PAGE)]
+            for entry in batch:
+                for replica in entry.replicas:
+                    if backend is None or replica.backend == backend:
+                        yield entry, replica
+            if len(batch) < PAGE:
+                return
+            last = batch[-1].id
+
+    def count_replicas(self, backend: str) -> int:
+        # entries with a replica there (as the SQLite engine's replica index counts them)
+        with self._errors():
+            return int(self._entries.count_documents({"replicas.backend": backend}))
+
+    def stats(self) -> dict[str, int]:
+        pipeline: builtins.list[dict[str, Any]] = [
+            {"$group": {
+                "_id": None,
+                "entries": {"$sum": 1},
+                "files": {"$sum": {"$cond": [{"$eq": ["$type", "file"]}, 1, 0]}},
+                "dirs": {"$sum": {"$cond": [{"$eq": ["$type", DIR]}, 1, 0]}},
+                "bytes": {"$sum": {"$cond": [{"$eq": ["$type", "file"]}, "$size", 0]}},
+            }},
+        ]
+        with self._errors():
+            result = builtins.list(self._entries.aggregate(pipeline))
+        row = result[0] if result else {}
+        return {k: int(row.get(k, 0)) for k in ("entries", "files", "dirs", "bytes")}
+
+    # -- backends ----------------------------------------------------------------------------
+    def put_backend(self, record: BackendRecord) -> None:
+        doc = {"url": record.url, "options": record.options, "cloud": record.cloud, "region": record.region,
+               "tier": record.tier, "cost": record.cost, "created": record.created}
+        with self._errors():
+            self._backends.replace_one({"_id": record.name}, doc, upsert=True)
+
+    def get_backend(self, name: str) -> BackendRecord:
+        with self._errors():
+            doc = self._backends.find_one({"_id": name})
+        if doc is None:
+            raise NotFound(f"unknown backend {name!r}")
+        return _to_backend(doc)
+
+    def list_backends(self) -> builtins.list[BackendRecord]:
+        with self._errors():
+            return [_to_backend(d) for d in self._backends.find().sort("_id", 1)]
+
+    def delete_backend(self, name: str) -> None:
+        with self._errors():
+            deleted = self._backends.delete_one({"_id": name}).deleted_count
+        if not deleted:
+            raise NotFound(f"unknown backend {name!r}")
+
+    # -- tasks -------------------------------------------------------------------------------
+    def add_task(self, task: Task) -> Task:
+        def once() -> Task:
+            if task.dedupe_key is not None:
+                existing = self._tasks.find_one({"open_key": task.dedupe_key})
+                if existing is not None:
+                    return _to_task(existing)
+            now = time.time()
+            stored = Task(**{**task.__dict__, "state": PENDING, "attempts": 0, "last_error": None, "lease_owner": None,
+                             "lease_expires": None, "created": now, "updated": now})
+            stored.id = self._new_task_id()
+            doc: dict[str, Any] = {"_id": stored.id, **{f: getattr(stored, f) for f in _TASK_FIELDS}}
+            if task.dedupe_key is not None:
+                doc["open_key"] = task.dedupe_key
+            try:
+                self._tasks.insert_one(doc)
+            except DuplicateKeyError:
+                raise _Retry() from None  # an equal task was queued at the same moment: return it
+            return stored
+
+        return self._retrying(once, f"add_task {task.kind}")
+
+    def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
+        now = time.time()
+        query: dict[str, Any] = {"$or": [
+            {"state": PENDING, "not_before": {"$lte": now}},
+            {"state": RUNNING, "lease_expires": {"$lt": now}},
+        ]}
+        if kinds:
+            query["kind"] = {"$in": builtins.list(kinds)}
+        with self._errors():
+            doc = self._tasks.find_one_and_update(
+                query,
+                {"$set": {"state": RUNNING, "lease_owner": owner, "lease_expires": now + lease_seconds, "updated": now},
+                 "$inc": {"attempts": 1}},
+                sort=[("_id", 1)],
+                return_document=ReturnDocument.AFTER,
+            )
+        return _to_task(doc) if doc else None
+
+    def renew_lease(self, task_id: int, owner: str, lease_seconds: float) -> bool:
+        now = time.time()
+        with self._errors():
+            result = self._tasks.update_one(
+                {"_id": task_id, "state": RUNNING, "lease_owner": owner, "lease_expires": {"$gte": now}},
+                {"$set": {"lease_expires": now + lease_seconds, "updated": now}},
+            )
+        return result.matched_count == 1
+
+    def finish_task(
+        self,
+        task_id: int,
+        owner: str,
+        state: str,
+        error: str | None = None,
+        retry_at: float | None = None,
+    ) -> bool:
+        if retry_at is None and state not in (DONE, FAILED):
+            raise InvalidArgument(f"a task finishes as {DONE!r} or {FAILED!r}, not {state!r}")
+        now = time.time()
+        changes: dict[str, Any] = {"lease_owner": None, "lease_expires": None, "updated": now}
+        update: dict[str, Any]
+        if retry_at is not None:
+            changes.update(state=PENDING, not_before=retry_at, last_error=error)
+            update = {"$set": changes}
+        else:
+            changes["state"] = state
+            if error is not None:
+                changes["last_error"] = error
+            update = {"$set": changes, "$unset": {"open_key": ""}}
+        with self._errors():
+            result = self._tasks.update_one({"_id": task_id, "state": RUNNING, "lease_owner": owner}, update)
+        return result.matched_count == 1
+
+    def list_tasks(self, state: str | None = None, limit: int | None = None) -> builtins.list[Task]:
+        with self._errors():
+            cursor = self._tasks.find({} if state is None else {"state": state}).sort("_id", 1)
+            if limit is not None:
+                if limit <= 0:
+                    return []
+                cursor = cursor.limit(limit)
+            return [_to_task(d) for d in cursor]
+
+    def count_tasks(self) -> dict[str, int]:
+        with self._errors():
+            rows = self._tasks.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])
+            return {r["_id"]: int(r["n"]) for r in rows}
+
+    def purge_tasks(self, state: str, older_than: float) -> int:
+        with self._errors():
+            return int(self._tasks.delete_many({"state": state, "updated": {"$lt": older_than}}).deleted_count)
+
+    # -- records -----------------------------------------------------------------------------
+    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None) -> int:
+        where = {"collection": collection, "key": key}
+
+        def once() -> int:
+            if expected_version == 0:
+                try:
+                    self._records.insert_one({**where, "doc": doc, "version": 1})
+                except DuplicateKeyError:
+                    raise AlreadyExists(f"{collection} {key!r} already exists") from None
+                return 1
+            if expected_version is None:
+                try:
+                    stored = self._records.find_one_and_update(
+                        where, {"$set": {"doc": doc}, "$inc": {"version": 1}}, upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )
+                except DuplicateKeyError:
+                    raise _Retry() from None  # two upserts raced; the second now updates
+                if stored is None:  # pragma: no cover - upsert always returns a document
+                    raise _Retry()
+                return int(stored["version"])
+            stored = self._records.find_one_and_update(
+                {**where, "version": expected_version}, {"$set": {"doc": doc}, "$inc": {"version": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if stored is not None:
+                return int(stored["version"])
+            current = self._records.find_one(where, {"version": 1})
+            if current is None:
+                raise NotFound(f"{collection} {key!r} does not exist")
+            raise Conflict(
+                f"{collection} {key!r} was changed by another writer (version {current['version']}, expected {expected_version})"
+            )
+
+        return self._retrying(once, f"put_record {collection} {key!r}")
+
+    def get_record(self, collection: str, key: str) -> tuple[dict[str, Any], int]:
+        with self._errors():
+            stored = self._records.find_one({"collection": collection, "key": key})
+        if stored is None:
+            raise NotFound(f"{collection} {key!r} not found")
+        return dict(stored["doc"]), int(stored["version"])
+
+    def list_records(self, collection: str) -> builtins.list[tuple[str, dict[str, Any], int]]:
+        with self._errors():
+            cursor = self._records.find({"collection": collection}).sort("key", 1)
+            return [(d["key"], dict(d["doc"]), int(d["version"])) for d in cursor]
+
+    def delete_record(self, collection: str, key: str) -> bool:
+        with self._errors():
+            return bool(self._records.delete_one({"collection": collection, "key": key}).deleted_count)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
