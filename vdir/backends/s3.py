@@ -1,0 +1,857 @@
+"""Amazon S3 and S3-compatible servers (``s3://bucket[/prefix]``), via boto3.
+
+This is the only module that imports boto3/botocore.  Keys are stored under the URL's prefix
+(``s3://bucket/data`` puts key ``a/b.txt`` at ``data/a/b.txt``), so the bucket stays readable by
+any other S3 tool.
+
+* Writes stream.  An object of at most ``multipart_threshold`` bytes is sent with one
+  ``PutObject``; a larger one (or a source of unknown size that turns out larger) with a
+  multipart upload whose parts are read one at a time and sent by up to ``max_concurrency``
+  threads, so memory stays near ``(max_concurrency + 2) * part_size`` whatever the object size.
+  Any failure aborts the upload: S3 shows a multipart object only once it is completed, so a
+  failed ``put`` leaves nothing visible.  Parts carry a CRC32 checksum the server checks.
+* Conditions: ``CREATE`` sends ``If-None-Match: *`` and ``update(etag)`` sends ``If-Match`` on
+  ``PutObject``, ``CompleteMultipartUpload`` and ``CopyObject`` (AWS enforces them on all three;
+  a missing key under ``If-Match`` is a 404, reported as ``Conflict``).  Some S3-compatible
+  servers ignore the header on some calls (moto 5.2 ignores ``If-Match`` on
+  ``CompleteMultipartUpload`` and both headers on ``CopyObject``; SeaweedFS 4.48 enforces all
+  of them), so multipart uploads and copies also check with ``HeadObject`` first.  That check is
+  racy — another writer can slip in between it and the write — and is only a fallback: where
+  the server honours the header, the header decides atomically.  Option ``check_conditions``
+  adds the same fallback to single-shot puts, for servers that ignore the headers on
+  ``PutObject`` too.
+* Reads: ``get`` is one GET (with a ``Range`` header for a part of the object).  If the
+  connection breaks mid-body the download resumes from where it stopped (``If-Match`` on the
+  first answer's ETag, so a changed object raises ``Conflict`` instead of mixing versions), a
+  bounded number of times; a stream never ends early silently.  With ``read_ahead`` = N > 0
+  (the default for anything but a server on this machine is 4) a range longer than a part is
+  fetched as ranged GETs of ``part_size``, N parts ahead of the reader.
+* Listing: ``list`` uses S3's flat listing, which is in UTF-8 byte order.  SeaweedFS lists in
+  its directory tree's order instead (``a/b`` before ``a-b``) and keeps a folder after its last
+  object is deleted; such a server (recognised by its ``Server`` header, or option
+  ``listing=walk``) is listed level by level with the delimiter, which gives S3's order, and
+  emptied prefixes are left out.  (SeaweedFS also cannot hold an object ``a`` beside objects
+  below ``a/``; vdir's own keys never need that.)
+* Retries: botocore's ``standard`` mode (5xx, throttling, connection errors), bounded by
+  ``max_attempts`` (total tries), with ``connect_timeout`` / ``read_timeout``.  What is left after
+  that is translated in :meth:`S3Backend._translate` (the one place), ``retryable`` where it may
+  pass.
+* Location: cloud ``aws``; the region comes from option ``region`` or is asked of the bucket
+  (``GetBucketLocation``) the first time it is needed.
+
+Credentials come from the SDK's chain (env vars, ``~/.aws``, instance roles...) or option
+``profile``; ``access_key_id`` / ``secret_access_key`` / ``session_token`` may be given as secret
+options (the config file keeps them, never the catalog).  ``endpoint_url`` points at another
+S3 server (path-style addressing is then the default).
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import logging
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, reader
+from vdir.errors import (
+    AlreadyExists,
+    AuthenticationError,
+    BackendUnavailable,
+    ConfigError,
+    Conflict,
+    InvalidArgument,
+    NameTooLong,
+    NotFound,
+    PermissionDenied,
+    Timeout,
+    TransientError,
+    VDirError,
+)
+from vdir.retry import backoff_delay
+
+T = TypeVar("T")
+log = logging.getLogger("vdir.backends.s3")
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+MIN_PART = 5 * MiB
+"""S3's smallest part (all but the last)."""
+MAX_PARTS = 10_000
+MAX_COPY = 5 * GiB
+"""Largest object ``CopyObject`` copies (and ``PutObject`` takes) in one request."""
+MAX_KEY_BYTES = 1024
+READ_PIECE = 1 * MiB
+RESUMES = 3
+"""How often a broken download is resumed before the error is raised."""
+
+AUTH_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+    "InvalidClientTokenId", "UnrecognizedClientException", "AuthorizationHeaderMalformed", "MissingSecurityHeader",
+    "InvalidSecurity", "AccountProblem", "NotSignedUp",
+}
+THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+                  "RequestThrottled", "ServiceUnavailable"}
+FILER_SERVERS = ("seaweedfs",)
+"""``Server`` headers of S3 servers that list in directory order and keep empty folders."""
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: int | str, what: str) -> int:
+    """``8388608``, ``"8MiB"``, ``"8M"``, ``"512k"`` -> bytes (binary units)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ConfigError(f"s3 option {what}={value!r} is not a size (e.g. 8MiB)")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}[unit])
+
+
+def parse_number(value: float | str, what: str, kind: type[int] | type[float] = int) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"s3 option {what}={value!r} is not a number") from None
+
+
+def parse_bool(value: bool | str, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    low = str(value).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"s3 option {what}={value!r} is not true/false")
+
+
+def _read_part(src: IO[bytes], n: int) -> bytearray:
+    """Up to ``n`` bytes of ``src`` (fewer only at its end) into one buffer, however short its
+    reads are, without the joins and copies of reading pieces (parts are big)."""
+    buf = bytearray(n)
+    got = 0
+    readinto = getattr(src, "readinto", None)
+    with memoryview(buf) as view:
+        while got < n:
+            if readinto is not None:
+                k = readinto(view[got:]) or 0
+            else:
+                data = src.read(n - got)
+                k = len(data)
+                view[got:got + k] = data
+            if k == 0:
+                break
+            got += k
+    if got < n:
+        del buf[got:]
+    return buf
+
+
+def _read_head(src: IO[bytes], limit: int, size: int | None) -> bytes | bytearray:
+    """The first ``limit`` bytes of ``src`` (fewer if it ends first), in a buffer no larger than
+    needed: a small object does not pay for a whole part's buffer."""
+    if size is not None and size < limit:
+        head = _read_part(src, size + 1)  # one byte more shows a source longer than announced
+        if len(head) > size:
+            head += _read_part(src, limit - len(head))
+        return head
+    if size is not None:
+        return _read_part(src, limit)
+    chunks: list[bytes] = []
+    got = 0
+    while got < limit:
+        data = src.read(min(limit - got, READ_PIECE))
+        if not data:
+            break
+        chunks.append(data)
+        got += len(data)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _quoted(etag: str | None) -> str | None:
+    """ETags in one form, quoted as S3 sends them in headers (some servers leave copies unquoted)."""
+    return None if not etag else '"' + etag.strip('"') + '"'
+
+
+def _local(endpoint_url: str | None) -> bool:
+    host = (urlsplit(endpoint_url).hostname or "") if endpoint_url else ""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def _order(key: str) -> bytes:
+    """S3's listing order: UTF-8 bytes."""
+    return key.encode("utf-8", "surrogatepass")
+
+
+class _RangeNotSatisfiable(InvalidArgument):
+    """416: the range starts at or past the end of the object (``get`` returns empty)."""
+
+
+class S3Backend(Backend):
+    """A bucket (and optional key prefix) of Amazon S3 or of an S3-compatible server."""
+
+    scheme = "s3"
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        location: Location | None = None,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        profile: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        part_size: int | str = 8 * MiB,
+        multipart_threshold: int | str = 8 * MiB,
+        max_concurrency: int | str = 4,
+        max_attempts: int | str = 4,
+        connect_timeout: float | str = 10.0,
+        read_timeout: float | str = 60.0,
+        max_pool_connections: int | str = 32,
+        addressing_style: str | None = None,
+        check_conditions: bool | str = False,
+        listing: str = "auto",
+        read_ahead: int | str | None = None,
+    ) -> None:
+        self._location = location or Location(cloud="aws", region=region or "")
+        self._region_known = bool(self._location.region and self._location.region != "unknown")
+        super().__init__(name, url, self._location)
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ConfigError(f"bad S3 URL {url!r}; expected s3://bucket or s3://bucket/prefix")
+        self.bucket = parts.netloc
+        prefix = unquote(parts.path).strip("/")
+        self.prefix = prefix + "/" if prefix else ""
+        self.region = region
+        self.part_size = parse_size(part_size, "part_size")
+        self.multipart_threshold = parse_size(multipart_threshold, "multipart_threshold")
+        if self.part_size < MIN_PART:
+            raise ConfigError(f"s3 backend {name!r}: part_size must be at least 5 MiB (S3's minimum part size)")
+        self.multipart_threshold = min(max(self.multipart_threshold, 1), MAX_COPY)  # PutObject takes 5 GiB at most
+        self.max_concurrency = max(1, parse_number(max_concurrency, "max_concurrency"))
+        # parallel ranged reads pay off over real networks; from a server on this machine one
+        # stream is faster (measured: the extra copies and threads cost more than they win)
+        if read_ahead is None:
+            read_ahead = 0 if _local(endpoint_url) else 4
+        self.read_ahead = max(0, parse_number(read_ahead, "read_ahead"))
+        self.check_conditions = parse_bool(check_conditions, "check_conditions")
+        if listing not in ("auto", "flat", "walk"):
+            raise ConfigError(f"s3 backend {name!r}: option listing must be auto, flat or walk, not {listing!r}")
+        self.listing = listing
+        self._walk: bool | None = None
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": max(1, parse_number(max_attempts, "max_attempts"))},
+            connect_timeout=parse_number(connect_timeout, "connect_timeout", float),
+            read_timeout=parse_number(read_timeout, "read_timeout", float),
+            max_pool_connections=parse_number(max_pool_connections, "max_pool_connections"),
+            s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
+            user_agent_extra="vdir",
+        )
+        try:
+            session = boto3.session.Session(
+                profile_name=profile,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                aws_session_token=session_token,
+                region_name=region,
+            )
+            self.client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
+        except (BotoCoreError, ValueError) as exc:
+            raise self._translate(exc, "open") from exc
+
+    # -- location ---------------------------------------------------------------------------
+    @property  # type: ignore[override]
+    def location(self) -> Location:
+        """Where the bucket is; the region is asked of S3 once when the catalog did not know it."""
+        if not self._region_known:
+            self._region_known = True
+            region = self.region or self._bucket_region()
+            if region:
+                loc = self._location
+                self._location = Location(cloud=loc.cloud, region=region, tier=loc.tier, cost=loc.cost, extra=loc.extra)
+        return self._location
+
+    @location.setter
+    def location(self, value: Location) -> None:
+        self._location = value
+
+    def _bucket_region(self) -> str | None:
+        try:
+            answer = self._call(lambda: self.client.get_bucket_location(Bucket=self.bucket), "locate bucket")
+        except VDirError as exc:
+            log.debug("s3 backend %r: region of bucket %s unknown: %s", self.name, self.bucket, exc)
+            return None
+        constraint = answer.get("LocationConstraint")
+        return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(constraint, constraint)
+
+    # -- errors -------------------------------------------------------------------------------
+    def _where(self, what: str, key: str | None) -> str:
+        target = f"s3://{self.bucket}/{self.prefix}{key}" if key is not None else f"s3://{self.bucket}"
+        return f"s3 backend {self.name!r}: {what} {target}"
+
+    def _translate(self, exc: BaseException, what: str, key: str | None = None, mode: PutMode | None = None) -> VDirError:
+        """The one place SDK exceptions become vdir errors (the caller raises ``from exc``)."""
+        where = self._where(what, key)
+        if isinstance(exc, VDirError):
+            return exc
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {}) or {}
+            code = str(error.get("Code") or "")
+            message = str(error.get("Message") or "").strip()
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if not status and code.isdigit():
+                status = int(code)
+            detail = f"{code}: {message}" if message and message != code else code or str(status)
+            if code == "NoSuchBucket":
+                return ConfigError(f"{where}: bucket {self.bucket!r} does not exist (check the backend URL)", path=key)
+            if code in ("InvalidBucketName", "PermanentRedirect"):
+                return ConfigError(f"{where}: the server refuses bucket {self.bucket!r} ({detail})", path=key)
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412 or (
+                    status == 404 and mode is not None and mode.kind == "update"):
+                if mode is not None and mode.kind == "create":
+                    return AlreadyExists(f"{where}: already exists", path=key)
+                if mode is not None and mode.kind == "update":
+                    return Conflict(f"{where}: changed by someone else (not at etag {mode.etag})", path=key)
+                return Conflict(f"{where}: changed by someone else while it was read ({detail})", path=key)
+            if status == 404 or code in ("NoSuchKey", "NotFound", "NoSuchUpload"):
+                return NotFound(f"{where}: not found", path=key)
+            if code == "RequestTimeTooSkewed":
+                return AuthenticationError(f"{where}: the server refuses our signature because this machine's clock "
+                                           "is off; set the clock (NTP)", path=key)
+            if code in AUTH_CODES:
+                return AuthenticationError(f"{where}: the server refused our credentials ({code}); check the access key "
+                                           "and secret (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)",
+                                           path=key)
+            if status == 403:
+                return PermissionDenied(f"{where}: access denied ({detail})", path=key)
+            if status == 416 or code == "InvalidRange":
+                return _RangeNotSatisfiable(f"{where}: range not satisfiable", path=key)
+            if code == "KeyTooLongError":
+                return NameTooLong(f"{where}: key too long for S3 (at most {MAX_KEY_BYTES} bytes)", path=key)
+            if code == "RequestTimeout" or status == 408:
+                return Timeout(f"{where}: the server timed out waiting for us ({detail})", path=key)
+            if code in THROTTLE_CODES or status == 429:
+                return TransientError(f"{where}: throttled by the server ({detail})", path=key)
+            if status >= 500:
+                return BackendUnavailable(f"{where}: server error {status} ({detail})", path=key)
+            return InvalidArgument(f"{where}: refused by the server ({status} {detail})", path=key)
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return AuthenticationError(f"{where}: no usable AWS credentials ({exc}); set AWS_ACCESS_KEY_ID and "
+                                       "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or option profile", path=key)
+        if isinstance(exc, ProfileNotFound):
+            return ConfigError(f"{where}: {exc}", path=key)
+        if isinstance(exc, NoRegionError):
+            return ConfigError(f"{where}: no region configured (set option region or AWS_REGION)", path=key)
+        if isinstance(exc, (ParamValidationError, ValueError)):
+            return InvalidArgument(f"{where}: {exc}".replace("\n", " "), path=key)
+        if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
+            return Timeout(f"{where}: timed out ({exc})", path=key)
+        if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError, OSError)):
+            return BackendUnavailable(f"{where}: cannot reach the server ({exc})", path=key)
+        if isinstance(exc, BotoCoreError):
+            return VDirError(f"{where}: {exc}", path=key)
+        raise exc  # not an SDK error: a bug, keep its traceback
+
+    def _call(self, fn: Callable[[], T], what: str, key: str | None = None, mode: PutMode | None = None) -> T:
+        try:
+            return fn()
+        except VDirError:
+            raise
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise self._translate(exc, what, key, mode) from exc
+
+    def _full(self, key: str) -> str:
+        if not key:
+            raise InvalidArgument(f"s3 backend {self.name!r}: empty key")
+        full = self.prefix + key
+        if len(full.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise NameTooLong(f"s3 backend {self.name!r}: key too long for S3 (at most {MAX_KEY_BYTES} bytes with "
+                              f"the prefix): {key[:60]}...", path=key)
+        return full
+
+    def _meta(self, key: str, size: int, etag: str | None, modified: Any = None) -> ObjectMeta:
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else None
+        return ObjectMeta(key=key, size=int(size), etag=_quoted(etag), mtime=stamp)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def head(self, key: str) -> ObjectMeta:
+        full = self._full(key)
+        try:
+            answer = self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=full), "head", key)
+        except PermissionDenied as exc:
+            if isinstance(exc, AuthenticationError):
+                raise
+            self._explain_403(key)
+            raise
+        return self._meta(key, answer["ContentLength"], answer.get("ETag"), answer.get("LastModified"))
+
+    def _explain_403(self, key: str) -> None:
+        """A HEAD answer has no body, so a 403 does not say whether the credentials are wrong;
+        ask once more with a one-byte GET, whose answer does (raises AuthenticationError then)."""
+        full = self._full(key)
+        try:
+            self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=full, Range="bytes=0-0"), "head", key)
+        except AuthenticationError:
+            raise
+        except VDirError:
+            return
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> IO[bytes]:
+        """Bytes ``[start, end)`` as one resumable GET; with ``read_ahead`` > 0, a range longer than
+        a part is read as ranged GETs of ``part_size``, up to ``read_ahead`` parts ahead of the
+        reader, all pinned to the first answer's ETag."""
+        if start < 0 or (end is not None and end < 0):
+            raise InvalidArgument(f"s3 backend {self.name!r}: negative range [{start}, {end}) for {key!r}", path=key)
+        if end is not None and end <= start:
+            self.head(key)  # a missing key is still NotFound
+            return io.BytesIO(b"")
+        if not self.read_ahead:
+            return reader(_Download(self, key, start, end))
+        first_end = start + self.part_size if end is None else min(end, start + self.part_size)
+        first = _Download(self, key, start, first_end)  # its answer also tells the object's size
+        stop = first.total if end is None or first.total is None else min(end, first.total)
+        if stop is None or stop <= first_end:
+            return reader(first)
+        return reader(_ReadAhead(self, key, first, first_end, stop))
+
+    def _open(self, key: str, start: int, end: int | None, etag: str | None) -> _Opened | None:
+        """GET ``[start, end)``, or None when ``start`` is at or past the end of the object."""
+        full = self._full(key)
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        if start > 0 or end is not None:
+            args["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        if etag:
+            args["IfMatch"] = etag
+        try:
+            answer = self._call(lambda: self.client.get_object(**args), "read", key)
+        except _RangeNotSatisfiable:
+            return None
+        length = int(answer.get("ContentLength") or 0)
+        total = length + start
+        content_range = str(answer.get("ContentRange") or "")
+        if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+            total = int(content_range.rsplit("/", 1)[1])
+        return _Opened(answer["Body"], length, answer.get("ETag"), total)
+
+    def _pages(self, prefix: str, delimiter: bool, first_only: bool = False) -> Iterator[dict[str, Any]]:
+        """Pages of ListObjectsV2 below the backend prefix + ``prefix``, errors translated."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if delimiter:
+            args["Delimiter"] = "/"
+        if first_only:
+            args["PaginationConfig"] = {"PageSize": 1, "MaxItems": 1}
+        iterator = iter(self.client.get_paginator("list_objects_v2").paginate(**args))
+        while True:
+            page = self._call(lambda: next(iterator, None), "list", prefix)
+            if page is None:
+                return
+            if self._walk is None:  # first answer: does this server list like a filesystem?
+                server = str(page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server", ""))
+                self._walk = server.lower().startswith(FILER_SERVERS)
+            yield page
+
+    def _level(self, prefix: str) -> tuple[builtins.list[ObjectMeta], builtins.list[str]]:
+        """Objects and sub-prefixes directly below ``prefix``, each sorted by UTF-8 bytes."""
+        cut = len(self.prefix)
+        objects: builtins.list[ObjectMeta] = []
+        prefixes: set[str] = set()
+        for page in self._pages(prefix, delimiter=True):
+            for item in page.get("Contents", ()):
+                objects.append(self._meta(item["Key"][cut:], item["Size"], item.get("ETag"), item.get("LastModified")))
+            prefixes.update(p["Prefix"][cut:] for p in page.get("CommonPrefixes", ()))
+        objects.sort(key=lambda m: _order(m.key))
+        return objects, sorted(prefixes, key=_order)
+
+    def _walking(self) -> bool:
+        """Whether listings are built level by level (see :meth:`_walk_level`)."""
+        if self.listing == "auto" and self._walk is None:
+            for _ in self._pages("", delimiter=False, first_only=True):
+                pass  # one small request tells which kind of server this is
+        return self.listing == "walk" or (self.listing == "auto" and bool(self._walk))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        if self._walking():
+            yield from self._walk_level(prefix)
+            return
+        cut = len(self.prefix)
+        last: bytes | None = None
+        for page in self._pages(prefix, delimiter=False):
+            for item in page.get("Contents", ()):
+                key = item["Key"][cut:]
+                if last is not None and _order(key) < last:
+                    self._walk = True
+                    raise VDirError(f"{self._where('list', prefix)}: the server lists keys out of order ({key!r} after "
+                                    f"an earlier key); open the backend with option listing=walk")
+                last = _order(key)
+                yield self._meta(key, item["Size"], item.get("ETag"), item.get("LastModified"))
+
+    def _walk_level(self, prefix: str) -> Iterator[ObjectMeta]:
+        """Byte-ordered listing from delimiter listings, level by level, for servers whose flat
+        listing follows their directory tree (SeaweedFS puts ``a/b`` before ``a-b``).  All keys
+        below ``a/`` sort together exactly where ``a/`` sorts among its siblings, so merging each
+        level's sorted objects and prefixes and descending into the prefixes gives S3's order."""
+        objects, prefixes = self._level(prefix)
+        subs = iter(prefixes)
+        sub = next(subs, None)
+        for meta in objects:
+            while sub is not None and _order(sub) < _order(meta.key):
+                yield from self._walk_level(sub)
+                sub = next(subs, None)
+            yield meta
+        while sub is not None:
+            yield from self._walk_level(sub)
+            sub = next(subs, None)
+
+    def list_with_delimiter(self, prefix: str = "") -> ListResult:
+        objects, prefixes = self._level(prefix)
+        if self._walking():
+            # a filer keeps a folder after its last object is deleted; S3 shows a prefix only
+            # while objects are below it
+            prefixes = [p for p in prefixes if self._any_below(p)]
+        return ListResult(objects, prefixes)
+
+    def _any_below(self, prefix: str) -> bool:
+        return any(page.get("Contents") for page in self._pages(prefix, delimiter=False, first_only=True))
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _conditions(self, mode: PutMode) -> dict[str, str]:
+        if mode.kind == "create":
+            return {"IfNoneMatch": "*"}
+        if mode.kind == "update":
+            if not mode.etag:
+                raise InvalidArgument(f"s3 backend {self.name!r}: update needs an etag")
+            return {"IfMatch": _quoted(mode.etag) or ""}
+        return {}
+
+    def _check_condition(self, key: str, mode: PutMode) -> None:
+        """Fallback for servers that ignore If-None-Match/If-Match on a call (racy; see the module doc)."""
+        if mode.kind == "overwrite":
+            return
+        try:
+            current: ObjectMeta | None = self.head(key)
+        except NotFound:
+            current = None
+        where = self._where("write", key)
+        if mode.kind == "create" and current is not None:
+            raise AlreadyExists(f"{where}: already exists", path=key)
+        if mode.kind == "update" and (current is None or current.etag != _quoted(mode.etag)):
+            raise Conflict(f"{where}: changed by someone else (not at etag {mode.etag})", path=key)
+
+    def put(self, key: str, src: IO[bytes], mode: PutMode = PutMode("overwrite"), size: int | None = None) -> ObjectMeta:
+        full = self._full(key)
+        conditions = self._conditions(mode)
+        part_size = self.part_size
+        if size is not None:
+            part_size = max(part_size, math.ceil(size / MAX_PARTS))
+        head = _read_head(src, self.multipart_threshold, size)
+        if len(head) == self.multipart_threshold:  # maybe more: multipart (one part, if that was all)
+            parts = self._parts(head, src, part_size)
+            del head  # the parts generator owns it now
+            return self._put_multipart(key, full, parts, mode, part_size)
+        if self.check_conditions:
+            self._check_condition(key, mode)
+        answer = self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=head, **conditions),
+                            "write", key, mode)
+        return self._meta(key, len(head), answer.get("ETag"))
+
+    @staticmethod
+    def _parts(head: bytes | bytearray, src: IO[bytes], part_size: int) -> Iterator[bytes | bytearray]:
+        """Parts of ``part_size`` bytes (the last may be shorter): ``head`` first, then ``src``.
+        With the default settings ``head`` is exactly the first part and is sent as it is."""
+        rest: bytes | bytearray = b""
+        if len(head) == part_size:
+            yield head
+        else:
+            whole = len(head) // part_size * part_size
+            for offset in range(0, whole, part_size):
+                yield head[offset:offset + part_size]
+            rest = head[whole:]
+        del head
+        while True:
+            data = _read_part(src, part_size - len(rest))
+            if rest:
+                data[:0] = rest
+                rest = b""
+            if not data:
+                return
+            yield data
+            if len(data) < part_size:
+                return
+
+    def _put_multipart(self, key: str, full: str, parts: Iterator[bytes | bytearray], mode: PutMode, part_size: int) -> ObjectMeta:
+        self._check_condition(key, mode)  # fail before sending gigabytes; the condition header decides at the end
+        created = self._call(lambda: self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=full, ChecksumAlgorithm="CRC32"), "start upload of", key)
+        upload_id = created["UploadId"]
+        slots = threading.BoundedSemaphore(self.max_concurrency)
+        failures: builtins.list[BaseException] = []
+        cancelled = threading.Event()
+        total = 0
+
+        def send(number: int, data: bytes | bytearray) -> dict[str, Any]:
+            try:
+                if cancelled.is_set():
+                    raise InvalidArgument("upload cancelled")
+                answer = self._call(lambda: self.client.upload_part(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=data,
+                    ChecksumAlgorithm="CRC32"), f"upload part {number} of", key)
+                part = {"PartNumber": number, "ETag": answer["ETag"]}
+                if answer.get("ChecksumCRC32"):
+                    part["ChecksumCRC32"] = answer["ChecksumCRC32"]
+                return part
+            except BaseException as exc:
+                failures.append(exc)
+                raise
+            finally:
+                slots.release()
+
+        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"s3-{self.name}")
+        futures: builtins.list[Future[dict[str, Any]]] = []
+        try:
+            number = 0
+            while True:
+                slots.acquire()
+                if failures:
+                    slots.release()
+                    raise failures[0]
+                data = next(parts, None)
+                if data is None:
+                    slots.release()
+                    break
+                number += 1
+                if number > MAX_PARTS:
+                    slots.release()
+                    raise InvalidArgument(f"{self._where('write', key)}: more than {MAX_PARTS} parts of {part_size} bytes; "
+                                          "pass the size to put() or raise the part_size option")
+                total += len(data)
+                futures.append(pool.submit(send, number, data))
+                del data
+            done = [f.result() for f in futures]
+            if mode.kind != "overwrite":
+                self._check_condition(key, mode)
+            conditions = self._conditions(mode)
+            answer = self._call(lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": done}, **conditions),
+                "complete upload of", key, mode)
+        except BaseException:
+            cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._abort(key, full, upload_id)
+            raise
+        finally:
+            pool.shutdown(wait=False)
+        return self._meta(key, total, answer.get("ETag"))
+
+    def _abort(self, key: str, full: str, upload_id: str) -> None:
+        try:
+            self._call(lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id),
+                       "abort upload of", key)
+        except VDirError as exc:  # the parts stay invisible; a bucket lifecycle rule reclaims them
+            log.warning("%s (the object was not written; its parts wait for the bucket's cleanup)", exc)
+
+    def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
+        """``CopyObject`` within the bucket; objects above 5 GiB (CopyObject's limit) are streamed."""
+        source = self.head(src_key)
+        if source.size > MAX_COPY:
+            with self.get(src_key) as stream:
+                return self.put(dst_key, stream, mode, size=source.size)
+        full = self._full(dst_key)
+        self._check_condition(dst_key, mode)  # moto ignores the headers on CopyObject
+        conditions = self._conditions(mode)
+        answer = self._call(lambda: self.client.copy_object(
+            Bucket=self.bucket, Key=full, CopySource={"Bucket": self.bucket, "Key": self._full(src_key)}, **conditions),
+            "copy to", dst_key, mode)
+        result = answer.get("CopyObjectResult", {})
+        return self._meta(dst_key, source.size, result.get("ETag"), result.get("LastModified"))
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+        try:
+            self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=full), "delete", key)
+        except NotFound:
+            return
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class _Opened:
+    body: Any
+    length: int
+    etag: str | None
+    total: int
+    """Size of the whole object."""
+
+
+class _Download(io.RawIOBase):
+    """The body of one GET, resumed with a ranged GET (same ETag) when the connection breaks."""
+
+    def __init__(self, backend: S3Backend, key: str, start: int, end: int | None, etag: str | None = None) -> None:
+        self._backend = backend
+        self._key = key
+        self._pos = start
+        self._end = end
+        self.etag = etag
+        self.total: int | None = None
+        self._body: Any = None
+        self._left = 0
+        self._resumes = 0
+        self._open()
+
+    def _open(self) -> None:
+        opened = self._backend._open(self._key, self._pos, self._end, self.etag)
+        if opened is None:
+            self._body, self._left = None, 0
+            return
+        self._body, self._left = opened.body, opened.length
+        self.etag = self.etag or opened.etag
+        self.total = opened.total
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        while True:
+            if self._left <= 0 or self._body is None:
+                return 0
+            want = min(len(view), self._left, READ_PIECE)
+            try:
+                data = self._body.read(want)
+                if not data:
+                    raise IncompleteReadError(actual_bytes=0, expected_bytes=self._left)
+            except (BotoCoreError, OSError) as exc:
+                self._broken(exc)
+                continue
+            n = len(data)
+            view[:n] = data
+            self._pos += n
+            self._left -= n
+            return n
+
+    def _broken(self, exc: BaseException) -> None:
+        error = self._backend._translate(exc, "read", self._key)
+        self._close_body()
+        if not error.retryable or self._resumes >= RESUMES:
+            raise error from exc
+        self._resumes += 1
+        log.debug("%s; resuming at byte %d (attempt %d)", error, self._pos, self._resumes)
+        time.sleep(backoff_delay(self._resumes, base=0.1, cap=2.0))
+        self._open()
+
+    def _close_body(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            try:
+                body.close()
+            except Exception:  # noqa: S110 - a broken connection may fail to close; it is dropped anyway
+                pass
+
+    def close(self) -> None:
+        self._close_body()
+        super().close()
+
+
+class _ReadAhead(io.RawIOBase):
+    """A large range: the first answer's body, then parts fetched by ranged GETs in parallel,
+    at most ``read_ahead`` parts ahead of the reader (memory stays bounded)."""
+
+    def __init__(self, backend: S3Backend, key: str, first: _Download, start: int, stop: int) -> None:
+        self._backend = backend
+        self._key = key
+        self._first: _Download | None = first
+        self._etag = first.etag
+        step = backend.part_size
+        self._ranges = deque((s, min(s + step, stop)) for s in range(start, stop, step))
+        self._pool = ThreadPoolExecutor(backend.read_ahead, thread_name_prefix=f"s3-get-{backend.name}")
+        self._window: deque[Future[bytearray]] = deque()
+        self._chunk = memoryview(b"")
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._ranges and len(self._window) < self._backend.read_ahead:
+            s, e = self._ranges.popleft()
+            self._window.append(self._pool.submit(self._fetch, s, e))
+
+    def _fetch(self, start: int, end: int) -> bytearray:
+        buf = bytearray(end - start)
+        view = memoryview(buf)
+        got = 0
+        part = _Download(self._backend, self._key, start, end, self._etag)
+        try:
+            while got < len(buf):
+                n = part.readinto(view[got:])
+                if n == 0:
+                    raise Conflict(f"{self._backend._where('read', self._key)}: the object ended at byte {start + got}, "
+                                   f"before {end}: it changed while it was read", path=self._key)
+                got += n
+        finally:
+            part.close()
+        return buf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while True:
+            if self._first is not None:
+                n = self._first.readinto(buf)
+                if n:
+                    return n
+                self._first.close()
+                self._first = None
+            if self._chunk:
+                n = min(len(buf), len(self._chunk))
+                memoryview(buf).cast("B")[:n] = self._chunk[:n]
+                self._chunk = self._chunk[n:]
+                return n
+            if not self._window:
+                return 0
+            future = self._window.popleft()
+            self._fill()
+            self._chunk = memoryview(future.result())
+
+    def close(self) -> None:
+        if not self.closed:
+            for future in self._window:
+                future.cancel()
+            self._window.clear()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._first is not None:
+                self._first.close()
+            self._chunk = memoryview(b"")
+        super().close()
