@@ -92,7 +92,7 @@ def add_backend(
         except VDirError as exc:
             raise type(exc)(f"backend {name!r} ({url}) did not answer as expected: {exc}") from exc
         if not region:
-            region = discovered.region or "unknown"
+            region = discovered.region or ("local" if location.cloud == "local" else "unknown")
     record = BackendRecord(
         name=name, url=url, options=public, cloud=location.cloud, region=region or "local",
         tier=location.tier, cost=location.cost,
