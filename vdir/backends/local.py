@@ -13,6 +13,7 @@ writers sharing the folder (threads, processes, hosts on NFS with lock support) 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -53,6 +54,30 @@ def _translate(name: str, key: str, exc: OSError) -> Exception:
     err = VDirError(f"{name}: {key}: {exc.strerror or exc}")
     err.errno = exc.errno
     return err
+
+
+_libc: Any = None
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """rename(2) that fails with EEXIST instead of replacing: renameat2(RENAME_NOREPLACE) where
+    the kernel and filesystem have it, else link + unlink (same guarantee, one more operation)."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        at_fdcwd, rename_noreplace = -100, 1
+        if _libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(dst))
+    os.link(src, dst)
+    os.unlink(src)
 
 
 def _path_from_url(url: str) -> Path:
@@ -127,8 +152,7 @@ class LocalBackend(Backend):
                 if self.fsync:
                     os.fsync(out.fileno())
             if mode.kind == "create":
-                os.link(tmp, path)  # atomic, fails with EEXIST when the key exists
-                os.unlink(tmp)
+                _rename_noreplace(tmp, path)  # atomic, fails with EEXIST when the key exists
             elif mode.kind == "update":
                 with self._update_lock():
                     try:

@@ -14,13 +14,14 @@ Names compare with SQLite's BINARY collation, i.e. by their UTF-8 bytes.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -51,6 +52,8 @@ from vdir.errors import (
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+MAX_IDLE = 8
+"""Idle connections kept open for reuse."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -176,10 +179,10 @@ class SQLiteCatalog(Catalog):
         if self.path == "/:memory:":
             self.path = ":memory:"
         self._timeout = timeout
-        self._local = threading.local()
-        self._lock = threading.RLock()  # only used for :memory: (one shared connection)
+        self._lock = threading.RLock()  # serializes use of the one :memory: connection
         self._shared: sqlite3.Connection | None = None
-        self._all: builtins.list[sqlite3.Connection] = []
+        self._idle: builtins.list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
         if self.path != ":memory:":
             parent = Path(self.path).parent
             if not parent.is_dir():
@@ -198,31 +201,37 @@ class SQLiteCatalog(Catalog):
             conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
         except sqlite3.Error as exc:
             raise _translate(self.path, exc) from exc
-        with self._lock:
-            self._all.append(conn)
         return conn
 
-    @property
-    def _conn(self) -> sqlite3.Connection:
+    @contextmanager
+    def _borrow(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation.  Connections are pooled, not bound to threads: FUSE
+        and thread pools come and go, and a connection per short-lived thread would leak."""
         if self.path == ":memory:":
-            if self._shared is None:
-                self._shared = self._connect()
-            return self._shared
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            with self._lock:
+                if self._shared is None:
+                    self._shared = self._connect()
+                yield self._shared
+            return
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._connect()
-            self._local.conn = conn
-        return conn
-
-    def _guard(self) -> AbstractContextManager[Any]:
-        return self._lock if self.path == ":memory:" else nullcontext()
+        try:
+            yield conn
+        finally:
+            with self._pool_lock:
+                if len(self._idle) < MAX_IDLE:
+                    self._idle.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: holds the write lock from the start, so reads inside it
         (compare-and-set checks) see what the write will change."""
-        with self._guard():
-            conn = self._conn
+        with self._borrow() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -239,9 +248,9 @@ class SQLiteCatalog(Catalog):
                 raise _translate(self.path, exc) from exc
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._guard():
+        with self._borrow() as conn:
             try:
-                return fn(self._conn)
+                return fn(conn)
             except sqlite3.Error as exc:
                 raise _translate(self.path, exc) from exc
 
@@ -644,12 +653,12 @@ class SQLiteCatalog(Catalog):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
         with self._lock:
-            for conn in self._all:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-            self._all.clear()
-            self._shared = None
-        self._local = threading.local()
+            if self._shared is not None:
+                idle.append(self._shared)
+                self._shared = None
+        for conn in idle:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()

@@ -20,7 +20,9 @@ from vdir.errors import to_errno
 
 TYPE_BITS = {DIR: stat.S_IFDIR, FILE: stat.S_IFREG, SYMLINK: stat.S_IFLNK}
 Item = tuple[str, dict[str, int], int]
-"""One directory entry as the kernel takes it: name, type bits, offset."""
+"""One directory entry as the kernel takes it: name, attributes (at least ``st_mode``), offset.
+Entries from the catalog carry full attributes, so a READDIRPLUS answers ``ls -l`` without a
+lookup per name."""
 
 
 def mapped(items: Iterator[Item]) -> Iterator[Item]:
@@ -73,8 +75,17 @@ class DirHandle:
 
     PAGE = 1000
 
-    def __init__(self, catalog: Catalog, meta: MetaCache, pending: Callable[[str], set[str]], path: str, entry: Entry) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        meta: MetaCache,
+        pending: Callable[[str], set[str]],
+        path: str,
+        entry: Entry,
+        attrs: Callable[[Entry], dict[str, int]] | None = None,
+    ) -> None:
         self.catalog = catalog
+        self.attrs = attrs or (lambda e: {"st_mode": TYPE_BITS.get(e.type, stat.S_IFREG)})
         self.meta = meta
         self.pending = pending
         self.path = path
@@ -95,7 +106,7 @@ class DirHandle:
             for child in batch:
                 seen_pending.discard(child.name)
                 self.meta.put(paths.join(self.path, child.name), child)
-                yield child.name, {"st_mode": TYPE_BITS.get(child.type, stat.S_IFREG)}, off
+                yield child.name, self.attrs(child), off
                 off += 1
             if len(batch) < self.PAGE:
                 break

@@ -154,10 +154,31 @@ def check_catalog(vd: VDir) -> None:
         raise CatalogError(f"catalog unreachable: {type(exc).__name__}: {exc}") from exc
 
 
+FUSE_READDIR_PLUS = 1
+FUSE_FILL_DIR_PLUS = 2
+
+
 # -- serving -------------------------------------------------------------------------------------
 def _fuse_class(fuse: ModuleType) -> type:
     class VDirFUSE(fuse.FUSE):  # type: ignore[name-defined,misc]
-        """mfusepy drops rename(2) flags on libfuse3; pass them on (RENAME_NOREPLACE matters)."""
+        """mfusepy drops rename(2) flags on libfuse3 (RENAME_NOREPLACE matters) and never answers
+        READDIRPLUS with attributes; both are added here."""
+
+        def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int) -> int:
+            if not flags & FUSE_READDIR_PLUS:
+                return int(self._readdir(path, buf, filler, offset, fip))
+            decoded = None if path is None else path.decode(self.encoding, self.errors)
+            for name, attrs, off in self.operations.readdir_with_offset(decoded, offset, fip.contents.fh):
+                st = fuse.c_stat()
+                if "st_size" in attrs:
+                    fuse.set_st_attrs(st, attrs, use_ns=self.use_ns)
+                    fill = FUSE_FILL_DIR_PLUS
+                else:
+                    st.st_mode = attrs["st_mode"]
+                    fill = 0
+                if filler(buf, name.encode(self.encoding, self.errors), st, off, fill) != 0:
+                    break
+            return 0
 
         def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
             return int(self.operations.rename(old.decode(self.encoding, self.errors), new.decode(self.encoding, self.errors), flags) or 0)

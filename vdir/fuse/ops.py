@@ -146,6 +146,11 @@ class VDirOperations:
             self.meta.put(paths.join(parent_path, child.name), child)
             if child.name == name:
                 found = child
+        if found is None:
+            # The names looked up are not there: files being created (cp, tar, untar), not a
+            # scan.  Read-ahead would cost a page per name; go back to single lookups.
+            with self._lock:
+                self._recent_misses[parent.id] = 0.0
         return found
 
     def _writable(self) -> None:
@@ -179,6 +184,15 @@ class VDirOperations:
             "st_uid": entry.uid, "st_gid": entry.gid, "st_blocks": (size + 511) // 512, "st_blksize": 1 << 20,
             "st_mtime": int(entry.mtime * 1e9), "st_atime": int(entry.mtime * 1e9), "st_ctime": int(entry.ctime * 1e9),
         }
+
+    def _listing_attrs(self, entry: Entry) -> dict[str, Any]:
+        """Attributes for a directory listing; a file open here with local changes reports
+        only its type, so the kernel asks getattr (and gets the open file's size)."""
+        with self._lock:
+            busy = any(n.entry is not None and n.entry.id == entry.id and n.is_local for n in self._nodes.values())
+        if busy:
+            return {"st_mode": TYPE_BITS.get(entry.type, stat.S_IFREG)}
+        return self._attrs(entry)
 
     def _node_attrs(self, node: Node) -> dict[str, Any]:
         base = node.entry or Entry(name="", type=FILE, mode=node.mode, uid=self.context()[0], gid=self.context()[1])
@@ -326,7 +340,9 @@ class VDirOperations:
             raise NotADirectory(f"{path}: not a directory", path=path)
         fh = self._new_fh()
         with self._lock:
-            self._dirs[fh] = DirHandle(self.vd.catalog, self.meta, self.pending_names, paths.normalize(path), entry)
+            self._dirs[fh] = DirHandle(
+                self.vd.catalog, self.meta, self.pending_names, paths.normalize(path), entry, self._listing_attrs
+            )
         return fh
 
     @fuse_errors
