@@ -8,6 +8,7 @@ The backend's block size is lowered to 1 MiB so multi-MiB objects are staged in 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class Azurite:
         """A new, empty container (the backend never creates containers itself)."""
         from azure.storage.blob import BlobServiceClient
 
-        name = name or f"vdir-test-{next(_containers)}"
+        name = name or f"vdir-test-{os.getpid()}-{next(_containers)}"  # unique across processes
         with BlobServiceClient.from_connection_string(self.connection_string()) as service:
             service.create_container(name)
         return name

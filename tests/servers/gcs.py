@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class FakeGCS:
 
     def create_bucket(self, name: str | None = None) -> str:
         """A new, empty bucket (the backend never creates buckets itself)."""
-        name = name or f"vdir-test-{next(_buckets)}"
+        name = name or f"vdir-test-{os.getpid()}-{next(_buckets)}"  # unique across processes
         self.client().create_bucket(name)
         return name
 
