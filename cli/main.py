@@ -243,12 +243,27 @@ def fsck(
     backend: list[str] = typer.Option(None, "--backend", "-b"),
     gc: bool = typer.Option(False, "--delete-orphans", help="Delete orphan objects older than --min-age."),
     min_age: float = typer.Option(3600.0, "--min-age", help="Seconds an orphan must be old before --delete-orphans removes it."),
+    repair: bool = typer.Option(False, "--repair", help="Mark bad replicas and copy good ones over them."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check catalog against backends. Exit 0 clean, 1 orphans only, 2 missing/corrupt replicas."""
     from vdir.fsck import fsck as run_fsck
 
     report = run_fsck(state.vd(), deep=deep, backends=backend or None, gc=gc, min_age=min_age)
+    if repair:
+        from vdir.placement.repair import repair as run_repair
+
+        result = run_repair(state.vd(), report)
+        if as_json:
+            out.json({**report.as_dict(), "repaired": result.repaired, "lost": result.lost, "failed": result.failed})
+        else:
+            for line in result.repaired:
+                out.line(f"repaired    {line}")
+            for line in result.lost + result.failed:
+                out.line(f"NOT REPAIRED {line}")
+            out.say(f"repair: {len(result.repaired)} replica(s) restored, {len(result.lost)} file(s) lost, "
+                    f"{len(result.failed)} failed")
+        raise typer.Exit(result.exit_code if result.exit_code else (1 if report.of_kind("orphan") else 0))
     if as_json:
         out.json(report.as_dict())
     else:
