@@ -57,7 +57,7 @@ class Clouds:
             backend: Backend = make_azure_backend(self.server, **options)
         else:
             if proxy is not None:
-                options.setdefault("endpoint", proxy.url)
+                options.setdefault("endpoint_url", proxy.url)
             backend = make_gcs_backend(self.server, **options)
         self._made.append(backend)
         return backend
@@ -138,10 +138,10 @@ def test_registry_opens_both_schemes(azurite: Azurite, fake_gcs: FakeGCS) -> Non
     assert type(az).__name__ == "AzureBackend" and isinstance(az, ServerSideCopy)
     assert (az.location.cloud, az.location.region) == ("azure", "westeurope")
     bucket = fake_gcs.create_bucket()
-    gs = open_backend("mygs", f"gs://{bucket}", {"endpoint": fake_gcs.endpoint})
+    gs = open_backend("mygs", f"gs://{bucket}", {"endpoint_url": fake_gcs.endpoint})
     assert type(gs).__name__ == "GCSBackend" and isinstance(gs, ServerSideCopy)
     assert gs.location.cloud == "gcp" and gs.location.region  # looked up from the bucket
-    gs2 = open_backend("mygs2", f"gs://{bucket}", {"endpoint": fake_gcs.endpoint, "region": "europe-west1"})
+    gs2 = open_backend("mygs2", f"gs://{bucket}", {"endpoint_url": fake_gcs.endpoint, "region": "europe-west1"})
     assert gs2.location.region == "europe-west1"
     for backend in (az, gs, gs2):
         backend.close()

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from vdir import config as cfg
-from vdir.backends import backend_class, scheme_of
+from vdir.backends import accepts_option, backend_class, scheme_of
 from vdir.catalog.base import BackendRecord, open_catalog
 from vdir.core import VDir
 from vdir.errors import AlreadyExists, InvalidArgument, NotFound, VDirError
@@ -70,11 +70,13 @@ def add_backend(
         except NotFound:
             pass
     url = _normalize_url(url)
-    backend_class(url)  # unknown scheme / missing SDK fail here, before anything is stored
+    cls = backend_class(url)  # unknown scheme / missing SDK fail here, before anything is stored
     opts = dict(options or {})
     if endpoint:
+        if not accepts_option(cls, "endpoint_url"):
+            raise InvalidArgument(f"{scheme_of(url)}:// backends take no --endpoint")
         opts["endpoint_url"] = endpoint
-    if region:
+    if region and accepts_option(cls, "region"):
         opts.setdefault("region", region)
     public = {k: v for k, v in opts.items() if not cfg.is_secret_option(k)}
     secret = {k: v for k, v in opts.items() if cfg.is_secret_option(k)}

@@ -85,7 +85,7 @@ def make_gcs_backend(fake: FakeGCS, url: str | None = None, **options: Any) -> G
         bucket = fake.create_bucket()
         n = int(bucket.rsplit("-", 1)[1])
         url = f"gs://{bucket}/some/prefix" if n % 2 else f"gs://{bucket}"
-    options = {"endpoint": fake.endpoint, "chunk_size": CHUNK_SIZE, "retry_timeout": 5.0, **options}
+    options = {"endpoint_url": fake.endpoint, "chunk_size": CHUNK_SIZE, "retry_timeout": 5.0, **options}
     return GCSBackend("gcs", url, **options)
 
 

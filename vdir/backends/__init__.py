@@ -8,6 +8,7 @@ command that installs it.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,10 +59,44 @@ def backend_class(url: str) -> type[Backend]:
     return cls
 
 
+def accepts_option(cls: type[Backend], key: str) -> bool:
+    return key in inspect.signature(cls.__init__).parameters
+
+
+def coerce_options(cls: type[Backend], options: dict[str, Any]) -> dict[str, Any]:
+    """Options typed as text (``--option part_size=5242880``, config files) become the int,
+    float or bool the backend's constructor declares; a bad value is a one-line error."""
+    params = inspect.signature(cls.__init__).parameters
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        param = params.get(key)
+        if param is None:
+            if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                known = ", ".join(k for k in params if k not in ("self", "name", "url", "location"))
+                raise ConfigError(f"{cls.scheme}:// backends take no option {key!r} (known: {known})")
+            out[key] = value
+            continue
+        annotation = str(param.annotation)
+        if isinstance(value, str) and "str" not in annotation:
+            try:
+                if annotation.startswith("bool"):
+                    if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(value)
+                    value = value.lower() in ("1", "true", "yes", "on")
+                elif annotation.startswith("int"):
+                    value = int(value)
+                elif annotation.startswith("float"):
+                    value = float(value)
+            except ValueError:
+                raise ConfigError(f"option {key}={value!r}: expected {annotation.split(' ')[0]}") from None
+        out[key] = value
+    return out
+
+
 def open_backend(name: str, url: str, options: dict[str, Any] | None = None, location: Location | None = None) -> Backend:
     """Instantiate the backend for ``url``.  ``options`` are passed as keyword arguments."""
     cls = backend_class(url)
-    return cls(name, url, location=location, **(options or {}))  # type: ignore[call-arg]
+    return cls(name, url, location=location, **coerce_options(cls, options or {}))  # type: ignore[call-arg]
 
 
 __all__ = [

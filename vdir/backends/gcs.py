@@ -20,7 +20,7 @@ keys are ``InvalidPath`` here, before any request.
 
 Credentials (never in the catalog): option ``credentials_file`` (service account or user JSON),
 else Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, metadata
-server); ``anonymous=True`` for public buckets.  ``endpoint`` (or ``STORAGE_EMULATOR_HOST``)
+server); ``anonymous=True`` for public buckets.  ``endpoint_url`` (or ``STORAGE_EMULATOR_HOST``)
 points at an emulator, which is used anonymously.  The region is the option ``region``, else the
 bucket's location, looked up the first time ``location`` is read.  Other options: ``project``,
 ``chunk_size``, ``retry_timeout`` (seconds of retrying before giving up), ``timeout`` (per
@@ -194,7 +194,7 @@ class GCSBackend(Backend):
     scheme = "gs"
 
     def __init__(self, name: str, url: str, location: Location | None = None, *, project: str | None = None,
-                 credentials_file: str | None = None, endpoint: str | None = None, anonymous: bool = False,
+                 credentials_file: str | None = None, endpoint_url: str | None = None, anonymous: bool = False,
                  chunk_size: int = 8 * MiB, region: str | None = None, retry_timeout: float = 30.0,
                  timeout: float = 60.0, list_page_size: int | None = None) -> None:
         super().__init__(name, url, location or Location(cloud="gcp", region=region or "unknown"))
@@ -212,7 +212,7 @@ class GCSBackend(Backend):
         self.timeout = timeout
         self.list_page_size = list_page_size
         self._retry: Retry = DEFAULT_RETRY.with_timeout(retry_timeout).with_delay(initial=0.1, maximum=4.0, multiplier=2.0)
-        endpoint = endpoint or os.environ.get("STORAGE_EMULATOR_HOST") or None
+        endpoint = endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST") or None
         if endpoint and "://" not in endpoint:
             endpoint = "http://" + endpoint
         options: dict[str, Any] = {"client_options": {"api_endpoint": endpoint}} if endpoint else {}
