@@ -294,3 +294,61 @@ def test_box_concurrent_create_one_wins(fake_box: FakeBox, backend_box: BoxBacke
     results = race(6, lambda i: backends[i].put_bytes("deep/er/same", f"writer {i}".encode(), PutMode.CREATE))
     assert sum(not isinstance(r, Exception) for r in results) == 1
     assert all(isinstance(r, AlreadyExists) for r in results if isinstance(r, Exception))
+
+
+BOX_MEMORY_SCRIPT = r"""
+import io, os, sys
+sys.path.insert(0, sys.argv[1])
+import xxhash
+from vdir.backends.box import BoxBackend
+
+SIZE = int(sys.argv[4])
+
+class Source(io.RawIOBase):
+    # SIZE bytes generated as read, hashed on the way: nothing held in memory
+    def __init__(self):
+        self.pos, self.hash, self.block = 0, xxhash.xxh3_128(), os.urandom(1 << 20)
+    def readable(self):
+        return True
+    def readinto(self, buf):
+        n = min(SIZE - self.pos, len(buf), 1 << 20)
+        piece = self.block[:n]
+        buf[:n] = piece
+        self.hash.update(piece)
+        self.pos += n
+        return n
+
+backend = BoxBackend("box", "box://vdir-tests/huge", token_file=sys.argv[2], base_url=sys.argv[3])
+src = Source()
+meta = backend.put("huge.bin", src, size=SIZE)
+got, total = xxhash.xxh3_128(), 0
+with backend.get("huge.bin") as stream:
+    while chunk := stream.read(1 << 20):
+        got.update(chunk)
+        total += len(chunk)
+assert meta.size == SIZE and total == SIZE and got.digest() == src.hash.digest()
+backend.delete("huge.bin")
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")))
+"""
+
+
+@pytest.mark.slow
+def test_box_one_gib_round_trip_in_bounded_memory(tmp_path: Path) -> None:
+    # Box's own sizes (8 MiB parts, upload sessions from 20 MB); the fake keeps the bytes in
+    # this process, the backend runs in a child whose peak RSS is measured.
+    import subprocess
+    import sys
+
+    fake = FakeBox()
+    fake.start()
+    token = tmp_path / "token"
+    token.write_text(fake.token)
+    try:
+        out = subprocess.run([sys.executable, "-c", BOX_MEMORY_SCRIPT, str(Path(__file__).resolve().parents[1]), str(token),
+                              fake.url, str(1 << 30)], capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        fake.stop()
+    assert out.returncode == 0, out.stderr[-3000:]
+    peak_kib = int(out.stdout.split()[-1])
+    print(f"1 GiB through box: peak RSS {peak_kib // 1024} MiB")
+    assert peak_kib < 200 * 1000
