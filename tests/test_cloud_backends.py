@@ -461,7 +461,9 @@ MEMORY_SCRIPT = textwrap.dedent("""
     t2 = time.monotonic()
     assert total == SIZE and got.digest() == src.hash.digest()
     backend.delete("huge.bin")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    # peak RSS of this process image (KiB).  Not ru_maxrss: a child forked from a large pytest
+    # inherits the parent's peak there; VmHWM starts afresh with exec.
+    rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
     print(f"{rss} {t1 - t0:.2f} {t2 - t1:.2f}")
 """)
 
