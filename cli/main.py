@@ -377,6 +377,14 @@ def main(argv: list[str] | None = None) -> int:
         out.error(f"{exc.strerror or exc}{name}")
         return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        # typer >= 0.2x ships its own copy of click: its usage errors are not click's classes
+        message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+        if callable(message) and isinstance(code, int):
+            out.error(message())
+            return code
+        if type(exc).__name__ == "Abort":
+            out.error("interrupted")
+            return 130
         if verbose:
             traceback.print_exc()
         out.error(f"unexpected {type(exc).__name__}: {exc} (run with -v for details)")
