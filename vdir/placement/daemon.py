@@ -68,6 +68,8 @@ class Daemon:
         self._policy: Policy | None = None
         self._policy_version = -1
         self._observer: Any = None
+        self._policy_file_sig: tuple[int, int, int] | None = None
+        self._policy_file_lock = threading.Lock()  # the watchdog thread and the loop both load it
         self.started = time.time()
         self.plan_now = threading.Event()
 
@@ -88,6 +90,12 @@ class Daemon:
         path = self.opts.policy_file
         if not path:
             return
+        with self._policy_file_lock:
+            self._load_policy_file(path)
+
+    def _load_policy_file(self, path: str) -> None:
+        st = os.stat(path)
+        self._policy_file_sig = (st.st_mtime_ns, st.st_size, st.st_ino)
         text = Path(path).read_text(encoding="utf-8")
         current = None
         try:
@@ -101,6 +109,16 @@ class Daemon:
                 log.warning("policy file %s applied as v%d", path, version)
             except VDirError as exc:
                 log.error("policy file %s not applied (the previous policy stays): %s", path, exc)
+
+    def _policy_file_changed(self) -> bool:
+        """A stat-based safety net under the watchdog events (an event can be missed, e.g. on NFS)."""
+        if not self.opts.policy_file:
+            return False
+        try:
+            st = os.stat(self.opts.policy_file)
+        except OSError:
+            return False
+        return (st.st_mtime_ns, st.st_size, st.st_ino) != self._policy_file_sig
 
     def _watch_policy_file(self) -> None:
         if not self.opts.policy_file:
@@ -255,8 +273,8 @@ class Daemon:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, int]:
         """Run until stopped (or, with ``once``, until the queue has nothing claimable)."""
+        self._watch_policy_file()  # watch first, so a change made while the file loads is not missed
         self.load_policy_file()
-        self._watch_policy_file()
         self.heartbeat()
         try:
             if self.opts.once:
@@ -275,6 +293,12 @@ class Daemon:
             next_plan = next_scrub = next_beat = 0.0
             while not self.stop_event.is_set():
                 now = time.monotonic()
+                if self._policy_file_changed():
+                    try:
+                        self.load_policy_file()
+                        self.plan_now.set()
+                    except OSError as exc:
+                        log.error("policy file %s: %s", self.opts.policy_file, exc)
                 if now >= next_plan or self.plan_now.is_set():
                     self.plan_now.clear()
                     try:
