@@ -120,7 +120,7 @@ def vdir_core(s3: S3Server, large: Path, small: Path, out: Path, work: Path, thr
         results["put_large"] = timed(lambda: vd.put(str(large), "/large.bin", backend="s3"))
         results["get_large"] = timed(lambda: vd.get("/large.bin", out / "large.bin"))
         results["put_small"] = timed(lambda: vd.put(str(small), "/small", backend="s3", recursive=True, workers=threads))
-        results["get_small"] = timed(lambda: vd.get("/small", out / "small", recursive=True))
+        results["get_small"] = timed(lambda: vd.get("/small", out / "small", recursive=True, workers=threads))
         check(large, out / "large.bin", small, out / "small")
         return results
     finally:

@@ -118,12 +118,13 @@ def get(
     dest: str = typer.Argument(".", help="Local destination (file or directory)."),
     recursive: bool = typer.Option(False, "-r", "--recursive"),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing local files."),
+    jobs: int = typer.Option(8, "--jobs", "-j", help="Parallel downloads."),
 ) -> None:
     """Copy a file or directory out of the virtual directory, verified against its hash."""
     vd = state.vd()
     total = vd.du(source).bytes
     with out.progress(total, "get") as tick:
-        written = vd.get(source, dest, recursive=recursive, force=force, progress=tick)
+        written = vd.get(source, dest, recursive=recursive, force=force, workers=jobs, progress=tick)
     out.say(f"fetched {len(written)} file(s), {fmt_size(total)}")
 
 

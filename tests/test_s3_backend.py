@@ -46,15 +46,18 @@ def s3_server(request: pytest.FixtureRequest) -> S3Server:
     return server
 
 
-@pytest.fixture
-def proxy(moto_s3: S3Server) -> Iterator[FaultProxy]:
+@pytest.fixture(params=["lean", "boto3"])
+def proxy(moto_s3: S3Server, request: pytest.FixtureRequest) -> Iterator[FaultProxy]:
+    """A fault proxy before moto; each test using it runs on both request paths of the backend."""
     port = int(moto_s3.endpoint.rsplit(":", 1)[1])
     with FaultProxy(("127.0.0.1", port)) as p:
+        p.lean = request.param == "lean"  # type: ignore[attr-defined]
         yield p
 
 
 def through(proxy: FaultProxy, s3: S3Server, **options: Any) -> S3Backend:
-    """A backend that talks to ``s3`` through the fault proxy."""
+    """A backend that talks to ``s3`` through the fault proxy, on the proxy's request path."""
+    options.setdefault("lean", getattr(proxy, "lean", True))
     return make_s3_backend(S3Server(s3.name, proxy.url, s3.access_key, s3.secret_key, s3.bucket), **options)
 
 
@@ -63,12 +66,14 @@ def pending_uploads(s3: S3Server) -> list[str]:
 
 
 # -- credentials, bucket, options ---------------------------------------------------------------
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "boto3"])
 @pytest.mark.parametrize("wrong", ["secret", "access key"])
-def test_wrong_credentials_are_one_line_naming_the_backend(seaweedfs_s3: S3Server, wrong: str) -> None:
+def test_wrong_credentials_are_one_line_naming_the_backend(seaweedfs_s3: S3Server, wrong: str, lean: bool) -> None:
     good = make_s3_backend(seaweedfs_s3)
     good.put_bytes("a.txt", b"hello")
     creds = {"secret_access_key": "not-the-secret"} if wrong == "secret" else {"access_key_id": "NOSUCHKEY"}
-    bad = make_s3_backend(seaweedfs_s3, prefix=good.prefix.rstrip("/"), **creds)
+    bad = make_s3_backend(seaweedfs_s3, prefix=good.prefix.rstrip("/"), lean=lean, **creds)
+    assert (bad._lean_client() is not None) == lean  # SeaweedFS checks the lean path's own signatures too
     for call in (lambda: bad.list_with_delimiter(""), lambda: bad.get_bytes("a.txt"), lambda: bad.head("a.txt"),
                  lambda: bad.put_bytes("b.txt", b"x"), lambda: list(bad.list(""))):
         with pytest.raises(AuthenticationError) as info:

@@ -522,8 +522,10 @@ class VDir:
             spool.seek(0)
             shutil.copyfileobj(spool, out, 1024 * 1024)
 
-    def get(self, src: str, dst: str | os.PathLike[str], *, recursive: bool = False, force: bool = False, progress: Progress | None = None) -> list[Path]:
-        """Copy a file (or, with ``recursive``, a directory) to the local filesystem.
+    def get(self, src: str, dst: str | os.PathLike[str], *, recursive: bool = False, force: bool = False,
+            workers: int = 8, progress: Progress | None = None) -> list[Path]:
+        """Copy a file (or, with ``recursive``, a directory) to the local filesystem, up to
+        ``workers`` files at a time.
 
         Each file is written to a temp file beside its destination, verified, then renamed into
         place: a failed or interrupted get never leaves a partial file under the real name.
@@ -544,17 +546,25 @@ class VDir:
                 if e.type == FILE and (dest / rel).exists():
                     raise AlreadyExists(f"{dest / rel}: exists (use --force to overwrite)")
         dest.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
+        files: list[tuple[str, Entry]] = []
         for rel, e in items:
             target = dest / rel
             if e.type == DIR:
                 target.mkdir(parents=True, exist_ok=True)
             elif e.type == FILE:
-                written.append(self._get_file(paths.join(norm, rel), e, target, True, progress))
+                files.append((rel, e))
             elif e.type == SYMLINK and e.target is not None:
                 with contextlib.suppress(FileExistsError):
                     os.symlink(e.target, target)
-        return written
+
+        def one(item: tuple[str, Entry]) -> Path:
+            rel, e = item
+            return self._get_file(paths.join(norm, rel), e, dest / rel, True, progress)
+
+        if len(files) <= 1 or workers <= 1:
+            return [one(item) for item in files]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, files))
 
     def _get_file(self, vpath: str, entry: Entry, dest: Path, force: bool, progress: Progress | None) -> Path:
         if entry.type == SYMLINK:

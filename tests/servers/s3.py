@@ -31,7 +31,7 @@ from tests.servers.process import free_port, server, venv_bin
 if TYPE_CHECKING:
     from vdir.backends.s3 import S3Backend
 
-BACKEND_FIXTURES = ["backend_s3_moto", "backend_s3_seaweedfs"]
+BACKEND_FIXTURES = ["backend_s3_moto", "backend_s3_moto_boto3", "backend_s3_seaweedfs"]
 PART = 5 * 1024 * 1024
 SEAWEED_KEY = "vdir-test-access"
 SEAWEED_SECRET = "vdir-test-secret-0123456789"
@@ -156,6 +156,16 @@ def make_s3_backend(s3: S3Server, prefix: str | None = None, bucket: str | None 
 @pytest.fixture
 def backend_s3_moto(moto_s3: S3Server) -> Iterator[S3Backend]:
     backend = make_s3_backend(moto_s3)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def backend_s3_moto_boto3(moto_s3: S3Server) -> Iterator[S3Backend]:
+    """Every request through boto3 (option ``lean=false``): the path taken where the lean one does not apply."""
+    backend = make_s3_backend(moto_s3, lean=False)
     try:
         yield backend
     finally:

@@ -48,12 +48,15 @@ S3 server (path-style addressing is then the default).
 from __future__ import annotations
 
 import builtins
+import email.utils
 import io
 import logging
 import math
+import os
 import re
 import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -62,6 +65,7 @@ from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import boto3
+import urllib3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -82,6 +86,7 @@ from botocore.exceptions import (
 )
 
 from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, reader
+from vdir.backends.s3_lean import Creds, LeanS3
 from vdir.errors import (
     AlreadyExists,
     AuthenticationError,
@@ -119,6 +124,8 @@ AUTH_CODES = {
     "InvalidClientTokenId", "UnrecognizedClientException", "AuthorizationHeaderMalformed", "MissingSecurityHeader",
     "InvalidSecurity", "AccountProblem", "NotSignedUp",
 }
+RETRY_CODES = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "InternalError"}
+"""Error codes botocore's ``standard`` retry mode retries (besides 5xx and throttling); the lean path does too."""
 THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                   "RequestThrottled", "ServiceUnavailable"}
 FILER_SERVERS = ("seaweedfs",)
@@ -203,6 +210,22 @@ def _quoted(etag: str | None) -> str | None:
     return None if not etag else '"' + etag.strip('"') + '"'
 
 
+def _error_fields(body: bytes, status: int) -> tuple[str, str]:
+    """Code and message of an S3 error answer (a HEAD answer has no body: the status says it)."""
+    code = re.search(rb"<Code>([^<]*)</Code>", body or b"")
+    message = re.search(rb"<Message>([^<]*)</Message>", body or b"")
+    default = {304: "NotModified", 403: "Forbidden", 404: "NotFound", 412: "PreconditionFailed"}.get(status, str(status))
+    return (code.group(1).decode("utf-8", "replace") if code else default,
+            message.group(1).decode("utf-8", "replace") if message else "")
+
+
+def _total(start: int, length: int, content_range: str) -> int:
+    """Size of the whole object from a GET answer (``Content-Range: bytes a-b/total`` if ranged)."""
+    if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+        return int(content_range.rsplit("/", 1)[1])
+    return start + length
+
+
 def _local(endpoint_url: str | None) -> bool:
     host = (urlsplit(endpoint_url).hostname or "") if endpoint_url else ""
     return host == "localhost" or host == "::1" or host.startswith("127.")
@@ -245,6 +268,7 @@ class S3Backend(Backend):
         check_conditions: bool | str = False,
         listing: str = "auto",
         read_ahead: int | str | None = None,
+        lean: bool | str = True,
     ) -> None:
         self._location = location or Location(cloud="aws", region=region or "")
         self._region_known = bool(self._location.region and self._location.region != "unknown")
@@ -272,11 +296,18 @@ class S3Backend(Backend):
             raise ConfigError(f"s3 backend {name!r}: option listing must be auto, flat or walk, not {listing!r}")
         self.listing = listing
         self._walk: bool | None = None
+        self.max_attempts = max(1, parse_number(max_attempts, "max_attempts"))
+        self.connect_timeout = parse_number(connect_timeout, "connect_timeout", float)
+        self.read_timeout = parse_number(read_timeout, "read_timeout", float)
+        self.max_pool_connections = parse_number(max_pool_connections, "max_pool_connections")
+        self._lean: LeanS3 | None = None
+        self._lean_decided = not parse_bool(lean, "lean")
+        self._lean_lock = threading.Lock()
         config = Config(
-            retries={"mode": "standard", "total_max_attempts": max(1, parse_number(max_attempts, "max_attempts"))},
-            connect_timeout=parse_number(connect_timeout, "connect_timeout", float),
-            read_timeout=parse_number(read_timeout, "read_timeout", float),
-            max_pool_connections=parse_number(max_pool_connections, "max_pool_connections"),
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_pool_connections=self.max_pool_connections,
             s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
             user_agent_extra="vdir",
         )
@@ -291,6 +322,85 @@ class S3Backend(Backend):
             self.client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
         except (BotoCoreError, ValueError) as exc:
             raise self._translate(exc, "open") from exc
+        self._session = session
+
+    # -- the lean path ------------------------------------------------------------------------------
+    def _lean_client(self) -> LeanS3 | None:
+        """The lean request path (:mod:`vdir.backends.s3_lean`), set up on first use; None where
+        it does not apply (option ``lean=false``, no region or credentials, a proxy), and then
+        boto3 serves every request."""
+        if not self._lean_decided:
+            with self._lean_lock:
+                if not self._lean_decided:
+                    self._lean = self._make_lean()
+                    self._lean_decided = True
+        return self._lean
+
+    def _make_lean(self) -> LeanS3 | None:
+        region = self.client.meta.region_name
+        probe = "vdir-lean-probe"
+        try:
+            credentials = self._session.get_credentials()
+            if not region or region == "aws-global" or credentials is None:
+                return None
+            # the URL boto3 itself would use for a key (endpoint, addressing style, region)
+            url = self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": probe},
+                                                     ExpiresIn=60)
+        except (BotoCoreError, ClientError, ValueError) as exc:
+            log.debug("s3 backend %r: lean requests off: %s", self.name, exc)
+            return None
+        base = url.split("?", 1)[0]
+        parts = urlsplit(base)
+        if not base.endswith("/" + probe) or parts.scheme not in ("http", "https"):
+            return None
+        if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname or ""):
+            return None  # boto3 knows how to go through the proxy
+
+        def frozen() -> Creds:
+            now = credentials.get_frozen_credentials()  # refreshes temporary credentials when due
+            return Creds(now.access_key, now.secret_key, now.token)
+
+        return LeanS3(base[: -len(probe) - 1], region, frozen, pool_size=self.max_pool_connections,
+                      connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+                      ca_certs=os.environ.get("AWS_CA_BUNDLE") or None)
+
+    def _lean_request(self, method: str, key: str, what: str, *, body: bytes | None = None,
+                      headers: dict[str, str] | None = None, mode: PutMode | None = None,
+                      stream: bool = False) -> urllib3.BaseHTTPResponse | None:
+        """One request on the lean path with botocore's retry rules (5xx, throttling, broken
+        connections; ``max_attempts`` tries in all): the 2xx answer, a vdir error, or None when
+        the lean path does not apply here (the caller then asks boto3)."""
+        lean = self._lean_client()
+        if lean is None:
+            return None
+        full = self._full(key)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                answer = lean.request(method, full, body, headers, stream=stream)
+            except urllib3.exceptions.HTTPError as exc:
+                if attempt >= self.max_attempts:
+                    raise self._translate(exc, what, key, mode) from exc
+                time.sleep(backoff_delay(attempt, base=0.1, cap=5.0))
+                continue
+            if answer.status < 300:
+                return answer
+            data = answer.read() if stream else answer.data
+            answer.release_conn()
+            code, message = _error_fields(data, answer.status)
+            if answer.status in (301, 307) or code == "AuthorizationHeaderMalformed":
+                log.debug("s3 backend %r: %s %s: lean requests off, boto3 follows the bucket's region", self.name,
+                          answer.status, code)
+                self._lean = None  # the bucket lives in another region: boto3 finds and follows it
+                return None
+            error = ClientError({"Error": {"Code": code, "Message": message},
+                                 "ResponseMetadata": {"HTTPStatusCode": answer.status, "HTTPHeaders": dict(answer.headers)}},
+                                method)
+            again = answer.status >= 500 or answer.status == 429 or code in THROTTLE_CODES or code in RETRY_CODES
+            if not again or attempt >= self.max_attempts:
+                raise self._translate(error, what, key, mode) from None
+            time.sleep(backoff_delay(attempt, base=0.1, cap=5.0))
 
     # -- location ---------------------------------------------------------------------------
     @property  # type: ignore[override]
@@ -377,9 +487,12 @@ class S3Backend(Backend):
             return ConfigError(f"{where}: no region configured (set option region or AWS_REGION)", path=key)
         if isinstance(exc, (ParamValidationError, ValueError)):
             return InvalidArgument(f"{where}: {exc}".replace("\n", " "), path=key)
-        if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):
+            return BackendUnavailable(f"{where}: cannot reach the server ({exc})", path=key)
+        if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError, urllib3.exceptions.TimeoutError)):
             return Timeout(f"{where}: timed out ({exc})", path=key)
-        if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError, OSError)):
+        if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError, OSError,
+                            urllib3.exceptions.HTTPError)):
             return BackendUnavailable(f"{where}: cannot reach the server ({exc})", path=key)
         if isinstance(exc, BotoCoreError):
             return VDirError(f"{where}: {exc}", path=key)
@@ -410,6 +523,11 @@ class S3Backend(Backend):
     def head(self, key: str) -> ObjectMeta:
         full = self._full(key)
         try:
+            lean = self._lean_request("HEAD", key, "head")
+            if lean is not None:
+                modified = lean.headers.get("Last-Modified")
+                return self._meta(key, int(lean.headers.get("Content-Length") or 0), lean.headers.get("ETag"),
+                                  email.utils.parsedate_to_datetime(modified) if modified else None)
             answer = self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=full), "head", key)
         except PermissionDenied as exc:
             if isinstance(exc, AuthenticationError):
@@ -451,20 +569,22 @@ class S3Backend(Backend):
         """GET ``[start, end)``, or None when ``start`` is at or past the end of the object."""
         full = self._full(key)
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        headers: dict[str, str] = {}
         if start > 0 or end is not None:
-            args["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+            args["Range"] = headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
         if etag:
-            args["IfMatch"] = etag
+            args["IfMatch"] = headers["If-Match"] = etag
         try:
+            lean = self._lean_request("GET", key, "read", headers=headers, stream=True)
+            if lean is not None:
+                length = int(lean.headers.get("Content-Length") or 0)
+                return _Opened(_LeanBody(lean), length, lean.headers.get("ETag"),
+                               _total(start, length, lean.headers.get("Content-Range") or ""))
             answer = self._call(lambda: self.client.get_object(**args), "read", key)
         except _RangeNotSatisfiable:
             return None
         length = int(answer.get("ContentLength") or 0)
-        total = length + start
-        content_range = str(answer.get("ContentRange") or "")
-        if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
-            total = int(content_range.rsplit("/", 1)[1])
-        return _Opened(answer["Body"], length, answer.get("ETag"), total)
+        return _Opened(answer["Body"], length, answer.get("ETag"), _total(start, length, str(answer.get("ContentRange") or "")))
 
     def _pages(self, prefix: str, delimiter: bool, first_only: bool = False) -> Iterator[dict[str, Any]]:
         """Pages of ListObjectsV2 below the backend prefix + ``prefix``, errors translated."""
@@ -583,6 +703,10 @@ class S3Backend(Backend):
             return self._put_multipart(key, full, parts, mode, part_size)
         if self.check_conditions:
             self._check_condition(key, mode)
+        headers = {"If-None-Match": "*"} if mode.kind == "create" else {"If-Match": conditions["IfMatch"]} if conditions else {}
+        lean = self._lean_request("PUT", key, "write", body=bytes(head), headers=headers, mode=mode)
+        if lean is not None:
+            return self._meta(key, len(head), lean.headers.get("ETag"))
         answer = self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=head, **conditions),
                             "write", key, mode)
         return self._meta(key, len(head), answer.get("ETag"))
@@ -700,11 +824,14 @@ class S3Backend(Backend):
     def delete(self, key: str) -> None:
         full = self._full(key)
         try:
-            self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=full), "delete", key)
+            if self._lean_request("DELETE", key, "delete") is None:
+                self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=full), "delete", key)
         except NotFound:
             return
 
     def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
         self.client.close()
 
 
@@ -715,6 +842,21 @@ class _Opened:
     etag: str | None
     total: int
     """Size of the whole object."""
+
+
+class _LeanBody:
+    """A lean GET's body: its connection goes back to the pool when it was read to the end."""
+
+    def __init__(self, answer: urllib3.BaseHTTPResponse) -> None:
+        self._answer = answer
+
+    def read(self, n: int = -1) -> bytes:
+        return self._answer.read(None if n < 0 else n)
+
+    def close(self) -> None:
+        if self._answer.length_remaining:  # left mid-body: this connection cannot carry another request
+            self._answer.close()
+        self._answer.release_conn()
 
 
 class _Download(io.RawIOBase):
@@ -754,7 +896,7 @@ class _Download(io.RawIOBase):
                 data = self._body.read(want)
                 if not data:
                     raise IncompleteReadError(actual_bytes=0, expected_bytes=self._left)
-            except (BotoCoreError, OSError) as exc:
+            except (BotoCoreError, OSError, urllib3.exceptions.HTTPError) as exc:
                 self._broken(exc)
                 continue
             n = len(data)
