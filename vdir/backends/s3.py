@@ -32,6 +32,12 @@ any other S3 tool.
   ``listing=walk``) is listed level by level with the delimiter, which gives S3's order, and
   emptied prefixes are left out.  (SeaweedFS also cannot hold an object ``a`` beside objects
   below ``a/``; vdir's own keys never need that.)
+* Lean requests: single-request calls (``PutObject`` up to the threshold, ``GetObject``,
+  ``HeadObject``, ``DeleteObject``) are signed and sent by :mod:`vdir.backends.s3_lean`
+  (urllib3, about a fifth of botocore's CPU per request), with the same retry rules and the
+  same error translation; endpoint, addressing style, region and credentials are boto3's.  Not
+  used behind a proxy or with option ``lean=false``; a redirect to another region turns it off
+  for the backend (boto3 follows those).
 * Retries: botocore's ``standard`` mode (5xx, throttling, connection errors), bounded by
   ``max_attempts`` (total tries), with ``connect_timeout`` / ``read_timeout``.  What is left after
   that is translated in :meth:`S3Backend._translate` (the one place), ``retryable`` where it may
