@@ -541,6 +541,9 @@ def test_finish_by_wrong_owner(catalog: Catalog) -> None:
     stored = catalog.list_tasks()[0]
     assert (stored.state, stored.lease_owner, stored.last_error) == (RUNNING, "A", None)
     assert not catalog.finish_task(424242, "A", DONE)
+    with pytest.raises(InvalidArgument, match="finishes as"):
+        catalog.finish_task(task.id, "A", RUNNING)
+    assert catalog.list_tasks()[0].state == RUNNING  # the bad call changed nothing
 
 
 def test_failure_with_retry_goes_back_pending(catalog: Catalog) -> None:

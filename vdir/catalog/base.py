@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vdir.errors import NotFound
+from vdir.errors import InvalidArgument, NotFound
 
 ROOT_ID = 1
 
@@ -114,6 +114,12 @@ PENDING = "pending"
 RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
+
+
+def check_finish_state(state: str, retry_at: float | None) -> None:
+    """A task finishes as done or failed (or goes back to pending with ``retry_at``)."""
+    if retry_at is None and state not in (DONE, FAILED):
+        raise InvalidArgument(f"a task finishes as {DONE!r} or {FAILED!r}, not {state!r}")
 
 
 @dataclass

@@ -71,8 +71,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from vdir.catalog.base import (
     DIR,
-    DONE,
-    FAILED,
     PENDING,
     ROOT_ID,
     RUNNING,
@@ -81,6 +79,7 @@ from vdir.catalog.base import (
     Entry,
     Replica,
     Task,
+    check_finish_state,
 )
 from vdir.errors import (
     AlreadyExists,
@@ -666,8 +665,7 @@ class MongoCatalog(Catalog):
         error: str | None = None,
         retry_at: float | None = None,
     ) -> bool:
-        if retry_at is None and state not in (DONE, FAILED):
-            raise InvalidArgument(f"a task finishes as {DONE!r} or {FAILED!r}, not {state!r}")
+        check_finish_state(state, retry_at)
         now = time.time()
         changes: dict[str, Any] = {"lease_owner": None, "lease_expires": None, "updated": now}
         update: dict[str, Any]

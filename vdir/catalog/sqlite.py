@@ -36,6 +36,7 @@ from vdir.catalog.base import (
     Entry,
     Replica,
     Task,
+    check_finish_state,
 )
 from vdir.errors import (
     AlreadyExists,
@@ -577,6 +578,7 @@ class SQLiteCatalog(Catalog):
         error: str | None = None,
         retry_at: float | None = None,
     ) -> bool:
+        check_finish_state(state, retry_at)
         with self._write() as conn:
             row = conn.execute("SELECT state, lease_owner FROM tasks WHERE id=?", (task_id,)).fetchone()
             if row is None or row[0] != RUNNING or row[1] != owner:
