@@ -174,6 +174,28 @@ def test_missing_source_and_unknown_backend(vd: VDir, tmp_path: Path) -> None:
     assert vd.ls("/") == []
 
 
+@pytest.mark.parametrize("workers", [1, 8])
+def test_recursive_get_is_all_or_nothing_per_batch(vd: VDir, tmp_path: Path, workers: int) -> None:
+    """Many files come out verified with their modes and mtimes; when one of them cannot be
+    verified, the get fails naming it and leaves neither it, nor any temp file, behind."""
+    files = {f"d/f{i:03d}.bin": os.urandom(1000 + i) for i in range(40)}
+    for rel, data in files.items():
+        vd.put(data, f"/t/{rel}")
+    out = tmp_path / "out"
+    written = vd.get("/t", out, recursive=True, workers=workers)
+    assert len(written) == 40 and all((out / rel).read_bytes() == data for rel, data in files.items())
+    assert oct((out / "d/f000.bin").stat().st_mode & 0o777) == oct(vd.stat("/t/d/f000.bin").mode & 0o777)
+    assert abs((out / "d/f000.bin").stat().st_mtime - vd.stat("/t/d/f000.bin").mtime) < 1e-3
+
+    root = Path(vd.backend("local").url[len("file://"):])
+    (root / "t/d/f017.bin").write_bytes(b"corrupt")  # the only replica of one file
+    again = tmp_path / "again"
+    with pytest.raises(IntegrityError, match="/t/d/f017.bin"):
+        vd.get("/t", again, recursive=True, workers=workers)
+    leftovers = [p.name for p in again.rglob("*") if p.is_file()]
+    assert leftovers == []  # a batch is published whole or not at all; no .vdir-part files
+
+
 def test_integrity_failover_and_clear_error(vd: VDir) -> None:
     data = b"precious " * 1000
     vd.put(data, "/p.txt")

@@ -25,12 +25,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from vdir import paths
+from vdir import localout, paths
 from vdir.backends import Backend, Location, PutMode, open_backend
 from vdir.catalog.base import DIR, FILE, OK, SYMLINK, BackendRecord, Catalog, Entry, Replica
 from vdir.config import Config
@@ -557,34 +557,46 @@ class VDir:
                 with contextlib.suppress(FileExistsError):
                     os.symlink(e.target, target)
 
-        def one(item: tuple[str, Entry]) -> Path:
+        def one(item: tuple[str, Entry]) -> tuple[Path, Path]:
             rel, e = item
-            return self._get_file(paths.join(norm, rel), e, dest / rel, True, progress)
+            return self._stage_file(paths.join(norm, rel), e, dest / rel, progress, sync=False), dest / rel
 
-        if len(files) <= 1 or workers <= 1:
-            return [one(item) for item in files]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, files))
+        # files are staged under temp names in batches; each batch is synced once and renamed
+        # into place (see vdir.localout)
+        written: list[Path] = []
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for batch in _batches(files):
+                futures = [pool.submit(one, item) for item in batch]
+                try:
+                    wait(futures)
+                    failed = next((f.exception() for f in futures if f.exception()), None)
+                    if failed is not None:
+                        raise failed
+                except BaseException:  # a failed file or an interrupt: no temp file stays behind
+                    for f in futures:
+                        f.cancel()
+                    wait(futures)
+                    localout.discard(f.result()[0] for f in futures if not f.cancelled() and not f.exception())
+                    raise
+                written += localout.publish([f.result() for f in futures])
+        return written
 
-    def _get_file(self, vpath: str, entry: Entry, dest: Path, force: bool, progress: Progress | None) -> Path:
+    def _stage_file(self, vpath: str, entry: Entry, dest: Path, progress: Progress | None, *, sync: bool) -> Path:
         if entry.type == SYMLINK:
             raise InvalidArgument(f"{vpath}: is a symbolic link to {entry.target}")
+        return localout.stage(dest, lambda out: read_verified(self, vpath, entry, out, progress), entry.mode, entry.mtime,
+                              sync=sync)
+
+    def _get_file(self, vpath: str, entry: Entry, dest: Path, force: bool, progress: Progress | None) -> Path:
         if dest.exists() and not force:
             raise AlreadyExists(f"{dest}: exists (use --force to overwrite)")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:100]}.", suffix=".vdir-part", dir=dest.parent)
+        tmp = self._stage_file(vpath, entry, dest, progress, sync=True)
         try:
-            with os.fdopen(fd, "w+b") as out:
-                read_verified(self, vpath, entry, out, progress)
-                os.fchmod(out.fileno(), entry.mode & 0o777)
-                out.flush()
-                os.fsync(out.fileno())
-            os.utime(tmp, (entry.mtime, entry.mtime))
             os.replace(tmp, dest)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            localout.discard([tmp])
             raise
+        localout.sync_paths([dest.parent])
         return dest
 
     def _record_lazy_hash(self, entry: Entry, digest: str) -> None:
@@ -789,6 +801,20 @@ class _ProgressReader:
 
     def close(self) -> None:
         self.raw.close()
+
+
+def _batches(files: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]]:
+    """``files`` in runs of at most ``localout.BATCH_FILES`` files and about ``BATCH_BYTES`` bytes."""
+    batch: list[tuple[str, Entry]] = []
+    size = 0
+    for item in files:
+        batch.append(item)
+        size += item[1].size
+        if len(batch) >= localout.BATCH_FILES or size >= localout.BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def _seekable(src: Any) -> bool:
