@@ -1,8 +1,9 @@
 """Placement: policies, the planner, the daemon (in-process and as several killed/racing
 processes), scrub and repair, read failover with a backend down, and `vdir watch`.
 
-Backends are local folders registered with the attributes of clouds (cloud, region, tier), plus
-moto S3 where a real server matters; every copy is checked by content."""
+Backends are local folders registered with the attributes of clouds (cloud, region, tier); the
+same behaviours on real servers (moto, Azurite, fake-gcs-server) are in test_placement_clouds.py.
+Every copy is checked by content."""
 
 from __future__ import annotations
 

@@ -459,10 +459,20 @@ class AzureBackend(Backend):
 
     def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
         """Copy within the account without moving bytes through us (``ServerSideCopy``)."""
-        source = self.container.get_blob_client(self._blob_name(src_key))
+        meta = self.server_copy_from(self, src_key, dst_key, mode)
+        assert meta is not None  # the same backend is always the same account
+        return meta
+
+    def server_copy_from(self, source_backend: Backend, src_key: str, dst_key: str,
+                         mode: PutMode = PutMode("overwrite")) -> ObjectMeta | None:
+        """Copy from a container of the same storage account (None for any other backend): the
+        account authorises its own blobs as copy sources."""
+        if not isinstance(source_backend, AzureBackend) or source_backend.service.url != self.service.url:
+            return None
+        source = source_backend.container.get_blob_client(source_backend._blob_name(src_key))
         target = self.container.get_blob_client(self._blob_name(dst_key))
         conditions = self._conditions(mode)
-        self.head(src_key)  # a missing source is NotFound, not a failed condition
+        source_backend.head(src_key)  # a missing source is NotFound, not a failed condition
         if mode.kind != "overwrite":
             self._precheck(dst_key, mode)
         self._call(lambda: target.start_copy_from_url(source.url, **conditions), "copy to", dst_key, mode)

@@ -147,9 +147,16 @@ class Backend(ABC):
 
 @runtime_checkable
 class ServerSideCopy(Protocol):
-    """Optional capability: copy within the store without moving bytes through us."""
+    """Optional capability: copy within the store without moving bytes through us.
+
+    ``server_copy_from`` copies from another backend of the same service (another bucket,
+    container or prefix the service itself can copy from), and returns None when ``source``
+    is not one: the caller then streams."""
 
     def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta: ...
+
+    def server_copy_from(self, source: Backend, src_key: str, dst_key: str,
+                         mode: PutMode = PutMode("overwrite")) -> ObjectMeta | None: ...
 
 
 def copy_object(backend: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:

@@ -215,6 +215,7 @@ class GCSBackend(Backend):
         endpoint = endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST") or None
         if endpoint and "://" not in endpoint:
             endpoint = "http://" + endpoint
+        self.endpoint_url = endpoint
         options: dict[str, Any] = {"client_options": {"api_endpoint": endpoint}} if endpoint else {}
         credentials: Any = None
         try:
@@ -460,10 +461,20 @@ class GCSBackend(Backend):
 
     def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
         """Copy inside GCS without moving bytes through us (``ServerSideCopy``), via ``rewrite``."""
-        source = self.bucket.blob(self._object_name(src_key))
+        meta = self.server_copy_from(self, src_key, dst_key, mode)
+        assert meta is not None  # the same backend is always the same service
+        return meta
+
+    def server_copy_from(self, source_backend: Backend, src_key: str, dst_key: str,
+                         mode: PutMode = PutMode("overwrite")) -> ObjectMeta | None:
+        """``rewrite`` from another bucket or prefix on the same GCS endpoint (None for any other
+        backend); the source is read with this backend's credentials."""
+        if not isinstance(source_backend, GCSBackend) or source_backend.endpoint_url != self.endpoint_url:
+            return None
+        source = source_backend.bucket.blob(source_backend._object_name(src_key))
         target = self.bucket.blob(self._object_name(dst_key))
         conditions = self._conditions(mode, dst_key)
-        self.head(src_key)  # a missing source is NotFound, not a failed condition
+        source_backend.head(src_key)  # a missing source is NotFound, not a failed condition
         self._precheck(dst_key, mode)
         token: str | None = None
         while True:

@@ -814,18 +814,29 @@ class S3Backend(Backend):
 
     def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
         """``CopyObject`` within the bucket; objects above 5 GiB (CopyObject's limit) are streamed."""
-        source = self.head(src_key)
-        if source.size > MAX_COPY:
-            with self.get(src_key) as stream:
-                return self.put(dst_key, stream, mode, size=source.size)
+        meta = self.server_copy_from(self, src_key, dst_key, mode)
+        assert meta is not None  # the same backend is always the same service
+        return meta
+
+    def server_copy_from(self, source: Backend, src_key: str, dst_key: str,
+                         mode: PutMode = PutMode("overwrite")) -> ObjectMeta | None:
+        """``CopyObject`` from another bucket or prefix on the same S3 service (None for any
+        other kind of backend, or another endpoint).  The source is read with this backend's
+        credentials: where they may not, the server says 403 (``PermissionDenied``)."""
+        if not isinstance(source, S3Backend) or source.client.meta.endpoint_url != self.client.meta.endpoint_url:
+            return None
+        meta = source.head(src_key)
+        if meta.size > MAX_COPY:
+            with source.get(src_key) as stream:
+                return self.put(dst_key, stream, mode, size=meta.size)
         full = self._full(dst_key)
         self._check_condition(dst_key, mode)  # moto ignores the headers on CopyObject
         conditions = self._conditions(mode)
         answer = self._call(lambda: self.client.copy_object(
-            Bucket=self.bucket, Key=full, CopySource={"Bucket": self.bucket, "Key": self._full(src_key)}, **conditions),
+            Bucket=self.bucket, Key=full, CopySource={"Bucket": source.bucket, "Key": source._full(src_key)}, **conditions),
             "copy to", dst_key, mode)
         result = answer.get("CopyObjectResult", {})
-        return self._meta(dst_key, source.size, result.get("ETag"), result.get("LastModified"))
+        return self._meta(dst_key, meta.size, result.get("ETag"), result.get("LastModified"))
 
     def delete(self, key: str) -> None:
         full = self._full(key)

@@ -16,9 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vdir.backends.base import PutMode
+from vdir.backends.base import Backend, ObjectMeta, PutMode, ServerSideCopy
 from vdir.catalog.base import CORRUPT, MISSING, OK, Entry, Replica
-from vdir.errors import AlreadyExists, Conflict, IntegrityError, NotFound, VDirError
+from vdir.errors import (
+    AlreadyExists,
+    AuthenticationError,
+    Conflict,
+    IntegrityError,
+    NotFound,
+    PermissionDenied,
+    VDirError,
+)
 from vdir.hashing import HashingReader, hash_stream
 
 if TYPE_CHECKING:
@@ -88,13 +96,22 @@ def replicate(vd: VDir, entry_id: int, destination: str, source: str | None = No
     src_store, dst_store = vd.backend(src.backend), vd.backend(destination)
     key = src.key
     expected = entry.hash
+    how = "streamed"
     for attempt in range(2):
         try:
-            # streamed: the destination reads what the source yields, hashing on the way
-            with src_store.get(src.key) as stream:
-                hashing = HashingReader(stream)
-                meta = dst_store.put(key, hashing, PutMode.CREATE, size=src.size)  # type: ignore[attr-defined,arg-type]
-            digest, size = hashing.hexdigest, hashing.size
+            copied = _server_copy(src_store, src.key, dst_store, key)
+            if copied is not None:  # the bytes never passed through here: read them back at the destination
+                meta, how = copied, "server-side"
+                try:
+                    digest, size = _hash_object(dst_store, key)
+                except BaseException:
+                    dst_store.delete(key)
+                    raise
+            else:  # streamed: the destination reads what the source yields, hashing on the way
+                with src_store.get(src.key) as stream:
+                    hashing = HashingReader(stream)
+                    meta = dst_store.put(key, hashing, PutMode.CREATE, size=src.size)  # type: ignore[attr-defined,arg-type]
+                digest, size = hashing.hexdigest, hashing.size
             break
         except AlreadyExists:
             if attempt:
@@ -133,13 +150,25 @@ def replicate(vd: VDir, entry_id: int, destination: str, source: str | None = No
     if committed is None:
         dst_store.delete(key)
         return Outcome(True, "file changed or already replicated; copy discarded")
-    return Outcome(True, f"copied {src.backend} -> {destination}", size)
+    return Outcome(True, f"copied {src.backend} -> {destination} ({how})", size)
 
 
-def _hash_object(store: object, key: str) -> tuple[str, int]:
-    from vdir.backends.base import Backend
+def _server_copy(src_store: Backend, src_key: str, dst_store: Backend, dst_key: str) -> ObjectMeta | None:
+    """A copy made by the service itself when both backends are on one (two buckets of one S3,
+    two containers of one Azure account...); None when not, or when the service refuses to
+    read the source with the destination's credentials (then the copy is streamed)."""
+    if not isinstance(dst_store, ServerSideCopy):
+        return None
+    try:
+        return dst_store.server_copy_from(src_store, src_key, dst_key, PutMode("create"))
+    except PermissionDenied as exc:
+        if isinstance(exc, AuthenticationError):
+            raise
+        log.info("server-side copy %s:%s -> %s refused (%s); streaming instead", src_store.name, src_key, dst_store.name, exc)
+        return None
 
-    assert isinstance(store, Backend)
+
+def _hash_object(store: Backend, key: str) -> tuple[str, int]:
     with store.get(key) as stream:
         return hash_stream(stream)
 
