@@ -357,6 +357,13 @@ def test_server_copy(s3_server: S3Server) -> None:
     with pytest.raises(NotFound):
         backend.server_copy("src/missing", "dst/c.bin")
     assert not backend.exists("dst/c.bin")
+    # from another prefix of the same server: CopyObject; from another kind of store: not here
+    other = make_s3_backend(s3_server)
+    assert other.server_copy_from(backend, "src/a.bin", "copied.bin") is not None
+    assert other.get_bytes("copied.bin") == data
+    from vdir.backends.memory import MemoryBackend
+
+    assert other.server_copy_from(MemoryBackend("m", "memory://s3-copy-test"), "x", "y") is None
 
 
 def test_unknown_size_small_and_large(s3_server: S3Server) -> None:
