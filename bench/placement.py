@@ -3,11 +3,16 @@
 catalog of many entries.
 
     python -m bench.placement [--files 1000] [--total-mib 2048] [--entries 1000000] [--workers 4]
+                              [--store local|s3] [--skip-memory]
 
 Backends are two local folders (on the same disk, so every mover pays the same disk cost).
 * raw:    the backends' own get -> put of every object, threaded like the daemon (the ceiling);
 * rclone: ``rclone copy SRC DST`` of the source folder (``--transfers`` = workers);
 * vdir:   ``placement run --once`` — plan, copy, hash-verify, commit (the daemon's real path).
+With ``--store s3`` the two backends are two prefixes of one bucket on a SeaweedFS server of
+the bench's own: vdir copies server-side (CopyObject) and reads each copy back to hash it;
+"raw" is then both the streamed get -> put and the bare server-side copy, and rclone copies
+server-side too.
 Memory: a SQLite catalog with ``--entries`` files already in place; the daemon plans over all
 of them (a full catalog walk) in a child process whose peak RSS (VmHWM) is printed beside the
 same child's RSS after start-up.  Figures are printed, never asserted.
@@ -105,6 +110,62 @@ def bench_copy(workdir: Path, files: int, total: int, workers: int) -> dict[str,
     return results
 
 
+def bench_copy_s3(workdir: Path, files: int, total: int, workers: int) -> dict[str, float]:
+    from bench.transfer import rclone_env
+    from tests.servers.s3 import seaweedfs
+    from vdir.admin import add_backend
+    from vdir.backends.s3 import S3Backend
+    from vdir.catalog.base import open_catalog
+    from vdir.core import VDir
+    from vdir.placement.daemon import Daemon, DaemonOptions
+    from vdir.placement.policy import apply_policy
+
+    src = workdir / "src"
+    src.mkdir()
+    local = _make_files(src, files, total)
+    keys = [str(p.relative_to(src)) for p in local]
+    results: dict[str, float] = {"bytes": sum(p.stat().st_size for p in local)}
+    with seaweedfs(workdir / "seaweedfs", bucket="bench") as s3:
+        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = s3.access_key, s3.secret_key
+
+        def store(prefix: str) -> S3Backend:
+            return S3Backend(prefix, f"s3://{s3.bucket}/{prefix}", endpoint_url=s3.endpoint, region="us-east-1")
+
+        a = store("src")
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda k: a.put(k, open(src / k, "rb"), size=(src / k).stat().st_size), keys))  # noqa: SIM115
+            streamed, copied = store("raw-streamed"), store("raw-copied")
+
+            def stream_one(key: str) -> None:
+                with a.get(key) as stream:
+                    streamed.put(key, stream, size=(src / key).stat().st_size)
+
+            t0 = time.perf_counter()
+            list(pool.map(stream_one, keys))
+            results["raw"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            list(pool.map(lambda k: copied.server_copy_from(a, k, k), keys))
+            results["raw-copy"] = time.perf_counter() - t0
+        if shutil.which("rclone"):
+            t0 = time.perf_counter()
+            subprocess.run(["rclone", "copy", f"bench:{s3.bucket}/src", f"bench:{s3.bucket}/rclone-dst", "--transfers",
+                            str(workers), "--checkers", str(workers)], check=True, env=rclone_env(s3, workdir))
+            results["rclone"] = time.perf_counter() - t0
+
+        vd = VDir(open_catalog(f"sqlite:///{workdir / 'catalog.db'}"), default_backend="a")
+        for name, cloud in (("a", "aws"), ("c", "aws")):
+            add_backend(vd, name, f"s3://{s3.bucket}/vdir-{name}", endpoint=s3.endpoint, region="us-east-1", cloud=cloud,
+                        check=False)
+        vd.put(src, "/", recursive=True, workers=workers)
+        apply_policy(vd.catalog, "rules:\n  - match: /**\n    copies: 2\n    where: name=a | name=c\n")
+        t0 = time.perf_counter()
+        counters = Daemon(vd, DaemonOptions(once=True, workers=workers)).run()
+        results["vdir"] = time.perf_counter() - t0
+        assert counters["done"] == files and counters["failed"] == 0, counters
+        vd.close()
+    return results
+
+
 MEMORY_CHILD = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -167,18 +228,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--store", choices=["local", "s3"], default="local",
+                        help="local folders, or two prefixes of a SeaweedFS bucket")
+    parser.add_argument("--skip-memory", action="store_true", help="only the copy figures")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vdir-bench-placement-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        r = bench_copy(workdir, args.files, args.total_mib * MIB, args.workers)
+        s3 = args.store == "s3"
+        r = (bench_copy_s3 if s3 else bench_copy)(workdir, args.files, args.total_mib * MIB, args.workers)
         mb = r["bytes"] / 1e6
-        print(f"\nreplicate {args.files} files / {r['bytes'] / MIB:.0f} MiB between two local-folder backends, {args.workers} workers\n")
-        print(f"{'mover':34} {'seconds':>8} {'MB/s':>8} {'vdir/x':>8}")
-        for name, label in (("raw", "raw backend get->put (ceiling)"), ("rclone", "rclone copy"), ("vdir", "vdir placement run --once")):
+        where = "two prefixes of one SeaweedFS S3 bucket" if s3 else "two local-folder backends"
+        print(f"\nreplicate {args.files} files / {r['bytes'] / MIB:.0f} MiB between {where}, {args.workers} workers\n")
+        print(f"{'mover':40} {'seconds':>8} {'MB/s':>8} {'vdir/x':>8}")
+        movers = (("raw", "raw backend get->put" + ("" if s3 else " (ceiling)")),
+                  ("raw-copy", "raw server-side copy (ceiling)"), ("rclone", "rclone copy"),
+                  ("vdir", "vdir placement run --once"))
+        for name, label in movers:
             if name in r:
-                print(f"{label:34} {r[name]:8.2f} {mb / r[name]:8.1f} {r[name] / r['vdir'] if name != 'vdir' else 1:7.2f}x")
-        print("aim: vdir >= 0.9x raw bandwidth (vdir also hashes every byte and commits each copy)")
+                print(f"{label:40} {r[name]:8.2f} {mb / r[name]:8.1f} {r[name] / r['vdir'] if name != 'vdir' else 1:7.2f}x")
+        print("aim: vdir >= 0.9x raw bandwidth (vdir also hashes every byte and commits each copy"
+              + (", reading each server-side copy back)" if s3 else ")"))
+        if args.skip_memory:
+            return
         base, peak, seconds, queued = bench_memory(workdir, args.entries)
         print(f"\ndaemon over {args.entries:,} catalog entries: RSS after start {base} MiB, peak {peak} MiB "
               f"(plan walked everything in {seconds}s, queued {queued})")

@@ -112,6 +112,7 @@ class VDir:
         self._backends: dict[str, Backend] = {}
         self._records: dict[str, BackendRecord] = {}
         self._lock = threading.Lock()
+        self._opening: dict[str, threading.Lock] = {}  # one thread opens a backend, the others wait for it
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -131,16 +132,23 @@ class VDir:
         """The opened backend called ``name`` (opened once, then cached)."""
         with self._lock:
             found = self._backends.get(name)
+            opening = self._opening.setdefault(name, threading.Lock())
         if found is not None:
             return found
-        record = self.backend_record(name)
-        options = dict(record.options)
-        if self.config:
-            options.update(self.config.secrets.get(name, {}))
-        location = Location(cloud=record.cloud, region=record.region, tier=record.tier, cost=record.cost)
-        opened = open_backend(record.name, record.url, options, location)
-        with self._lock:
-            return self._backends.setdefault(name, opened)
+        with opening:  # opening an SDK client can take a second; workers starting together wait for one
+            with self._lock:
+                found = self._backends.get(name)
+            if found is not None:
+                return found
+            record = self.backend_record(name)
+            options = dict(record.options)
+            if self.config:
+                options.update(self.config.secrets.get(name, {}))
+            location = Location(cloud=record.cloud, region=record.region, tier=record.tier, cost=record.cost)
+            opened = open_backend(record.name, record.url, options, location)
+            with self._lock:
+                self._backends[name] = opened
+            return opened
 
     def backend_record(self, name: str) -> BackendRecord:
         with self._lock:

@@ -463,8 +463,8 @@ class AzureBackend(Backend):
         assert meta is not None  # the same backend is always the same account
         return meta
 
-    def server_copy_from(self, source_backend: Backend, src_key: str, dst_key: str,
-                         mode: PutMode = PutMode("overwrite")) -> ObjectMeta | None:
+    def server_copy_from(self, source_backend: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite"),
+                         source_etag: str | None = None) -> ObjectMeta | None:
         """Copy from a container of the same storage account (None for any other backend): the
         account authorises its own blobs as copy sources."""
         if not isinstance(source_backend, AzureBackend) or source_backend.service.url != self.service.url:
@@ -472,7 +472,9 @@ class AzureBackend(Backend):
         source = source_backend.container.get_blob_client(source_backend._blob_name(src_key))
         target = self.container.get_blob_client(self._blob_name(dst_key))
         conditions = self._conditions(mode)
-        source_backend.head(src_key)  # a missing source is NotFound, not a failed condition
+        current = source_backend.head(src_key)  # a missing source is NotFound, not a failed condition
+        if source_etag is not None and current.etag != source_etag:  # the caller re-hashes the copy anyway
+            raise Conflict(f"azure backend {source_backend.name!r}: copy source {src_key!r} changed (not at etag {source_etag})", path=src_key)
         if mode.kind != "overwrite":
             self._precheck(dst_key, mode)
         self._call(lambda: target.start_copy_from_url(source.url, **conditions), "copy to", dst_key, mode)

@@ -43,6 +43,9 @@ class ObjectMeta:
     etag: str | None = None
     """Opaque version token for conditional writes (ETag, generation, blob sha...)."""
     mtime: float | None = None
+    same_as_source: bool = False
+    """Set by ``server_copy_from`` when the store itself vouches that the copy holds exactly the
+    bytes of the source version the caller named (an S3 copy whose MD5 ETag equals it)."""
 
 
 @dataclass(frozen=True)
@@ -151,12 +154,13 @@ class ServerSideCopy(Protocol):
 
     ``server_copy_from`` copies from another backend of the same service (another bucket,
     container or prefix the service itself can copy from), and returns None when ``source``
-    is not one: the caller then streams."""
+    is not one: the caller then streams.  With ``source_etag`` the copy is made only from that
+    version of the source (else ``Conflict``)."""
 
     def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta: ...
 
-    def server_copy_from(self, source: Backend, src_key: str, dst_key: str,
-                         mode: PutMode = PutMode("overwrite")) -> ObjectMeta | None: ...
+    def server_copy_from(self, source: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite"),
+                         source_etag: str | None = None) -> ObjectMeta | None: ...
 
 
 def copy_object(backend: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:

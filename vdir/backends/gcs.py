@@ -465,8 +465,8 @@ class GCSBackend(Backend):
         assert meta is not None  # the same backend is always the same service
         return meta
 
-    def server_copy_from(self, source_backend: Backend, src_key: str, dst_key: str,
-                         mode: PutMode = PutMode("overwrite")) -> ObjectMeta | None:
+    def server_copy_from(self, source_backend: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite"),
+                         source_etag: str | None = None) -> ObjectMeta | None:
         """``rewrite`` from another bucket or prefix on the same GCS endpoint (None for any other
         backend); the source is read with this backend's credentials."""
         if not isinstance(source_backend, GCSBackend) or source_backend.endpoint_url != self.endpoint_url:
@@ -474,7 +474,9 @@ class GCSBackend(Backend):
         source = source_backend.bucket.blob(source_backend._object_name(src_key))
         target = self.bucket.blob(self._object_name(dst_key))
         conditions = self._conditions(mode, dst_key)
-        source_backend.head(src_key)  # a missing source is NotFound, not a failed condition
+        current = source_backend.head(src_key)  # a missing source is NotFound, not a failed condition
+        if source_etag is not None and current.etag != source_etag:  # the caller re-hashes the copy anyway
+            raise Conflict(f"gcs backend {source_backend.name!r}: copy source {src_key!r} changed (not at etag {source_etag})", path=src_key)
         self._precheck(dst_key, mode)
         token: str | None = None
         while True:

@@ -66,7 +66,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -818,25 +818,38 @@ class S3Backend(Backend):
         assert meta is not None  # the same backend is always the same service
         return meta
 
-    def server_copy_from(self, source: Backend, src_key: str, dst_key: str,
-                         mode: PutMode = PutMode("overwrite")) -> ObjectMeta | None:
+    def server_copy_from(self, source: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite"),
+                         source_etag: str | None = None) -> ObjectMeta | None:
         """``CopyObject`` from another bucket or prefix on the same S3 service (None for any
         other kind of backend, or another endpoint).  The source is read with this backend's
-        credentials: where they may not, the server says 403 (``PermissionDenied``)."""
+        credentials: where they may not, the server says 403 (``PermissionDenied``).
+
+        With ``source_etag`` the copy is made only from that version of the source
+        (``x-amz-copy-source-if-match``), and when that ETag is a single-part one (the MD5 of
+        the content) and the copy's ETag equals it, the result is marked ``same_as_source``:
+        the server computed the same MD5 over the bytes it stored."""
         if not isinstance(source, S3Backend) or source.client.meta.endpoint_url != self.client.meta.endpoint_url:
             return None
         meta = source.head(src_key)
+        wanted = _quoted(source_etag)
+        if wanted is not None and meta.etag != wanted:
+            raise Conflict(f"{source._where('copy', src_key)}: changed (not at etag {source_etag})", path=src_key)
         if meta.size > MAX_COPY:
             with source.get(src_key) as stream:
                 return self.put(dst_key, stream, mode, size=meta.size)
         full = self._full(dst_key)
         self._check_condition(dst_key, mode)  # moto ignores the headers on CopyObject
         conditions = self._conditions(mode)
+        if wanted is not None:
+            conditions["CopySourceIfMatch"] = wanted
         answer = self._call(lambda: self.client.copy_object(
             Bucket=self.bucket, Key=full, CopySource={"Bucket": source.bucket, "Key": source._full(src_key)}, **conditions),
             "copy to", dst_key, mode)
         result = answer.get("CopyObjectResult", {})
-        return self._meta(dst_key, meta.size, result.get("ETag"), result.get("LastModified"))
+        copied = self._meta(dst_key, meta.size, result.get("ETag"), result.get("LastModified"))
+        if wanted is not None and "-" not in wanted and copied.etag == wanted:
+            copied = replace(copied, same_as_source=True)
+        return copied
 
     def delete(self, key: str) -> None:
         full = self._full(key)

@@ -184,6 +184,11 @@ class SQLiteCatalog(Catalog):
         self._shared: sqlite3.Connection | None = None
         self._idle: builtins.list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
+        # writers of this process queue here: SQLite's own busy handler sleeps in steps of up to
+        # 100 ms when another connection holds the write lock, which with a few threads writing
+        # (placement workers, put -j, FUSE) cost more than the writes; other processes still
+        # meet busy_timeout
+        self._write_lock = threading.RLock()
         if self.path != ":memory:":
             parent = Path(self.path).parent
             if not parent.is_dir():
@@ -232,7 +237,7 @@ class SQLiteCatalog(Catalog):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: holds the write lock from the start, so reads inside it
         (compare-and-set checks) see what the write will change."""
-        with self._borrow() as conn:
+        with self._write_lock, self._borrow() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:

@@ -99,9 +99,13 @@ def replicate(vd: VDir, entry_id: int, destination: str, source: str | None = No
     how = "streamed"
     for attempt in range(2):
         try:
-            copied = _server_copy(src_store, src.key, dst_store, key)
-            if copied is not None:  # the bytes never passed through here: read them back at the destination
-                meta, how = copied, "server-side"
+            copied = _server_copy(src_store, src, dst_store, key)
+            if copied is not None and copied.same_as_source and expected is not None:
+                # the destination computed the same MD5 over the bytes it stored as over the
+                # source version whose hash the catalog records
+                meta, how, digest, size = copied, "server-side, checked by the store's MD5", expected, copied.size
+            elif copied is not None:  # the bytes never passed through here: read them back at the destination
+                meta, how = copied, "server-side, read back"
                 try:
                     digest, size = _hash_object(dst_store, key)
                 except BaseException:
@@ -153,18 +157,22 @@ def replicate(vd: VDir, entry_id: int, destination: str, source: str | None = No
     return Outcome(True, f"copied {src.backend} -> {destination} ({how})", size)
 
 
-def _server_copy(src_store: Backend, src_key: str, dst_store: Backend, dst_key: str) -> ObjectMeta | None:
+def _server_copy(src_store: Backend, src: Replica, dst_store: Backend, dst_key: str) -> ObjectMeta | None:
     """A copy made by the service itself when both backends are on one (two buckets of one S3,
-    two containers of one Azure account...); None when not, or when the service refuses to
-    read the source with the destination's credentials (then the copy is streamed)."""
+    two containers of one Azure account...), of the source version the replica records; None
+    when not, or when the service refuses to read the source with the destination's
+    credentials (then the copy is streamed)."""
     if not isinstance(dst_store, ServerSideCopy):
         return None
     try:
-        return dst_store.server_copy_from(src_store, src_key, dst_key, PutMode("create"))
+        return dst_store.server_copy_from(src_store, src.key, dst_key, PutMode("create"), source_etag=src.etag)
     except PermissionDenied as exc:
         if isinstance(exc, AuthenticationError):
             raise
-        log.info("server-side copy %s:%s -> %s refused (%s); streaming instead", src_store.name, src_key, dst_store.name, exc)
+        log.info("server-side copy %s:%s -> %s refused (%s); streaming instead", src_store.name, src.key, dst_store.name, exc)
+        return None
+    except Conflict as exc:  # the source object is not the version recorded: the streamed copy's hash will tell
+        log.info("server-side copy %s:%s -> %s: %s; streaming instead", src_store.name, src.key, dst_store.name, exc)
         return None
 
 
