@@ -10,7 +10,8 @@ Backends are two local folders (on the same disk, so every mover pays the same d
 * rclone: ``rclone copy SRC DST`` of the source folder (``--transfers`` = workers);
 * vdir:   ``placement run --once`` — plan, copy, hash-verify, commit (the daemon's real path).
 With ``--store s3`` the two backends are two prefixes of one bucket on a SeaweedFS server of
-the bench's own: vdir copies server-side (CopyObject) and reads each copy back to hash it;
+the bench's own: vdir copies server-side (CopyObject) and checks each copy by its MD5 ETag
+(or reads it back to hash it when the ETag is not a plain MD5);
 "raw" is then both the streamed get -> put and the bare server-side copy, and rclone copies
 server-side too.
 Memory: a SQLite catalog with ``--entries`` files already in place; the daemon plans over all
@@ -248,7 +249,7 @@ def main() -> None:
             if name in r:
                 print(f"{label:40} {r[name]:8.2f} {mb / r[name]:8.1f} {r[name] / r['vdir'] if name != 'vdir' else 1:7.2f}x")
         print("aim: vdir >= 0.9x raw bandwidth (vdir also hashes every byte and commits each copy"
-              + (", reading each server-side copy back)" if s3 else ")"))
+              + (", and checks each server-side copy by the store's MD5 or by reading it back)" if s3 else ")"))
         if args.skip_memory:
             return
         base, peak, seconds, queued = bench_memory(workdir, args.entries)
