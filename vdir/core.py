@@ -535,8 +535,9 @@ class VDir:
         """Copy a file (or, with ``recursive``, a directory) to the local filesystem, up to
         ``workers`` files at a time.
 
-        Each file is written to a temp file beside its destination, verified, then renamed into
-        place: a failed or interrupted get never leaves a partial file under the real name.
+        Each file is written to a temp file beside its destination, verified, made durable, then
+        renamed into place (a directory's files in batches: synced together, then renamed): a
+        failed or interrupted get never leaves a partial file under the real name.
         """
         norm, entry = self._resolve(src)
         dest = Path(os.fsdecode(dst))
