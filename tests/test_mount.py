@@ -285,6 +285,21 @@ def test_read_only_mount(world: World) -> None:
         assert errno_of(os.unlink, m.path / "r.txt") == errno.EROFS
 
 
+def test_no_xattrs_mount(world: World) -> None:
+    """--no-xattrs: every xattr call fails as unsupported (the kernel stops asking after the
+    first), and everything else works as usual."""
+    world.vd.put(b"data", "/x.txt")
+    with mounted(world.cli, world.tmp / "nox", "--no-xattrs") as m:
+        for call in (lambda: os.getxattr(m.path / "x.txt", "user.vdir.hash"), lambda: os.listxattr(m.path / "x.txt"),
+                     lambda: os.setxattr(m.path / "x.txt", "user.a", b"1"), lambda: os.getxattr(m.path / "x.txt", "user.a")):
+            assert errno_of(call) == errno.EOPNOTSUPP
+        listing = subprocess.run(["ls", "-l", str(m.path)], capture_output=True, check=True).stdout
+        assert b"x.txt" in listing and b"-rw-r--r--" in listing
+        (m.path / "y.txt").write_bytes(b"new")
+        assert (m.path / "x.txt").read_bytes() == b"data" and world.vd.cat("/y.txt") == b"new"
+    assert "user.a" not in world.vd.entry("/x.txt").xattrs
+
+
 def test_cli_mount_umount_and_errors(world: World) -> None:
     cli, mp = world.cli, world.tmp / "bg"
     proc = cli.run("mount", str(mp))

@@ -60,6 +60,7 @@ class MountOptions:
     allow_other: bool = False
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
+    xattrs: bool = True
     debug: bool = False
 
 
@@ -203,7 +204,8 @@ def serve(vd: VDir, opts: MountOptions) -> None:
     done, kept = resume(vd, cache)
     if done or kept:
         log.warning("journal: %d pending upload(s) finished, %d still pending", done, kept)
-    ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context)
+    ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context,
+                         xattrs=opts.xattrs)
     kwargs: dict[str, Any] = dict(
         foreground=True, nothreads=False, fsname=FSNAME, subtype="vdir", default_permissions=True,
         attr_timeout=opts.attr_timeout, entry_timeout=opts.entry_timeout, negative_timeout=0,
