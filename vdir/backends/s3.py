@@ -20,7 +20,8 @@ any other S3 tool.
   the server honours the header, the header decides atomically.  Option ``check_conditions``
   adds the same fallback to single-shot puts, for servers that ignore the headers on
   ``PutObject`` too.
-* Reads: ``get`` is one GET (with a ``Range`` header for a part of the object).  If the
+* Reads (the streams live in :mod:`vdir.backends.s3_read`): ``get`` is one GET (with a
+  ``Range`` header for a part of the object).  If the
   connection breaks mid-body the download resumes from where it stopped (``If-Match`` on the
   first answer's ETag, so a changed object raises ``Conflict`` instead of mixing versions), a
   bounded number of times; a stream never ends early silently.  With ``read_ahead`` = N > 0
@@ -63,10 +64,9 @@ import re
 import threading
 import time
 import urllib.request
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -93,6 +93,7 @@ from botocore.exceptions import (
 
 from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, reader
 from vdir.backends.s3_lean import Creds, LeanS3
+from vdir.backends.s3_read import READ_PIECE, Download, LeanBody, Opened, ReadAhead
 from vdir.errors import (
     AlreadyExists,
     AuthenticationError,
@@ -121,9 +122,6 @@ MAX_PARTS = 10_000
 MAX_COPY = 5 * GiB
 """Largest object ``CopyObject`` copies (and ``PutObject`` takes) in one request."""
 MAX_KEY_BYTES = 1024
-READ_PIECE = 1 * MiB
-RESUMES = 3
-"""How often a broken download is resumed before the error is raised."""
 
 AUTH_CODES = {
     "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
@@ -563,15 +561,15 @@ class S3Backend(Backend):
             self.head(key)  # a missing key is still NotFound
             return io.BytesIO(b"")
         if not self.read_ahead:
-            return reader(_Download(self, key, start, end))
+            return reader(Download(self, key, start, end))
         first_end = start + self.part_size if end is None else min(end, start + self.part_size)
-        first = _Download(self, key, start, first_end)  # its answer also tells the object's size
+        first = Download(self, key, start, first_end)  # its answer also tells the object's size
         stop = first.total if end is None or first.total is None else min(end, first.total)
         if stop is None or stop <= first_end:
             return reader(first)
-        return reader(_ReadAhead(self, key, first, first_end, stop))
+        return reader(ReadAhead(self, key, first, first_end, stop))
 
-    def _open(self, key: str, start: int, end: int | None, etag: str | None) -> _Opened | None:
+    def _open(self, key: str, start: int, end: int | None, etag: str | None) -> Opened | None:
         """GET ``[start, end)``, or None when ``start`` is at or past the end of the object."""
         full = self._full(key)
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
@@ -584,13 +582,13 @@ class S3Backend(Backend):
             lean = self._lean_request("GET", key, "read", headers=headers, stream=True)
             if lean is not None:
                 length = int(lean.headers.get("Content-Length") or 0)
-                return _Opened(_LeanBody(lean), length, lean.headers.get("ETag"),
+                return Opened(LeanBody(lean), length, lean.headers.get("ETag"),
                                _total(start, length, lean.headers.get("Content-Range") or ""))
             answer = self._call(lambda: self.client.get_object(**args), "read", key)
         except _RangeNotSatisfiable:
             return None
         length = int(answer.get("ContentLength") or 0)
-        return _Opened(answer["Body"], length, answer.get("ETag"), _total(start, length, str(answer.get("ContentRange") or "")))
+        return Opened(answer["Body"], length, answer.get("ETag"), _total(start, length, str(answer.get("ContentRange") or "")))
 
     def _pages(self, prefix: str, delimiter: bool, first_only: bool = False) -> Iterator[dict[str, Any]]:
         """Pages of ListObjectsV2 below the backend prefix + ``prefix``, errors translated."""
@@ -863,167 +861,3 @@ class S3Backend(Backend):
         if self._lean is not None:
             self._lean.close()
         self.client.close()
-
-
-@dataclass
-class _Opened:
-    body: Any
-    length: int
-    etag: str | None
-    total: int
-    """Size of the whole object."""
-
-
-class _LeanBody:
-    """A lean GET's body: its connection goes back to the pool when it was read to the end."""
-
-    def __init__(self, answer: urllib3.BaseHTTPResponse) -> None:
-        self._answer = answer
-
-    def read(self, n: int = -1) -> bytes:
-        return self._answer.read(None if n < 0 else n)
-
-    def close(self) -> None:
-        if self._answer.length_remaining:  # left mid-body: this connection cannot carry another request
-            self._answer.close()
-        self._answer.release_conn()
-
-
-class _Download(io.RawIOBase):
-    """The body of one GET, resumed with a ranged GET (same ETag) when the connection breaks."""
-
-    def __init__(self, backend: S3Backend, key: str, start: int, end: int | None, etag: str | None = None) -> None:
-        self._backend = backend
-        self._key = key
-        self._pos = start
-        self._end = end
-        self.etag = etag
-        self.total: int | None = None
-        self._body: Any = None
-        self._left = 0
-        self._resumes = 0
-        self._open()
-
-    def _open(self) -> None:
-        opened = self._backend._open(self._key, self._pos, self._end, self.etag)
-        if opened is None:
-            self._body, self._left = None, 0
-            return
-        self._body, self._left = opened.body, opened.length
-        self.etag = self.etag or opened.etag
-        self.total = opened.total
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf).cast("B")
-        while True:
-            if self._left <= 0 or self._body is None:
-                return 0
-            want = min(len(view), self._left, READ_PIECE)
-            try:
-                data = self._body.read(want)
-                if not data:
-                    raise IncompleteReadError(actual_bytes=0, expected_bytes=self._left)
-            except (BotoCoreError, OSError, urllib3.exceptions.HTTPError) as exc:
-                self._broken(exc)
-                continue
-            n = len(data)
-            view[:n] = data
-            self._pos += n
-            self._left -= n
-            return n
-
-    def _broken(self, exc: BaseException) -> None:
-        error = self._backend._translate(exc, "read", self._key)
-        self._close_body()
-        if not error.retryable or self._resumes >= RESUMES:
-            raise error from exc
-        self._resumes += 1
-        log.debug("%s; resuming at byte %d (attempt %d)", error, self._pos, self._resumes)
-        time.sleep(backoff_delay(self._resumes, base=0.1, cap=2.0))
-        self._open()
-
-    def _close_body(self) -> None:
-        body, self._body = self._body, None
-        if body is not None:
-            try:
-                body.close()
-            except Exception:  # noqa: S110 - a broken connection may fail to close; it is dropped anyway
-                pass
-
-    def close(self) -> None:
-        self._close_body()
-        super().close()
-
-
-class _ReadAhead(io.RawIOBase):
-    """A large range: the first answer's body, then parts fetched by ranged GETs in parallel,
-    at most ``read_ahead`` parts ahead of the reader (memory stays bounded)."""
-
-    def __init__(self, backend: S3Backend, key: str, first: _Download, start: int, stop: int) -> None:
-        self._backend = backend
-        self._key = key
-        self._first: _Download | None = first
-        self._etag = first.etag
-        step = backend.part_size
-        self._ranges = deque((s, min(s + step, stop)) for s in range(start, stop, step))
-        self._pool = ThreadPoolExecutor(backend.read_ahead, thread_name_prefix=f"s3-get-{backend.name}")
-        self._window: deque[Future[bytearray]] = deque()
-        self._chunk = memoryview(b"")
-        self._fill()
-
-    def _fill(self) -> None:
-        while self._ranges and len(self._window) < self._backend.read_ahead:
-            s, e = self._ranges.popleft()
-            self._window.append(self._pool.submit(self._fetch, s, e))
-
-    def _fetch(self, start: int, end: int) -> bytearray:
-        buf = bytearray(end - start)
-        view = memoryview(buf)
-        got = 0
-        part = _Download(self._backend, self._key, start, end, self._etag)
-        try:
-            while got < len(buf):
-                n = part.readinto(view[got:])
-                if n == 0:
-                    raise Conflict(f"{self._backend._where('read', self._key)}: the object ended at byte {start + got}, "
-                                   f"before {end}: it changed while it was read", path=self._key)
-                got += n
-        finally:
-            part.close()
-        return buf
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        while True:
-            if self._first is not None:
-                n = self._first.readinto(buf)
-                if n:
-                    return n
-                self._first.close()
-                self._first = None
-            if self._chunk:
-                n = min(len(buf), len(self._chunk))
-                memoryview(buf).cast("B")[:n] = self._chunk[:n]
-                self._chunk = self._chunk[n:]
-                return n
-            if not self._window:
-                return 0
-            future = self._window.popleft()
-            self._fill()
-            self._chunk = memoryview(future.result())
-
-    def close(self) -> None:
-        if not self.closed:
-            for future in self._window:
-                future.cancel()
-            self._window.clear()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            if self._first is not None:
-                self._first.close()
-            self._chunk = memoryview(b"")
-        super().close()
