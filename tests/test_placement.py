@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import vdir
+from tests.placement_helpers import backends_of, run_once, start_daemons, wait_until_in_place
 from tests.servers.vdirs import CLI
 from vdir.admin import add_backend
 from vdir.catalog.base import CORRUPT, MISSING, OK, open_catalog
@@ -62,14 +61,6 @@ def world(tmp_path: Path, catalog_url: str | None = None) -> VDir:
         (tmp_path / name).mkdir(exist_ok=True)
         add_backend(vd, name, f"file://{tmp_path / name}", cloud=cloud, region=region, tier=tier, cost=cost, check=False)
     return vd
-
-
-def run_once(vd: VDir, **opts: object) -> dict[str, int]:
-    return Daemon(vd, DaemonOptions(once=True, workers=2, retry_base=0.01, **opts)).run()  # type: ignore[arg-type]
-
-
-def backends_of(vd: VDir, path: str) -> list[str]:
-    return sorted(r.backend for r in vd.entry(path).replicas if r.state == OK)
 
 
 # -- the policy language -----------------------------------------------------------------------
@@ -261,27 +252,6 @@ def test_read_failover_with_a_backend_down(tmp_path: Path) -> None:
 
 
 # -- several daemon processes ------------------------------------------------------------------
-def _daemons(cli_env: dict[str, str], config: Path, n: int, journal: Path, *extra: str) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "placement", "run", "--workers", "2",
-                          "--lease", "3", "--plan-interval", "0.5", "--retry-base", "0.1", "--node", f"node{i}",
-                          "--journal", str(journal), *extra],
-                         env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for i in range(n)
-    ]
-
-
-def _wait_until_in_place(vd: VDir, timeout: float = 120) -> None:
-    policy = load_policy(vd.catalog)
-    assert policy is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not list(planner.plan(vd, policy)) and not vd.catalog.count_tasks().get("running"):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not in place after {timeout}s: {[a.describe() for a in planner.plan(vd, policy)][:5]}")
-
-
 @pytest.mark.parametrize("engine", ["sqlite", "mongo"])
 def test_three_daemons_share_the_queue_and_survive_kill_9(cli: CLI, tmp_path: Path, engine: str,
                                                           request: pytest.FixtureRequest) -> None:
@@ -294,7 +264,7 @@ def test_three_daemons_share_the_queue_and_survive_kill_9(cli: CLI, tmp_path: Pa
         vd.put(d, p)
     apply_policy(vd.catalog, "rules:\n  - match: /datasets/**\n    copies: 3\n    where: name=local | name=aws1 | name=azure\n")
     journal = tmp_path / "journal.txt"
-    procs = _daemons(cli.env, config, 3, journal)
+    procs = start_daemons(cli.env, config, 3, journal)
     try:
         # kill one daemon with SIGKILL once it holds work; its tasks come back after the lease
         deadline = time.monotonic() + 60
@@ -302,7 +272,7 @@ def test_three_daemons_share_the_queue_and_survive_kill_9(cli: CLI, tmp_path: Pa
             time.sleep(0.01)
         procs[0].send_signal(signal.SIGKILL)
         held = {t.id for t in vd.catalog.list_tasks("running") if t.lease_owner == "node0"}
-        _wait_until_in_place(vd)
+        wait_until_in_place(vd)
     finally:
         for p in procs[1:]:
             p.send_signal(signal.SIGTERM)
@@ -334,7 +304,7 @@ def test_policy_file_change_is_picked_up_by_a_running_daemon(cli: CLI, tmp_path:
     vd.put(b"payload" * 100, "/p/x.bin")
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text("rules:\n  - match: /p/**\n    copies: 1\n    where: name=local\n")
-    proc = _daemons(cli.env, config, 1, tmp_path / "j.txt", "--policy-file", str(policy_file))[0]
+    proc = start_daemons(cli.env, config, 1, tmp_path / "j.txt", "--policy-file", str(policy_file))[0]
     try:
         deadline = time.monotonic() + 30
         while load_policy(vd.catalog) is None and time.monotonic() < deadline:

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.faultproxy import FaultProxy
+from tests.placement_helpers import backends_of, run_once, start_daemons, wait_until_in_place
 from tests.servers.azure import Azurite
 from tests.servers.gcs import FakeGCS
 from tests.servers.s3 import S3Server
 from tests.servers.vdirs import CLI
-from tests.test_placement import _daemons, _wait_until_in_place, backends_of, run_once
 from vdir.admin import add_backend
 from vdir.catalog.base import CORRUPT, OK, open_catalog
 from vdir.core import VDir
@@ -213,7 +213,7 @@ def test_daemon_killed_mid_copy_to_azure_another_finishes(cli: CLI, tmp_path: Pa
 
     vd = vdir.connect(str(config))
     journal = tmp_path / "journal.txt"
-    first = _daemons(cli.env, config, 1, journal)[0]
+    first = start_daemons(cli.env, config, 1, journal)[0]
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not vd.catalog.list_tasks("running"):
@@ -221,9 +221,9 @@ def test_daemon_killed_mid_copy_to_azure_another_finishes(cli: CLI, tmp_path: Pa
         first.send_signal(signal.SIGKILL)  # mid-copy: it holds a task
         held = {t.id for t in vd.catalog.list_tasks("running")}
         first.wait(30)
-        second = _daemons(cli.env, config, 1, journal)[0]
+        second = start_daemons(cli.env, config, 1, journal)[0]
         try:
-            _wait_until_in_place(vd)
+            wait_until_in_place(vd)
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(60)
