@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if n < DEPTH + 2:
         parser.error(f"--entries must be at least {DEPTH + 2}")
 
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, float]] = {}
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="vdir-bench-catalog-", dir=args.workdir) as tmp:
