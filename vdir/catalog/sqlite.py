@@ -143,8 +143,8 @@ def _row_to_entry(row: tuple[Any, ...]) -> Entry:
     return Entry(
         id=id_, parent_id=parent_id, name=name, type=type_, mode=mode, uid=uid, gid=gid, size=size,
         mtime=mtime, ctime=ctime, hash=hash_, version=version, target=target,
-        xattrs={k: bytes.fromhex(v) for k, v in json.loads(xattrs).items()},
-        replicas=[Replica(**r) for r in json.loads(replicas)],
+        xattrs={k: bytes.fromhex(v) for k, v in json.loads(xattrs).items()} if xattrs != "{}" else {},
+        replicas=[Replica(**r) for r in json.loads(replicas)] if replicas != "[]" else [],
     )
 
 
