@@ -4,10 +4,7 @@ for either service; the fakes implement the documented API subset vdir uses)."""
 from __future__ import annotations
 
 import io
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,6 +13,7 @@ pytest.importorskip("github", reason="the github extra is not installed")
 
 from tests.fakes.box_server import FakeBox  # noqa: E402
 from tests.fakes.github_server import FakeGitHub  # noqa: E402
+from tests.helpers import measure_round_trip, race  # noqa: E402
 from tests.servers.box import CHUNKED_THRESHOLD  # noqa: E402
 from tests.servers.github import make_github_backend  # noqa: E402
 from vdir.backends import open_backend  # noqa: E402
@@ -31,26 +29,6 @@ from vdir.errors import (  # noqa: E402
     NotFound,
     TransientError,
 )
-
-
-def race(n: int, fn: Callable[[int], Any]) -> list[Any]:
-    """Run ``fn(i)`` in ``n`` threads released together; results or exceptions, by index."""
-    barrier = threading.Barrier(n)
-    out: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            out[i] = fn(i)
-        except Exception as exc:
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
 
 
 # -- both ------------------------------------------------------------------------------------------
@@ -296,59 +274,19 @@ def test_box_concurrent_create_one_wins(fake_box: FakeBox, backend_box: BoxBacke
     assert all(isinstance(r, AlreadyExists) for r in results if isinstance(r, Exception))
 
 
-BOX_MEMORY_SCRIPT = r"""
-import io, os, sys
-sys.path.insert(0, sys.argv[1])
-import xxhash
-from vdir.backends.box import BoxBackend
-
-SIZE = int(sys.argv[4])
-
-class Source(io.RawIOBase):
-    # SIZE bytes generated as read, hashed on the way: nothing held in memory
-    def __init__(self):
-        self.pos, self.hash, self.block = 0, xxhash.xxh3_128(), os.urandom(1 << 20)
-    def readable(self):
-        return True
-    def readinto(self, buf):
-        n = min(SIZE - self.pos, len(buf), 1 << 20)
-        piece = self.block[:n]
-        buf[:n] = piece
-        self.hash.update(piece)
-        self.pos += n
-        return n
-
-backend = BoxBackend("box", "box://vdir-tests/huge", token_file=sys.argv[2], base_url=sys.argv[3])
-src = Source()
-meta = backend.put("huge.bin", src, size=SIZE)
-got, total = xxhash.xxh3_128(), 0
-with backend.get("huge.bin") as stream:
-    while chunk := stream.read(1 << 20):
-        got.update(chunk)
-        total += len(chunk)
-assert meta.size == SIZE and total == SIZE and got.digest() == src.hash.digest()
-backend.delete("huge.bin")
-print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")))
-"""
-
-
 @pytest.mark.slow
 def test_box_one_gib_round_trip_in_bounded_memory(tmp_path: Path) -> None:
     # Box's own sizes (8 MiB parts, upload sessions from 20 MB); the fake keeps the bytes in
     # this process, the backend runs in a child whose peak RSS is measured.
-    import subprocess
-    import sys
-
     fake = FakeBox()
     fake.start()
     token = tmp_path / "token"
     token.write_text(fake.token)
+    setup = ("from vdir.backends.box import BoxBackend\n"
+             "backend = BoxBackend('box', 'box://vdir-tests/huge', token_file=args[0], base_url=args[1])")
     try:
-        out = subprocess.run([sys.executable, "-c", BOX_MEMORY_SCRIPT, str(Path(__file__).resolve().parents[1]), str(token),
-                              fake.url, str(1 << 30)], capture_output=True, text=True, timeout=600, check=False)
+        peak_kib, _, _ = measure_round_trip(setup, 1 << 30, str(token), fake.url)
     finally:
         fake.stop()
-    assert out.returncode == 0, out.stderr[-3000:]
-    peak_kib = int(out.stdout.split()[-1])
     print(f"1 GiB through box: peak RSS {peak_kib // 1024} MiB")
     assert peak_kib < 200 * 1000

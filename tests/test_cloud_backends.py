@@ -10,14 +10,14 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.faultproxy import FaultProxy
+from tests.helpers import measure_round_trip, race
 from tests.servers.azure import Azurite, make_azure_backend
 from tests.servers.gcs import FakeGCS, make_gcs_backend
 from vdir.backends import open_backend
@@ -91,26 +91,6 @@ def cloud(clouds: Clouds) -> Backend:
 def proxy(clouds: Clouds) -> Iterator[FaultProxy]:
     with FaultProxy(("127.0.0.1", clouds.server.port)) as p:
         yield p
-
-
-def race(n: int, fn: Callable[[int], Any]) -> list[Any]:
-    """Run ``fn(i)`` in ``n`` threads released together; results or exceptions, by index."""
-    barrier = threading.Barrier(n)
-    out: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            out[i] = fn(i)
-        except Exception as exc:
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
 
 
 class Failing(io.RawIOBase):
@@ -415,67 +395,16 @@ def test_failed_block_upload_leaves_nothing(clouds: Clouds, proxy: FaultProxy) -
 
 
 # -- memory -----------------------------------------------------------------------------------------
-MEMORY_SCRIPT = textwrap.dedent("""
-    import io, resource, sys, time
-    import xxhash
-    sys.path.insert(0, sys.argv[1])
-    kind, port, SIZE = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    block = bytes(range(256)) * 4096  # 1 MiB
-
-    class Source(io.RawIOBase):  # SIZE bytes made on the fly, each MiB different
-        def __init__(self):
-            self.pos = 0
-            self.hash = xxhash.xxh3_128()
-        def readable(self):
-            return True
-        def readinto(self, buf):
-            n = min(len(buf), SIZE - self.pos, 1024 * 1024)
-            if n <= 0:
-                return 0
-            mib = self.pos // (1024 * 1024)
-            start = self.pos % (1024 * 1024)
-            piece = (mib.to_bytes(8, "big") + block[8:])[start:start + n]
-            n = len(piece)
-            buf[:n] = piece
-            self.hash.update(piece)
-            self.pos += n
-            return n
-
-    if kind == "azure":
-        from tests.servers.azure import Azurite, make_azure_backend
-        backend = make_azure_backend(Azurite(port), block_size=8 << 20)  # the product's default sizes
-    else:
-        from tests.servers.gcs import FakeGCS, make_gcs_backend
-        backend = make_gcs_backend(FakeGCS(port), chunk_size=8 << 20)
-    src = Source()
-    t0 = time.monotonic()
-    meta = backend.put("huge.bin", src)  # size unknown: streamed block by block
-    t1 = time.monotonic()
-    assert meta.size == SIZE, meta
-    got = xxhash.xxh3_128()
-    total = 0
-    with backend.get("huge.bin") as stream:
-        while chunk := stream.read(1024 * 1024):
-            got.update(chunk)
-            total += len(chunk)
-    t2 = time.monotonic()
-    assert total == SIZE and got.digest() == src.hash.digest()
-    backend.delete("huge.bin")
-    # peak RSS of this process image (KiB).  Not ru_maxrss: a child forked from a large pytest
-    # inherits the parent's peak there; VmHWM starts afresh with exec.
-    rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-    print(f"{rss} {t1 - t0:.2f} {t2 - t1:.2f}")
-""")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", CLOUDS)
 def test_one_gib_round_trip_in_bounded_memory(kind: str, request: pytest.FixtureRequest) -> None:
     server: Azurite | FakeGCS = request.getfixturevalue("azurite" if kind == "azure" else "fake_gcs")
-    size = 1024 * MiB
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(ROOT), kind, str(server.port), str(size)],
-                         capture_output=True, text=True, timeout=540, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    rss_kib, up, down = out.stdout.split()
-    print(f"1 GiB through {kind}: put {up}s, get {down}s, peak RSS {int(rss_kib) // 1024} MiB")
-    assert int(rss_kib) < 200 * 1000, f"peak RSS {int(rss_kib) // 1024} MiB"
+    setup = {  # the product's default sizes; the size is not announced: streamed block by block
+        "azure": "from tests.servers.azure import Azurite, make_azure_backend\n"
+                 "backend = make_azure_backend(Azurite(int(args[0])), block_size=8 << 20)",
+        "gcs": "from tests.servers.gcs import FakeGCS, make_gcs_backend\n"
+               "backend = make_gcs_backend(FakeGCS(int(args[0])), chunk_size=8 << 20)",
+    }[kind]
+    peak_kib, up, down = measure_round_trip(setup, 1024 * MiB, str(server.port), announce_size=False, timeout=540)
+    print(f"1 GiB through {kind}: put {up}s, get {down}s, peak RSS {peak_kib // 1024} MiB")
+    assert peak_kib < 200 * 1000, f"peak RSS {peak_kib // 1024} MiB"

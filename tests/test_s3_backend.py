@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.faultproxy import FaultProxy
+from tests.helpers import measure_round_trip
 from tests.servers.s3 import PART, S3Server, make_s3_backend
 from vdir.backends import PutMode, copy_object, open_backend
 from vdir.errors import (
@@ -390,66 +388,13 @@ def test_unknown_size_small_and_large(s3_server: S3Server) -> None:
 
 
 # -- memory -----------------------------------------------------------------------------------------
-MEMORY_SCRIPT = textwrap.dedent("""
-    import io, resource, sys, time
-    import xxhash
-    sys.path.insert(0, sys.argv[1])
-    from tests.servers.s3 import S3Server, make_s3_backend
-
-    SIZE = int(sys.argv[6])
-    block = bytes(range(256)) * 4096  # 1 MiB
-
-    class Source(io.RawIOBase):  # SIZE bytes made on the fly, each MiB different
-        def __init__(self):
-            self.pos = 0
-            self.hash = xxhash.xxh3_128()
-        def readable(self):
-            return True
-        def readinto(self, buf):
-            n = min(len(buf), SIZE - self.pos, 1024 * 1024)
-            if n <= 0:
-                return 0
-            mib = self.pos // (1024 * 1024)
-            start = self.pos % (1024 * 1024)
-            piece = (mib.to_bytes(8, "big") + block[8:])[start:start + n]
-            n = len(piece)
-            buf[:n] = piece
-            self.hash.update(piece)
-            self.pos += n
-            return n
-
-    s3 = S3Server("seaweedfs", sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
-    backend = make_s3_backend(s3, part_size=8 << 20, multipart_threshold=8 << 20, max_concurrency=4)
-    src = Source()
-    t0 = time.monotonic()
-    meta = backend.put("huge.bin", src, size=SIZE)
-    t1 = time.monotonic()
-    assert meta.size == SIZE, meta
-    got = xxhash.xxh3_128()
-    total = 0
-    with backend.get("huge.bin") as stream:
-        while chunk := stream.read(1024 * 1024):
-            got.update(chunk)
-            total += len(chunk)
-    t2 = time.monotonic()
-    assert total == SIZE and got.digest() == src.hash.digest()
-    backend.delete("huge.bin")
-    # peak RSS of this process image, in KiB.  Not ru_maxrss: a child started with vfork (as
-    # subprocess does) inherits its parent's peak there, i.e. the whole pytest process's.
-    with open("/proc/self/status") as status:
-        hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{hwm} {t1 - t0:.2f} {t2 - t1:.2f} {maxrss}")
-""")
-
-
 @pytest.mark.slow
 def test_one_gib_round_trip_in_bounded_memory(seaweedfs_s3: S3Server) -> None:
-    size = 1024 * MiB
     s3 = seaweedfs_s3
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(ROOT), s3.endpoint, s3.access_key, s3.secret_key,
-                          s3.bucket, str(size)], capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    rss_kib, up, down, _ = out.stdout.split()
-    print(f"1 GiB through SeaweedFS: put {up}s, get {down}s, peak RSS {int(rss_kib) // 1024} MiB")
-    assert int(rss_kib) * 1024 < 200e6, f"peak RSS {int(rss_kib) // 1024} MiB"
+    setup = ("from tests.servers.s3 import S3Server, make_s3_backend\n"
+             "backend = make_s3_backend(S3Server('seaweedfs', *args), part_size=8 << 20, multipart_threshold=8 << 20,"
+             " max_concurrency=4)")
+    peak_kib, up, down = measure_round_trip(setup, 1024 * MiB, s3.endpoint, s3.access_key, s3.secret_key, s3.bucket,
+                                            timeout=300)
+    print(f"1 GiB through SeaweedFS: put {up}s, get {down}s, peak RSS {peak_kib // 1024} MiB")
+    assert peak_kib * 1024 < 200e6, f"peak RSS {peak_kib // 1024} MiB"
