@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import os
-import secrets
 import shutil
 import stat as stat_mod
 import tempfile
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from vdir import localout, paths
+from vdir import localout, objects, paths
 from vdir.backends import Backend, Location, PutMode, open_backend
 from vdir.catalog.base import DIR, FILE, OK, SYMLINK, BackendRecord, Catalog, Entry, Replica
 from vdir.config import Config
@@ -55,6 +54,8 @@ LINKED_XATTR = "vdir.linked"
 are never deleted by vdir."""
 
 Progress = Callable[[int], None]
+RM_BATCH = 500
+"""Entries removed under one write intent by a recursive ``rm``."""
 
 
 @dataclass
@@ -318,8 +319,18 @@ class VDir:
                 raise Conflict(f"{norm}: changed since it was read (version {existing.version})", path=norm)
         bname = self.choose_backend(backend)
         store = self.backend(bname)
-        key, meta, reader = self._upload(store, norm, src, size, progress)
+        old = [] if existing is None or LINKED_XATTR in existing.xattrs else existing.replicas
+        base = objects.path_key(norm)
+        first, first_mode = objects.first_key(store, base, fresh=existing is not None or not _seekable(src))
+        # the intent names the new object and the ones it replaces: whatever a crash leaves,
+        # fsck knows these are vdir's and deletes only those no entry uses
+        token = objects.begin_intent(self.catalog, [(bname, first)] + [(r.backend, r.key) for r in old], "put")
+        key, meta, reader = self._upload(store, norm, src, size, progress, base, first, first_mode)
         replica = Replica(backend=bname, key=key, size=reader.size, hash=reader.hexdigest, etag=meta.etag, state=OK, verified_at=time.time())
+        if key != first:  # another key was needed: name it before the commit can make it live
+            moved = objects.begin_intent(self.catalog, [(bname, key)] + [(r.backend, r.key) for r in old], "put")
+            objects.end_intent(self.catalog, token)
+            token = moved
         now = time.time()
         try:
             if existing is None:
@@ -338,49 +349,37 @@ class VDir:
                 changed.xattrs.pop(LINKED_XATTR, None)
                 entry = self.catalog.update(changed, existing.version)
         except (AlreadyExists, Conflict, NotFound) as exc:
-            self._delete_objects([replica], norm)
+            objects.release(self, [replica], norm, token)
             raise Conflict(f"{norm}: changed by another writer while this one was uploading; nothing was written", path=norm) from exc
         except BaseException:
-            # the commit's outcome is unknown (e.g. catalog unreachable): leave the object for
-            # fsck rather than risk deleting bytes a committed entry points at
+            # the commit's outcome is unknown (e.g. catalog unreachable): the intent stays, and
+            # fsck deletes the object only if no entry turns out to use it
             raise
-        if existing is not None:
-            self._delete_objects(existing.replicas, norm, linked=LINKED_XATTR in existing.xattrs)
+        objects.release(self, old, norm, token)
         return entry
 
-    def _upload(self, store: Backend, path: str, src: IO[bytes] | BinaryIO, size: int | None, progress: Progress | None) -> tuple[str, Any, HashingReader]:
-        """Stream ``src`` to a fresh key on ``store`` (the path's own name when free)."""
-        key = path[1:]
+    def _upload(self, store: Backend, path: str, src: IO[bytes] | BinaryIO, size: int | None, progress: Progress | None,
+                base: str, key: str, mode: PutMode) -> tuple[str, Any, HashingReader]:
+        """Stream ``src`` to ``key`` on ``store`` (see :func:`vdir.objects.first_key`); a taken
+        key moves to a fresh unique one when ``src`` can be read again."""
         seekable = _seekable(src)
         start = src.tell() if seekable else 0
-        if not seekable and store.exists(key):
-            key = _fresh_key(path)
         for attempt in range(3):
             reader = _ProgressReader(src, progress) if progress else src
             hashing = HashingReader(reader)  # type: ignore[arg-type]
             try:
-                meta = store.put(key, hashing, PutMode.CREATE, size=size)  # type: ignore[attr-defined,arg-type]
+                meta = store.put(key, hashing, mode, size=size)  # type: ignore[arg-type]
             except AlreadyExists:
                 if not seekable or attempt == 2:
                     raise Conflict(f"{path}: object key {key!r} on {store.name} was taken concurrently") from None
                 src.seek(start)
-                key = _fresh_key(path)
+                key, mode = objects.unique_key(base), PutMode.OVERWRITE  # type: ignore[attr-defined]
                 continue
             if size is not None and hashing.size != size:
-                self._delete_objects([Replica(store.name, key, hashing.size)], path)
+                objects.delete_unused(self, [Replica(store.name, key, hashing.size)], path)
                 raise Conflict(f"{path}: source changed while it was read ({hashing.size} bytes, expected {size})")
             return key, meta, hashing
         raise AssertionError("unreachable")
-
-    def _delete_objects(self, replicas: list[Replica], path: str, linked: bool = False) -> None:
-        """Best effort: what cannot be deleted now is an orphan that fsck will report."""
-        if linked:
-            return
-        for r in replicas:
-            try:
-                self.backend(r.backend).delete(r.key)
-            except VDirError as exc:
-                log.warning("%s: could not delete old object %s on %s (fsck will list it): %s", path, r.key, r.backend, exc)
 
     def put(
         self,
@@ -622,13 +621,14 @@ class VDir:
     # -- namespace changes -------------------------------------------------------------------
     def rm(self, path: str, recursive: bool = False) -> int:
         """Remove a file, symlink or (with ``recursive``) a directory tree; return the number of
-        entries removed.  The catalog entry goes first, then the objects (an object left behind
-        by a failure is an orphan, never a dangling catalog entry)."""
+        entries removed.  The catalog entry goes first, then the objects no entry uses any more
+        (under a write intent: an object left behind by a failure is one fsck may delete, never
+        a dangling catalog entry)."""
         norm, entry = self._resolve(path)
         if norm == "/":
             raise InvalidArgument("refusing to remove the root directory")
         if entry.type != DIR:
-            self._remove_entry(norm, entry)
+            self._remove_entries([(norm, entry)])
             return 1
         if not recursive:
             if self.catalog.list(entry.id, limit=1):
@@ -637,15 +637,22 @@ class VDir:
             return 1
         items = list(self.catalog.walk(entry.id))
         items.sort(key=lambda it: it[0].count("/"), reverse=True)
-        for rel, e in items:
-            self._remove_entry(paths.join(norm, rel), e)
+        for i in range(0, len(items), RM_BATCH):
+            self._remove_entries([(paths.join(norm, rel), e) for rel, e in items[i : i + RM_BATCH]])
         self.catalog.delete(entry.id)
         return len(items) + 1
 
-    def _remove_entry(self, vpath: str, entry: Entry) -> None:
-        removed = self.catalog.delete(entry.id, expected_version=entry.version)
-        if removed.type == FILE:
-            self._delete_objects(removed.replicas, vpath, linked=LINKED_XATTR in removed.xattrs)
+    def _remove_entries(self, batch: list[tuple[str, Entry]]) -> None:
+        """Delete these entries (compare-and-set on the version read), then their objects: one
+        intent, one durability wait and one pass over the objects for the whole batch."""
+        owned = [r for _, e in batch if e.type == FILE and LINKED_XATTR not in e.xattrs for r in e.replicas]
+        token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rm") if owned else None
+        try:
+            for _, e in batch:
+                self.catalog.delete(e.id, expected_version=e.version)
+        finally:
+            if token:
+                objects.release(self, owned, batch[0][0], token)
 
     def mv(self, src: str, dst: str, *, force: bool = False) -> Entry:
         """Rename or move a file or directory (one catalog write, whatever lies below).
@@ -683,9 +690,23 @@ class VDir:
         else:
             sentry, parent, name = _resolved
             dnorm = paths.normalize(dst)
-        moved, replaced = self.catalog.rename(sentry.id, parent.id, name, replace_existing=replace, expected_version=sentry.version)
-        if replaced is not None and replaced.type == FILE:
-            self._delete_objects(replaced.replicas, dnorm, linked=LINKED_XATTR in replaced.xattrs)
+        target = self.catalog.lookup(parent.id, name) if replace else None
+        owned = _owned(target)
+        token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rename") if owned else None
+        try:
+            moved, replaced = self.catalog.rename(sentry.id, parent.id, name, replace_existing=replace,
+                                                  expected_version=sentry.version)
+        except BaseException:
+            if token:
+                objects.end_intent(self.catalog, token)
+            raise
+        if replaced is not None and target is not None and (replaced.id, replaced.version) == (target.id, target.version):
+            objects.release(self, owned, dnorm, token)
+            return moved
+        if token:
+            objects.end_intent(self.catalog, token)
+        if replaced is not None:  # a newer version than the one looked up was replaced
+            objects.release(self, _owned(replaced), dnorm)
         return moved
 
     def update_entry(self, path: str, **changes: Any) -> Entry:
@@ -750,6 +771,11 @@ class VDir:
         parent_path, name = paths.split(norm)
         parent = self._ensure_dir(parent_path)
         existing = self.catalog.lookup(parent.id, name)
+        owner = self._owner_of(backend, key, besides=existing)
+        if owner is not None:
+            # a second name on an object vdir wrote would lose its bytes when the first goes
+            raise ObjectInUse(f"{backend}:{key} is already the content of {self._path_or_id(owner)}, which vdir "
+                              f"stored; use 'vdir cp' for a second name", path=norm)
         replica = Replica(backend=backend, key=key, size=size, hash=digest, etag=etag, state=OK, verified_at=time.time() if digest else None)
         if existing is not None:
             if existing.type == DIR:
@@ -758,8 +784,10 @@ class VDir:
                 raise AlreadyExists(f"{norm}: exists (use --force to replace)", path=norm)
             changed = existing.copy(size=size, hash=digest, mtime=time.time(), replicas=[replica])
             changed.xattrs[LINKED_XATTR] = b"1"
+            owned = _owned(existing)
+            token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "link") if owned else None
             entry = self.catalog.update(changed, existing.version)
-            self._delete_objects(existing.replicas, norm, linked=LINKED_XATTR in existing.xattrs)
+            objects.release(self, owned, norm, token)
             return entry
         return self.catalog.create(
             Entry(name=name, type=FILE, parent_id=parent.id, size=size, hash=digest, replicas=[replica],
@@ -777,10 +805,31 @@ class VDir:
             if not rel or rel.startswith(".vdir-tmp/") or rel.endswith("/"):
                 continue
             target = paths.normalize(paths.join(base, rel))
+            if self._owner_of(name, meta.key) is not None:
+                log.info("%s: skipped, it is the content of a file vdir stored", meta.key)
+                continue
             entries.append(self._link_key(name, meta.key, target, compute_hash=compute_hash, force=force, size=meta.size, etag=meta.etag))
         return entries
 
     # -- misc ---------------------------------------------------------------------------------
+    def _owner_of(self, backend: str, key: str, besides: Entry | None = None) -> int | None:
+        """The id of an entry whose content vdir wrote to ``key`` (not a link), if any."""
+        for user in self.catalog.replica_users(backend, key):
+            if besides is not None and user == besides.id:
+                continue
+            try:
+                if LINKED_XATTR not in self.catalog.get(user).xattrs:
+                    return user
+            except NotFound:
+                continue
+        return None
+
+    def _path_or_id(self, entry_id: int) -> str:
+        try:
+            return self.catalog.path_of(entry_id)
+        except VDirError:
+            return f"<entry {entry_id}>"
+
     def tmp_dir(self) -> str | None:
         if self.config is None:
             return None
@@ -789,6 +838,10 @@ class VDir:
         d = data_dir() / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return str(d)
+
+
+class ObjectInUse(AlreadyExists):
+    """The object is already the content of another entry."""
 
 
 @dataclass
@@ -833,9 +886,16 @@ def _seekable(src: Any) -> bool:
         return False
 
 
+def _owned(entry: Entry | None) -> list[Replica]:
+    """The replicas whose objects vdir wrote for ``entry`` (a linked file's belong to someone else)."""
+    if entry is None or entry.type != FILE or LINKED_XATTR in entry.xattrs:
+        return []
+    return list(entry.replicas)
+
+
 def _fresh_key(path: str) -> str:
     """A new key beside the path's own name, still recognisable: ``dir/name.~1a2b3c4d``."""
-    return f"{path[1:]}.~{secrets.token_hex(4)}"
+    return objects.unique_key(objects.path_key(path))
 
 
 def _local_name(p: Path) -> str:
