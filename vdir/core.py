@@ -662,11 +662,11 @@ class VDir:
         same = next((r for r in healthy if r.backend == bname), None)
         if same is None or not isinstance(store, ServerSideCopy):
             # streamed: a whole sequential read, checked against the source's hash at its end;
-            # a mismatch fails the upload, so nothing is stored or committed
+            # a mismatch fails the upload, so nothing is stored or committed.  Wrapped so the
+            # upload sees a one-pass stream (a rewind and retry would skip the hash check).
             with RangedReader(self, snorm, sentry) as reader:
-                return self.write_stream(dnorm, reader, backend=bname, overwrite=force,  # type: ignore[arg-type]
-                                         size=sentry.size,
-                                         mode=sentry.mode,
+                return self.write_stream(dnorm, _Concat([reader]), backend=bname,  # type: ignore[arg-type]
+                                         overwrite=force, size=sentry.size, mode=sentry.mode,
                                          expected_version=existing.version if existing is not None else None)
         key = self._copy_key(dnorm)
         meta = copy_object(store, same.key, key, PutMode.CREATE)  # type: ignore[attr-defined]

@@ -122,6 +122,8 @@ class VDirFileSystem(AbstractFileSystem):  # type: ignore[misc]
         if maxdepth is not None:
             return super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)  # type: ignore[no-any-return]
         for src, dst in self._move_pairs(path1, path2, recursive):
+            if not self.vd.exists(src):
+                raise FileNotFoundError(src)
             self.vd.mkdir(self._parent(dst), parents=True, exist_ok=True)
             self.vd.mv(src, dst, force=True)
         return None
