@@ -8,7 +8,9 @@ The suite is wired the way fsspec wires its memory filesystem
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from vdir.admin import add_backend
 from vdir.catalog.base import open_catalog
 from vdir.core import VDir
 from vdir.errors import AlreadyExists, Conflict, IntegrityError, IsADirectory
+
+_prefixes = itertools.count(1)
 
 
 def vdir_fs(vd: VDir) -> Any:
@@ -50,6 +54,28 @@ class VDirFixtures(AbstractFixtures):  # type: ignore[misc]
 
 class TestVDirCopy(AbstractCopyTests, VDirFixtures):  # type: ignore[misc]
     pass
+
+
+@pytest.fixture
+def vd_s3(tmp_path: Path, moto_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[VDir]:
+    """A VDir whose one backend is an S3 prefix on the moto server (copies are server-side)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    vd = VDir(open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}"), default_backend="aws")
+    add_backend(vd, "aws", f"s3://{moto_s3.bucket}/fsspec-{os.getpid()}-{next(_prefixes)}",
+                endpoint=moto_s3.endpoint, region="us-east-1", check=False)
+    try:
+        yield vd
+    finally:
+        vd.close()
+
+
+class TestVDirCopyOnS3(AbstractCopyTests, VDirFixtures):  # type: ignore[misc]
+    """The copy suite again with an S3 backend, where ``cp`` is a server-side copy."""
+
+    @pytest.fixture
+    def fs(self, vd_s3: VDir) -> Any:
+        return vdir_fs(vd_s3)
 
 
 class TestVDirGet(AbstractGetTests, VDirFixtures):  # type: ignore[misc]
@@ -327,23 +353,17 @@ def test_core_copy_across_backends_is_verified(vd: VDir, tmp_path: Path) -> None
         sorted([Path(b.replicas[0]["key"]).name])
 
 
-def test_core_copy_is_server_side_on_s3(tmp_path: Path, moto_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
-    vd = VDir(open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}"), default_backend="aws")
-    add_backend(vd, "aws", f"s3://{moto_s3.bucket}/copy-{os.getpid()}-{tmp_path.name}", endpoint=moto_s3.endpoint,
-                region="us-east-1", check=False)
-    try:
-        data = os.urandom(3 * 1024 * 1024)
-        vd.put(data, "/big")
-        store = vd.backend("aws")
+def test_core_copy_is_server_side_on_s3(vd_s3: VDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    vd = vd_s3
+    data = os.urandom(3 * 1024 * 1024)
+    vd.put(data, "/big")
+    store = vd.backend("aws")
 
-        def no_reads(*args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("copy read the bytes through vdir")
+    def no_reads(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("copy read the bytes through vdir")
 
-        monkeypatch.setattr(store, "get", no_reads)
-        vd.copy("/big", "/dir/copy")
-        monkeypatch.undo()
-        assert vd.cat("/dir/copy") == data and vd.stat("/dir/copy").hash == vd.stat("/big").hash
-    finally:
-        vd.close()
+    monkeypatch.setattr(store, "get", no_reads)
+    vd.copy("/big", "/dir/copy")
+    monkeypatch.undo()
+    assert vd.cat("/dir/copy") == data and vd.stat("/dir/copy").hash == vd.stat("/big").hash
+    assert vd.stat("/dir/copy").replicas[0]["key"] != vd.stat("/big").replicas[0]["key"]
