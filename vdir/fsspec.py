@@ -10,9 +10,11 @@ hash-checked and fail over between replicas exactly as in the CLI.
 
 from __future__ import annotations
 
+import os
 from glob import has_magic
 from typing import IO, Any
 
+from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from vdir import paths
@@ -149,6 +151,22 @@ class VDirFileSystem(AbstractFileSystem):  # type: ignore[misc]
         dest = path2 if trailing_sep(path2) else self._strip_protocol(path2)
         targets = other_paths(sources, dest, exists=exists, flatten=not isinstance(path1, str))
         return [(s, self._strip_protocol(t)) for s, t in zip(sources, targets, strict=True)]
+
+    def put_file(self, lpath: str, rpath: str, callback: Any = DEFAULT_CALLBACK, mode: str = "overwrite",
+                 **kwargs: Any) -> None:
+        """A local file streams straight to the backend through the core's write (no spool);
+        inside a transaction it goes through a deferred file like any other write."""
+        if os.path.isdir(lpath):
+            self.makedirs(rpath, exist_ok=True)
+            return
+        if self._intrans:
+            super().put_file(lpath, rpath, callback=callback, mode=mode, **kwargs)
+            return
+        with open(lpath, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            callback.set_size(size)
+            self.vd.write_stream(self._strip_protocol(rpath), src, backend=self.backend, overwrite=mode != "create",
+                                 size=size, progress=callback.relative_update)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """One file through :meth:`VDir.copy` (server-side where the backend can); a directory
