@@ -367,3 +367,6 @@ def test_core_copy_is_server_side_on_s3(vd_s3: VDir, monkeypatch: pytest.MonkeyP
     monkeypatch.undo()
     assert vd.cat("/dir/copy") == data and vd.stat("/dir/copy").hash == vd.stat("/big").hash
     assert vd.stat("/dir/copy").replicas[0]["key"] != vd.stat("/big").replicas[0]["key"]
+    with vdir_fs(vd).open("/big", "ab") as f:  # append on S3: old object streamed back, new one committed
+        f.write(b"tail")
+    assert vd.cat("/big") == data + b"tail" and vd.cat("/dir/copy") == data
