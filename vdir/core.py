@@ -31,6 +31,7 @@ from typing import IO, Any, BinaryIO
 
 from vdir import localout, objects, paths
 from vdir.backends import Backend, Location, PutMode, open_backend
+from vdir.backends.base import ServerSideCopy, copy_object
 from vdir.catalog.base import DIR, FILE, OK, SYMLINK, BackendRecord, Catalog, Entry, Replica
 from vdir.config import Config
 from vdir.errors import (
@@ -38,6 +39,7 @@ from vdir.errors import (
     Conflict,
     DirectoryNotEmpty,
     InvalidArgument,
+    InvalidMode,
     InvalidPath,
     IsADirectory,
     NotADirectory,
@@ -45,7 +47,7 @@ from vdir.errors import (
     VDirError,
 )
 from vdir.hashing import HashingReader
-from vdir.streams import RangedReader, SpoolWriter, read_verified
+from vdir.streams import RangedReader, SpoolWriter, ordered_replicas, read_verified
 
 log = logging.getLogger("vdir")
 
@@ -490,7 +492,12 @@ class VDir:
     # -- reading -----------------------------------------------------------------------------
     def open(self, path: str, mode: str = "rb", *, backend: str | None = None, buffering: int = 1024 * 1024) -> IO[bytes]:
         """``rb``: a seekable reader (ranged reads, replica failover, hash checked when read in
-        full).  ``wb``: a writer whose content is committed on ``close`` (``xb``: create only)."""
+        full).  ``wb``: a writer whose content is committed on ``close``.  ``xb``: create only
+        (``AlreadyExists`` at open if the path exists, and at ``close`` if another writer created
+        it meanwhile: the commit itself is create-only).  ``ab``: append (see :meth:`_open_append`).
+        Any other mode raises ``InvalidMode`` (a ``ValueError``)."""
+        if mode in ("ab", "a"):
+            return self._open_append(path, backend=backend, buffering=buffering)
         if mode in ("rb", "r"):
             norm, entry = self._resolve(path)
             if entry.type == DIR:
@@ -502,10 +509,185 @@ class VDir:
             if not overwrite:
                 self._check_file_target(norm, force=False)
             return io.BufferedWriter(  # type: ignore[type-var]
-                SpoolWriter(lambda f, n: self.write_stream(norm, f, backend=backend, overwrite=overwrite, size=n), self.tmp_dir()),
+                SpoolWriter(lambda f, n: self.write_stream(norm, f, backend=backend, overwrite=overwrite, size=n)
+                            if overwrite else self._write_new(norm, f, n, backend), self.tmp_dir()),
                 buffer_size=buffering,
             )
-        raise InvalidArgument(f"unsupported open mode {mode!r} (use 'rb', 'wb' or 'xb')")
+        raise InvalidMode(f"unsupported open mode {mode!r} (use 'rb', 'wb', 'ab' or 'xb')")
+
+    # -- append, exclusive create, copy, rmdir (what the fsspec front end needs, for everyone) --
+    def _open_append(self, path: str, *, backend: str | None = None, buffering: int = 1024 * 1024) -> IO[bytes]:
+        """A writer whose bytes are appended to ``path`` on ``close`` (``path`` is created if missing).
+
+        The written bytes spool to a local temp file; on ``close`` the new content (the old
+        content, read back and verified as it streams, followed by the spool) is written as a
+        new object and committed with compare-and-set on the version seen at open: if the file
+        changed meanwhile, ``close`` raises ``Conflict`` and the other writer's content stays.
+        A file that was missing at open is committed create-only (``Conflict`` if someone
+        created it meanwhile).  The file stays on its backend unless ``backend`` names another.
+        """
+        norm = paths.normalize(path)
+        try:
+            old: Entry | None = self.catalog.resolve(norm)
+        except NotFound:
+            old = None
+        if old is not None and old.type == DIR:
+            raise IsADirectory(f"{norm}: is a directory", path=norm)
+        if old is not None and old.type != FILE:
+            raise InvalidArgument(f"{norm}: not a regular file (cannot append to a {old.type})", path=norm)
+        return io.BufferedWriter(  # type: ignore[type-var]
+            SpoolWriter(lambda tail, n: self._commit_append(norm, old, tail, n, backend), self.tmp_dir()),
+            buffer_size=buffering,
+        )
+
+    def _commit_append(self, norm: str, old: Entry | None, tail: IO[bytes], n: int, backend: str | None) -> Entry:
+        if old is None:
+            try:
+                return self.write_stream(norm, tail, backend=backend, size=n)
+            except (AlreadyExists, Conflict):
+                raise Conflict(f"{norm}: created by another writer while this one was appending; nothing was written",
+                               path=norm) from None
+        try:
+            current: Entry | None = self.catalog.resolve(norm)
+        except NotFound:
+            current = None
+        if current is None or current.id != old.id or current.version != old.version:
+            # removed, replaced or rewritten since open (write_stream's compare-and-set below
+            # covers a change during the upload; this covers an entry that is gone or new)
+            raise Conflict(f"{norm}: changed since it was opened for appending; nothing was written", path=norm)
+        if backend is None and old.replicas:
+            backend = old.replicas[0].backend
+        head = RangedReader(self, norm, old)  # a whole sequential read: hash-checked at its end
+        try:
+            return self.write_stream(norm, _Concat([head, tail]), backend=backend,  # type: ignore[arg-type]
+                                     overwrite=True, size=old.size + n, mode=old.mode, expected_version=old.version)
+        finally:
+            head.close()
+
+    def _write_new(self, norm: str, src: IO[bytes], size: int | None, backend: str | None) -> Entry:
+        """``write_stream`` create-only: ``AlreadyExists`` also when another writer created the
+        path while this one uploaded (the catalog insert is unique, so exactly one wins)."""
+        try:
+            return self.write_stream(norm, src, backend=backend, overwrite=False, size=size)
+        except Conflict as exc:
+            if isinstance(exc.__cause__, AlreadyExists):
+                raise AlreadyExists(f"{norm}: created by another writer meanwhile; nothing was written", path=norm) from exc
+            raise
+
+    def rmdir(self, path: str) -> None:
+        """Remove an empty directory: ``NotADirectory`` for anything else, ``DirectoryNotEmpty``
+        if it has entries.  The delete is conditional on the entry seen (never removes a file
+        that replaced the directory meanwhile)."""
+        norm, entry = self._resolve(path)
+        if entry.type != DIR:
+            raise NotADirectory(f"{norm}: not a directory", path=norm)
+        if norm == "/":
+            raise InvalidArgument("refusing to remove the root directory")
+        if self.catalog.list(entry.id, limit=1):
+            raise DirectoryNotEmpty(f"{norm}: directory not empty", path=norm)
+        self.catalog.delete(entry.id, expected_version=entry.version)
+
+    def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
+             backend: str | None = None) -> list[Entry]:
+        """Copy a file, or with ``recursive`` a directory tree, inside the virtual directory, like
+        ``cp`` (``-r``): if ``dst`` is an existing directory the source goes inside it.
+
+        Each copied file gets its own new object (the two paths never share bytes), on
+        ``backend`` if given, else on the backend of the source's first healthy replica.  Where
+        the source has a replica on that backend and the backend copies server-side, no byte
+        passes through vdir and the copy's hash is the source's; otherwise the bytes stream
+        through, verified against the source's hash (``IntegrityError``: nothing is committed).
+        Each file is committed like any write (fresh key, then a create-only catalog insert, or
+        with ``force`` a compare-and-set replace).  Every destination is checked before any
+        byte moves; ``AlreadyExists`` for an existing file unless ``force``.  Returns the new
+        entries (files, symlinks and directories).
+        """
+        snorm, sentry = self._resolve(src)
+        dnorm = paths.normalize(dst)
+        try:
+            dentry: Entry | None = self.catalog.resolve(dnorm)
+        except NotFound:
+            dentry = None
+        if dentry is not None and dentry.type == DIR and dentry.id != sentry.id and snorm != "/":
+            dnorm = paths.join(dnorm, sentry.name)
+        if sentry.type != DIR:
+            self._check_copy_target(dnorm, force, sentry.type)
+            return [self._copy_one(snorm, sentry, dnorm, force, backend)]
+        if not recursive:
+            raise IsADirectory(f"{snorm}: is a directory (use recursive)", path=snorm)
+        if paths.is_within(dnorm, snorm):
+            raise InvalidArgument(f"cannot copy {snorm} into itself ({dnorm})")
+        items = list(self.catalog.walk(sentry.id))
+        self._check_dir_target(dnorm)
+        for rel, e in items:
+            self._check_copy_target(paths.join(dnorm, rel), force, e.type)
+        out = [self.mkdir(dnorm, parents=True, exist_ok=True)]
+        for rel, e in items:
+            target = paths.join(dnorm, rel)
+            if e.type == DIR:
+                out.append(self.mkdir(target, parents=True, exist_ok=True))
+            else:
+                out.append(self._copy_one(paths.join(snorm, rel), e, target, force, backend))
+        return out
+
+    def _check_copy_target(self, vpath: str, force: bool, kind: str) -> None:
+        if kind == DIR:
+            self._check_dir_target(vpath)
+        else:
+            self._check_file_target(vpath, force)
+
+    def _copy_key(self, path: str) -> str:
+        """The object key for a copy's new object (naming rules live in ``_fresh_key``)."""
+        return _fresh_key(path)
+
+    def _copy_one(self, snorm: str, sentry: Entry, dnorm: str, force: bool, backend: str | None) -> Entry:
+        parent_path, name = paths.split(dnorm)
+        parent = self._ensure_dir(parent_path)
+        existing = self.catalog.lookup(parent.id, name)
+        if existing is not None:
+            if existing.type == DIR:
+                raise IsADirectory(f"{dnorm}: is a directory", path=dnorm)
+            if not force:
+                raise AlreadyExists(f"{dnorm}: exists (use force to overwrite)", path=dnorm)
+            if existing.id == sentry.id:
+                return existing  # a file copied onto itself
+        if sentry.type == SYMLINK:
+            if existing is not None:
+                self._remove_entry(dnorm, existing)
+            return self.symlink(sentry.target or "", dnorm)
+        healthy = [r for r in ordered_replicas(self, sentry) if r.state == OK]
+        bname = self.choose_backend(backend or (healthy[0].backend if healthy else None))
+        store = self.backend(bname)
+        same = next((r for r in healthy if r.backend == bname), None)
+        if same is None or not isinstance(store, ServerSideCopy):
+            # streamed: a whole sequential read, checked against the source's hash at its end;
+            # a mismatch fails the upload, so nothing is stored or committed.  Wrapped so the
+            # upload sees a one-pass stream (a rewind and retry would skip the hash check).
+            with RangedReader(self, snorm, sentry) as reader:
+                return self.write_stream(dnorm, _Concat([reader]), backend=bname,  # type: ignore[arg-type]
+                                         overwrite=force, size=sentry.size, mode=sentry.mode,
+                                         expected_version=existing.version if existing is not None else None)
+        key = self._copy_key(dnorm)
+        meta = copy_object(store, same.key, key, PutMode.CREATE)  # type: ignore[attr-defined]
+        replica = Replica(backend=bname, key=key, size=sentry.size, hash=sentry.hash or same.hash, etag=meta.etag,
+                          state=OK, verified_at=same.verified_at)
+        now = time.time()
+        try:
+            if existing is None:
+                return self.catalog.create(
+                    Entry(name=name, type=FILE, parent_id=parent.id, mode=sentry.mode, uid=os.getuid(), gid=os.getgid(),
+                          size=sentry.size, mtime=now, ctime=now, hash=replica.hash, replicas=[replica])
+                )
+            changed = existing.copy(size=sentry.size, hash=replica.hash, mtime=now, ctime=now, replicas=[replica],
+                                    mode=sentry.mode)
+            changed.xattrs.pop(LINKED_XATTR, None)
+            entry = self.catalog.update(changed, existing.version)
+        except (AlreadyExists, Conflict, NotFound) as exc:
+            self._delete_objects([replica], dnorm)
+            raise Conflict(f"{dnorm}: changed by another writer while it was copied; nothing was written",
+                           path=dnorm) from exc
+        self._delete_objects(existing.replicas, dnorm, linked=LINKED_XATTR in existing.xattrs)
+        return entry
 
     def read_to(self, path: str, sink: IO[bytes], progress: Progress | None = None) -> Entry:
         """Write the verified content of ``path`` into the seekable ``sink``."""
@@ -863,6 +1045,26 @@ class _ProgressReader:
 
     def close(self) -> None:
         self.raw.close()
+
+
+class _Concat(io.RawIOBase):
+    """Read several streams one after the other, as one (the old content, then an append)."""
+
+    def __init__(self, parts: list[IO[bytes]] | list[Any]) -> None:
+        super().__init__()
+        self._parts = list(parts)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._parts:
+            data = self._parts[0].read(len(buf))
+            if data:
+                buf[: len(data)] = data
+                return len(data)
+            self._parts.pop(0)
+        return 0
 
 
 def _batches(files: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]]:
