@@ -636,10 +636,6 @@ class VDir:
         else:
             self._check_file_target(vpath, force)
 
-    def _copy_key(self, path: str) -> str:
-        """The object key for a copy's new object (naming rules live in ``_fresh_key``)."""
-        return _fresh_key(path)
-
     def _copy_one(self, snorm: str, sentry: Entry, dnorm: str, force: bool, backend: str | None) -> Entry:
         parent_path, name = paths.split(dnorm)
         parent = self._ensure_dir(parent_path)
@@ -653,7 +649,7 @@ class VDir:
                 return existing  # a file copied onto itself
         if sentry.type == SYMLINK:
             if existing is not None:
-                self._remove_entry(dnorm, existing)
+                self._remove_entries([(dnorm, existing)])
             return self.symlink(sentry.target or "", dnorm)
         healthy = [r for r in ordered_replicas(self, sentry) if r.state == OK]
         bname = self.choose_backend(backend or (healthy[0].backend if healthy else None))
@@ -667,26 +663,31 @@ class VDir:
                 return self.write_stream(dnorm, _Concat([reader]), backend=bname,  # type: ignore[arg-type]
                                          overwrite=force, size=sentry.size, mode=sentry.mode,
                                          expected_version=existing.version if existing is not None else None)
-        key = self._copy_key(dnorm)
-        meta = copy_object(store, same.key, key, PutMode.CREATE)  # type: ignore[attr-defined]
+        old = _owned(existing)
+        key, key_mode = objects.first_key(store, objects.path_key(dnorm), fresh=existing is not None)
+        token = objects.begin_intent(self.catalog, [(bname, key)] + [(r.backend, r.key) for r in old], "copy")
+        meta = copy_object(store, same.key, key, key_mode)
         replica = Replica(backend=bname, key=key, size=sentry.size, hash=sentry.hash or same.hash, etag=meta.etag,
                           state=OK, verified_at=same.verified_at)
         now = time.time()
         try:
             if existing is None:
-                return self.catalog.create(
+                entry = self.catalog.create(
                     Entry(name=name, type=FILE, parent_id=parent.id, mode=sentry.mode, uid=os.getuid(), gid=os.getgid(),
-                          size=sentry.size, mtime=now, ctime=now, hash=replica.hash, replicas=[replica])
+                          size=sentry.size, mtime=now, ctime=now, hash=replica.hash, blocks=sentry.blocks,
+                          replicas=[replica])
                 )
+                objects.end_intent(self.catalog, token)
+                return entry
             changed = existing.copy(size=sentry.size, hash=replica.hash, mtime=now, ctime=now, replicas=[replica],
-                                    mode=sentry.mode)
+                                    mode=sentry.mode, blocks=sentry.blocks)
             changed.xattrs.pop(LINKED_XATTR, None)
             entry = self.catalog.update(changed, existing.version)
         except (AlreadyExists, Conflict, NotFound) as exc:
-            self._delete_objects([replica], dnorm)
+            objects.release(self, [replica], dnorm, token)
             raise Conflict(f"{dnorm}: changed by another writer while it was copied; nothing was written",
                            path=dnorm) from exc
-        self._delete_objects(existing.replicas, dnorm, linked=LINKED_XATTR in existing.xattrs)
+        objects.release(self, old, dnorm, token)
         return entry
 
     def read_to(self, path: str, sink: IO[bytes], progress: Progress | None = None) -> Entry:
@@ -1093,11 +1094,6 @@ def _owned(entry: Entry | None) -> list[Replica]:
     if entry is None or entry.type != FILE or LINKED_XATTR in entry.xattrs:
         return []
     return list(entry.replicas)
-
-
-def _fresh_key(path: str) -> str:
-    """A new key beside the path's own name, still recognisable: ``dir/name.~1a2b3c4d``."""
-    return objects.unique_key(objects.path_key(path))
 
 
 def _local_name(p: Path) -> str:
