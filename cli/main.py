@@ -242,12 +242,12 @@ def import_(
 def fsck(
     deep: bool = typer.Option(False, "--deep", help="Re-read every replica and check its hash."),
     backend: list[str] = typer.Option(None, "--backend", "-b"),
-    gc: bool = typer.Option(False, "--delete-orphans", help="Delete orphan objects older than --min-age."),
+    gc: bool = typer.Option(False, "--delete-orphans", help="Delete what vdir itself wrote and nothing uses (orphans, unfinished uploads) older than --min-age; foreign objects are never deleted."),
     min_age: float = typer.Option(3600.0, "--min-age", help="Seconds an orphan must be old before --delete-orphans removes it."),
     repair: bool = typer.Option(False, "--repair", help="Mark bad replicas and copy good ones over them."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Check catalog against backends. Exit 0 clean, 1 orphans only, 2 missing/corrupt replicas."""
+    """Check catalog against backends. Exit 0 clean, 1 orphans only, 2 missing/corrupt/lost files."""
     from vdir.fsck import fsck as run_fsck
 
     report = run_fsck(state.vd(), deep=deep, backends=backend or None, gc=gc, min_age=min_age)
@@ -271,9 +271,9 @@ def fsck(
         for p in report.problems:
             where = p.path or p.key
             out.line(f"{p.kind:11} {p.backend}:{p.key} {where if p.path else ''} {p.detail}".rstrip())
-        out.say(f"checked {report.files} file(s), {report.replicas} replica(s), {report.objects} object(s): "
-                f"{len(report.of_kind('missing'))} missing, {len(report.of_kind('corrupt'))} corrupt, "
-                f"{len(report.of_kind('orphan'))} orphan(s)" + (f", {report.deleted_orphans} deleted" if gc else ""))
+        counts = ", ".join(f"{len(report.of_kind(k))} {k}" for k in ("missing", "corrupt", "lost", "orphan", "temporary", "foreign"))
+        out.say(f"checked {report.files} file(s), {report.replicas} replica(s), {report.objects} object(s): {counts}"
+                + (f"; {report.deleted_orphans} deleted" if gc else ""))
     raise typer.Exit(report.exit_code)
 
 
