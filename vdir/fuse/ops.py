@@ -597,7 +597,15 @@ class VDirOperations:
         if node is not None:
             node.truncate(length)
             if fh is None:  # truncate(2) by name: committed now, like any other change by name
-                node.commit()
+                try:
+                    node.commit()
+                except Exception:
+                    with self._lock:
+                        unheld = node.refs == 0 and node.dirty and not node.unlinked
+                        node.background = node.background or unheld
+                    if unheld:  # no close will come: the write-back retries it
+                        self.writeback.enqueue(node)
+                    raise
                 self.meta.forget(node.path)
             return 0
         if path is None:
