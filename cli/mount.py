@@ -46,6 +46,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
             return
         pid = m.start(opts)
         out.say(f"mounted {path} (process {pid}; unmount with 'vdir umount {path}')")
+        for line in m.startup_report(cache, pid):
+            out.say(line)
 
     @app.command()
     def umount(mountpoint: str = typer.Argument(..., help="Where a vdir is mounted.")) -> None:
