@@ -5,7 +5,6 @@ read like a Unix tool's (issue 10 items 7, 9, 11; issue 11 item 1)."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 

@@ -537,37 +537,58 @@ class VDir:
 
         Each file is written to a temp file beside its destination, verified, made durable, then
         renamed into place (a directory's files in batches: synced together, then renamed): a
-        failed or interrupted get never leaves a partial file under the real name.
+        failed or interrupted get never leaves a partial file under the real name.  Nothing is
+        written through a symbolic link below ``dst`` (``NotADirectory``, raised before any
+        byte is written); with ``force`` an existing link is replaced, never its target.
         """
         norm, entry = self._resolve(src)
         dest = Path(os.fsdecode(dst))
+        # below the destination the user named, nothing is followed: every directory a recursive
+        # get writes into is checked with lstat (localout.DestTree), so a symlink the catalog or
+        # an earlier get put there is refused, never written through
+        tree, prefix = localout.DestTree(dest), ""
         if dest.is_dir():
-            dest = dest / (entry.name or "root")
+            tree, prefix = localout.DestTree(dest), entry.name or "root"
+            dest = dest / prefix
         if entry.type != DIR:
             return [self._get_file(norm, entry, dest, force, progress)]
         if not recursive:
             raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
-        if dest.exists() and not dest.is_dir():
+        if prefix:
+            tree.check(prefix)
+        elif dest.exists() and not dest.is_dir():
             raise NotADirectory(f"{dest}: exists and is not a directory")
         items = list(self.catalog.walk(entry.id))
+
+        def local_dir(rel: str) -> str:
+            """The directory (relative to the tree's root) an item at ``rel`` is written into."""
+            return "/".join(p for p in (prefix, rel) if p)
+
+        for d in sorted({local_dir(rel if e.type == DIR else paths.split("/" + rel)[0][1:]) for rel, e in items}):
+            tree.check(d)  # all refusals come before the first byte is written
         if not force:
             for rel, e in items:
                 if e.type == FILE and (dest / rel).exists():
                     raise AlreadyExists(f"{dest / rel}: exists (use --force to overwrite)")
-        dest.mkdir(parents=True, exist_ok=True)
+        if prefix:
+            tree.ensure(prefix)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
         files: list[tuple[str, Entry]] = []
         for rel, e in items:
             target = dest / rel
             if e.type == DIR:
-                target.mkdir(parents=True, exist_ok=True)
+                tree.ensure(local_dir(rel))
             elif e.type == FILE:
                 files.append((rel, e))
             elif e.type == SYMLINK and e.target is not None:
+                tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
                 with contextlib.suppress(FileExistsError):
                     os.symlink(e.target, target)
 
         def one(item: tuple[str, Entry]) -> tuple[Path, Path]:
             rel, e = item
+            tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
             return self._stage_file(paths.join(norm, rel), e, dest / rel, progress, sync=False), dest / rel
 
         # files are staged under temp names in batches; each batch is synced once and renamed
