@@ -94,6 +94,7 @@ def put(
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing files."),
     backend: str | None = typer.Option(None, "--backend", "-b", help="Where the first copy goes."),
     jobs: int = typer.Option(8, "--jobs", "-j", help="Parallel uploads."),
+    dereference: bool = typer.Option(False, "-L", "--dereference", help="Follow symbolic links (default with -r: store them as links, like cp -r)."),
 ) -> None:
     """Copy local files into the virtual directory (like cp -r): vdir put SRC... DEST."""
     if len(sources) < 2:
@@ -103,13 +104,15 @@ def put(
     if len(srcs) > 1 and not dest.endswith("/"):
         dest += "/"
         vd.mkdir(dest, parents=True, exist_ok=True)
-    plans = [vd.plan_put(Path(s), dest, recursive=recursive, force=force) for s in srcs]
+    plans = [vd.plan_put(Path(s), dest, recursive=recursive, force=force, follow_symlinks=dereference) for s in srcs]
     total = sum(st.st_size for p in plans for _, _, st in p.files)
     with out.progress(total, "put") as tick:
         count = 0
         for s in srcs:
-            count += len(vd.put(Path(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick))
-    out.say(f"stored {count} file(s), {fmt_size(total)}")
+            count += len(vd.put(Path(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick,
+                                follow_symlinks=dereference))
+    links = sum(len(p.links) for p in plans)
+    out.say(f"stored {count} file(s)" + (f", {links} symbolic link(s)" if links else "") + f", {fmt_size(total)}")
 
 
 @app.command()

@@ -392,22 +392,32 @@ class VDir:
         force: bool = False,
         workers: int = 8,
         progress: Progress | None = None,
+        follow_symlinks: bool = False,
     ) -> list[Entry]:
         """Store a local file, directory (with ``recursive``), bytes or a binary stream at ``dst``.
 
         Like ``cp -r``: if ``dst`` is an existing directory the source goes inside it under its
         own name.  Every name and every destination is checked before any byte moves, so bad
-        input leaves nothing written half-way.
+        input leaves nothing written half-way.  With ``recursive``, symbolic links (the source
+        itself included) are stored as links, as ``cp -r`` copies them; ``follow_symlinks``
+        stores what they point to instead (``cp -rL``).  The returned list holds the files.
         """
         if isinstance(src, (bytes, bytearray, memoryview)):
             data = bytes(src)
             return [self.write_stream(dst, io.BytesIO(data), backend=backend, overwrite=force, size=len(data), progress=progress)]
         if not isinstance(src, (str, os.PathLike)):
             return [self.write_stream(dst, src, backend=backend, overwrite=force, progress=progress)]
-        plan = self.plan_put(src, dst, recursive=recursive, force=force)
+        plan = self.plan_put(src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks)
         bname = self.choose_backend(backend)
         for d in plan.dirs:
             self.mkdir(d, parents=True, exist_ok=True)
+        for target, vpath in plan.links:
+            if force and self.exists(vpath):  # replaced in one rename, like a file with --force
+                tmp = f"{vpath}.~{secrets.token_hex(4)}"
+                self.symlink(target, tmp)
+                self.rename(tmp, vpath, replace=True)
+            else:
+                self.symlink(target, vpath)
 
         def one(item: tuple[Path, str, os.stat_result]) -> Entry:
             local, vpath, st = item
@@ -422,11 +432,16 @@ class VDir:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, plan.files))
 
-    def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False) -> PutPlan:
-        """Work out (and check) every file and directory a local ``put`` will create."""
+    def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
+                 follow_symlinks: bool = False) -> PutPlan:
+        """Work out (and check) every file, directory and symbolic link a local ``put`` will
+        create.  With ``recursive`` and without ``follow_symlinks`` links are planned as links
+        (never as the empty directory a symlinked directory used to become); with it, a link
+        back to a directory above it is refused (``InvalidArgument``: a loop)."""
         local = Path(os.fsdecode(src))
         try:
-            st = local.stat()
+            keep_link = recursive and not follow_symlinks and local.is_symlink()
+            st = local.lstat() if keep_link else local.stat()
         except FileNotFoundError:
             raise NotFound(f"{os.fsdecode(src)}: no such local file or directory") from None
         except PermissionError:
@@ -445,19 +460,44 @@ class VDir:
         elif into_dir:
             target = paths.join(target, base)
         plan = PutPlan()
-        if stat_mod.S_ISDIR(st.st_mode):
+        if stat_mod.S_ISLNK(st.st_mode):
+            plan.links.append((_link_target(local), target))
+        elif stat_mod.S_ISDIR(st.st_mode):
             if not recursive:
                 raise IsADirectory(f"{local}: is a directory (use -r to copy directories)")
             plan.dirs.append(target)
-            for root, dirnames, filenames in os.walk(local):
+            seen = {str(local): (st.st_dev, st.st_ino)}  # directory -> identity, for loop checks with -L
+            for root, dirnames, filenames in os.walk(local, followlinks=follow_symlinks):
                 dirnames.sort()
                 rel_root = Path(root).relative_to(local)
                 vroot = target if str(rel_root) == "." else paths.join(target, "/".join(_local_name(Path(p)) for p in rel_root.parts))
-                for d in dirnames:
-                    plan.dirs.append(paths.join(vroot, _local_name(Path(d))))
+                if follow_symlinks:
+                    rst = os.stat(root)
+                    seen[root] = (rst.st_dev, rst.st_ino)
+                ancestors = {seen[str(p)] for p in (Path(root), *Path(root).parents) if str(p) in seen}
+                for d in list(dirnames):
+                    full = Path(root) / d
+                    vpath = paths.join(vroot, _local_name(Path(d)))
+                    if not full.is_symlink():
+                        plan.dirs.append(vpath)
+                    elif not follow_symlinks:
+                        plan.links.append((_link_target(full), vpath))
+                    else:
+                        dst_ = full.stat()
+                        if (dst_.st_dev, dst_.st_ino) in ancestors:
+                            raise InvalidArgument(f"{full}: symbolic link loop (it points to a directory above it)")
+                        plan.dirs.append(vpath)
                 for f in sorted(filenames):
                     full = Path(root) / f
-                    fst = full.stat()
+                    fst = full.lstat()
+                    if stat_mod.S_ISLNK(fst.st_mode):
+                        if not follow_symlinks:
+                            plan.links.append((_link_target(full), paths.join(vroot, _local_name(Path(f)))))
+                            continue
+                        try:
+                            fst = full.stat()
+                        except FileNotFoundError:
+                            raise NotFound(f"{full}: dangling symbolic link (-L follows links)") from None
                     if stat_mod.S_ISREG(fst.st_mode):
                         plan.files.append((full, paths.join(vroot, _local_name(Path(f))), fst))
         elif stat_mod.S_ISREG(st.st_mode):
@@ -467,6 +507,8 @@ class VDir:
         for d in plan.dirs:
             self._check_dir_target(d)
         for _, vpath, _ in plan.files:
+            self._check_file_target(vpath, force)
+        for _, vpath in plan.links:
             self._check_file_target(vpath, force)
         return plan
 
@@ -816,6 +858,8 @@ class VDir:
 class PutPlan:
     dirs: list[str] = field(default_factory=list)
     files: list[tuple[Path, str, os.stat_result]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """(target, vpath) of the symbolic links to store as links (``put -r`` without ``-L``)."""
 
 
 class _ProgressReader:
@@ -857,6 +901,16 @@ def _seekable(src: Any) -> bool:
 def _fresh_key(path: str) -> str:
     """A new key beside the path's own name, still recognisable: ``dir/name.~1a2b3c4d``."""
     return f"{path[1:]}.~{secrets.token_hex(4)}"
+
+
+def _link_target(p: Path) -> str:
+    """A local symbolic link's target, as stored in the catalog (verbatim, like ``cp -P``)."""
+    target = os.readlink(p)
+    try:
+        target.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath(f"{p}: link target {os.fsencode(target)!r} is not valid UTF-8") from None
+    return target
 
 
 def _local_name(p: Path) -> str:
