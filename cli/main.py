@@ -18,8 +18,9 @@ from typing import Any
 import click
 import typer
 
-from cli.output import Output, fmt_size, fmt_time
+from cli.output import Output, SafeFormatter, fmt_size, fmt_time, safe_lines
 from vdir import __version__
+from vdir.paths import printable as shown
 
 app = typer.Typer(
     name="vdir",
@@ -69,7 +70,21 @@ def _main(
 ) -> None:
     state.config = config
     state.verbose = verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="vdir: %(levelname)s: %(message)s")
+    _setup_logging(verbose)
+
+
+_log_handler: logging.Handler | None = None
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Log records go to stderr as ``vdir: LEVEL: message``, control characters escaped."""
+    global _log_handler
+    root = logging.getLogger()
+    if _log_handler is None:
+        _log_handler = logging.StreamHandler()
+        _log_handler.setFormatter(SafeFormatter("vdir: %(levelname)s: %(message)s"))
+        root.addHandler(_log_handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # -- set-up -----------------------------------------------------------------------------------
@@ -154,15 +169,15 @@ def ls(
         out.json([i.as_dict() for i in items])
         return
     for i in items:
-        name = i.path if recursive else i.name
+        name = shown(i.path if recursive else i.name)
         if not long:
             out.line(name + ("/" if i.type == "dir" else ""))
             continue
         kind = {"dir": "d", "file": "-", "symlink": "l"}.get(i.type, "?")
         mode = kind + stat_mod.filemode(i.mode)[1:]
-        reps = ",".join(r["backend"] + ("" if r["state"] == "ok" else f"({r['state']})") for r in i.replicas)
+        reps = shown(",".join(r["backend"] + ("" if r["state"] == "ok" else f"({r['state']})") for r in i.replicas))
         h = (i.hash or "-")[:16] if i.type == "file" else "-"
-        tail = f" -> {i.target}" if i.target else ""
+        tail = f" -> {shown(i.target)}" if i.target else ""
         out.line(f"{mode} {fmt_size(i.size, exact=True):>12} {fmt_time(i.mtime)} {h:16} {reps or '-':12} {name}{'/' if i.type == 'dir' else ''}{tail}")
 
 
@@ -173,13 +188,13 @@ def stat(path: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         out.json(info.as_dict())
         return
-    out.line(f"  path: {info.path}\n  type: {info.type}\n  size: {info.size}\n  mode: {stat_mod.filemode(info.mode)[1:]} ({oct(info.mode & 0o7777)})")
+    out.line(f"  path: {shown(info.path)}\n  type: {info.type}\n  size: {info.size}\n  mode: {stat_mod.filemode(info.mode)[1:]} ({oct(info.mode & 0o7777)})")
     out.line(f" mtime: {fmt_time(info.mtime)}\n  hash: {info.hash or '-'} (xxh3-128)\nversion: {info.version}")
     if info.target:
-        out.line(f"target: {info.target}")
+        out.line(f"target: {shown(info.target)}")
     for r in info.replicas:
         verified = fmt_time(r["verified_at"]) if r.get("verified_at") else "never"
-        out.line(f"replica: {r['backend']}:{r['key']} size={r['size']} state={r['state']} verified={verified}")
+        out.line(f"replica: {shown(r['backend'])}:{shown(r['key'])} size={r['size']} state={r['state']} verified={verified}")
 
 
 @app.command()
@@ -191,7 +206,7 @@ def du(path: str = typer.Argument("/"), as_json: bool = typer.Option(False, "--j
         return
     out.line(f"{u.files} file(s), {u.dirs} dir(s), {fmt_size(u.bytes)} ({u.bytes} bytes)")
     for name, size in sorted(u.per_backend.items()):
-        out.line(f"  {name}: {fmt_size(size)}")
+        out.line(f"  {shown(name)}: {fmt_size(size)}")
 
 
 # -- namespace --------------------------------------------------------------------------------
@@ -273,7 +288,7 @@ def fsck(
     else:
         for p in report.problems:
             where = p.path or p.key
-            out.line(f"{p.kind:11} {p.backend}:{p.key} {where if p.path else ''} {p.detail}".rstrip())
+            out.line(f"{p.kind:11} {shown(p.backend)}:{shown(p.key)} {shown(where) if p.path else ''} {shown(p.detail, backslash=False)}".rstrip())
         out.say(f"checked {report.files} file(s), {report.replicas} replica(s), {report.objects} object(s): "
                 f"{len(report.of_kind('missing'))} missing, {len(report.of_kind('corrupt'))} corrupt, "
                 f"{len(report.of_kind('orphan'))} orphan(s)" + (f", {report.deleted_orphans} deleted" if gc else ""))
@@ -319,7 +334,7 @@ def backend_list(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     for r in rows:
         mark = "*" if r["default"] else " "
-        out.line(f"{mark} {r['name']:12} {r['cloud']:8} {r['region']:14} {r['tier']:9} {r['replicas']:>8} replica(s)  {r['url']}")
+        out.line(f"{mark} {shown(r['name']):12} {shown(r['cloud']):8} {shown(r['region']):14} {shown(r['tier']):9} {r['replicas']:>8} replica(s)  {shown(r['url'])}")
 
 
 @backend_app.command("rm")
@@ -371,12 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except VDirError as exc:
         if verbose:
-            traceback.print_exc()
+            print(safe_lines(traceback.format_exc()), end="", file=sys.stderr)
         out.error(str(exc))
         return 1
     except OSError as exc:
         if verbose:
-            traceback.print_exc()
+            print(safe_lines(traceback.format_exc()), end="", file=sys.stderr)
         name = f": {exc.filename}" if exc.filename else ""
         out.error(f"{exc.strerror or exc}{name}")
         return 1
@@ -390,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             out.error("interrupted")
             return 130
         if verbose:
-            traceback.print_exc()
+            print(safe_lines(traceback.format_exc()), end="", file=sys.stderr)
         out.error(f"unexpected {type(exc).__name__}: {exc} (run with -v for details)")
         return 1
     finally:

@@ -213,9 +213,9 @@ def test_names_with_control_characters_are_printed_escaped(cli: CLI, tmp_path: P
         assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in text), repr(text)
     listing = outputs[0].splitlines()
     assert len(listing) == len(NASTY) + 1  # one line per name: no newline got through
-    for shown in ("\\x1b[31mred", "a\\nb", "cr\\rx", "tab\\there", "bell\\x07", "del\\x7f", "c1\\x9bx"):
+    for shown in ("\\x1b[31mred", "a\\nb", "cr\\rx", "tab\\there", "bell\\a", "del\\x7f", "c1\\x9bx"):
         assert shown in listing, (shown, listing)
-    assert "-> \\x1b]0;title\\x07" in outputs[1]
+    assert "-> \\x1b]0;title\\a" in outputs[1]
     # JSON stays exact
     assert {r["name"] for r in json.loads(ok(cli, "ls", "--json", "/d"))} == {*NASTY, "link"}
     # errors (and the paths they name) are escaped too
@@ -223,13 +223,20 @@ def test_names_with_control_characters_are_printed_escaped(cli: CLI, tmp_path: P
     assert "\x1b" not in err and "no\\x1b[2Jsuch" in err
 
 
-def test_log_lines_escape_names(cli: CLI, tmp_path: Path) -> None:
+def test_log_lines_and_tracebacks_escape_names(cli: CLI, tmp_path: Path) -> None:
     ok(cli, "init")
+    name = "/evil\x1b[2J\nname"
     with connect(cli) as vd:
-        vd.put(b"x", "/f")
-    proc = cli.run("-v", "cat", "/f\x1b[2J")
-    assert proc.returncode == 1
-    assert "\x1b" not in proc.stderr.decode()
+        vd.put(b"good bytes", name)
+        replica = vd.stat(name).replicas[0]
+    (data_dir(cli) / "objects" / replica["key"]).write_bytes(b"evil bytes")  # the warning names the path
+    for args in (("cat", name), ("-v", "cat", name)):
+        proc = cli.run(*args)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and "corrupt" in err, err
+        assert "\x1b" not in err and "evil\\x1b[2J\\nname" in err, err
+        warning = [line for line in err.splitlines() if "WARNING" in line]
+        assert warning and "evil\\x1b[2J\\nname: replica on local is corrupt" in warning[0], err
 
 
 # -- issue 11 item 1: help screens ------------------------------------------------------------

@@ -85,3 +85,35 @@ def components(path: str) -> list[str]:
 def is_within(path: str, ancestor: str) -> bool:
     """True when ``path`` is ``ancestor`` or lies below it."""
     return ancestor == "/" or path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
+
+
+_NAMED_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r"}
+_INVISIBLE = frozenset("\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+"""Bidi controls and line separators: a terminal (or a reader) would be misled by them as they are."""
+
+
+def printable(text: str, *, backslash: bool = True) -> str:
+    """``text`` safe to show on a terminal: control characters (C0, DEL, C1), bidi controls and
+    undecodable bytes (surrogate escapes) become backslash escapes (``\\n``, ``\\x1b``,
+    ``\\u202e``), as ``ls -b`` does, so a name can neither move the cursor, recolour the
+    screen nor fake a second line.  With ``backslash`` (names) a backslash is shown as ``\\\\`` so
+    every shown name maps back to one real name; messages that merely quote names use
+    ``backslash=False``.  Printable text is returned unchanged (the common case costs one scan)."""
+    if text.isprintable() and (not backslash or "\\" not in text) and not (_INVISIBLE & set(text)):
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\" if backslash else ch)
+        elif ch in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[ch])
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch in _INVISIBLE or 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
