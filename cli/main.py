@@ -379,6 +379,16 @@ def _register_plugins() -> None:
 _register_plugins()
 
 
+def _print_help_for_no_args(exc: Exception) -> bool:
+    """``vdir`` (or ``vdir backend``) alone: the help on stdout, exit 0 (as rclone does), not
+    ``vdir: error:`` and a help text as the error."""
+    if type(exc).__name__ != "NoArgsIsHelpError":
+        return False
+    ctx = getattr(exc, "ctx", None)
+    sys.stdout.write((ctx.get_help() if ctx is not None else str(exc)) + "\n")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turn errors into one line and an exit code."""
     from vdir.errors import VDirError
@@ -393,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        if _print_help_for_no_args(exc):
+            return 0
         out.error(exc.format_message())
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -414,10 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         # typer >= 0.2x ships its own copy of click: its usage errors are not click's classes
         message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
-        if type(exc).__name__ == "NoArgsIsHelpError" and callable(message):
-            # 'vdir' (or 'vdir backend') alone: the help, on stdout, exit 0 (as rclone does)
-            sys.stdout.write(message())
-            sys.stdout.write("\n")
+        if _print_help_for_no_args(exc):
             return 0
         if callable(message) and isinstance(code, int):
             out.error(message())
