@@ -223,9 +223,9 @@ class SQLiteCatalog(Catalog):
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            if "not a database" not in str(exc):  # busy, unreadable...: said as any other open error
                 raise _translate(self.path, exc) from exc
-            raise CatalogError(f"catalog {self.path} is not a vdir catalog (not a SQLite database: {exc})") from exc
+            raise CatalogError(f"catalog {self.path} is not a vdir catalog (not a SQLite database)") from exc
         if tables and (schema is None or "entries" not in tables):
             raise CatalogError(f"catalog {self.path} is not a vdir catalog (a SQLite database of another program; "
                                f"tables: {', '.join(sorted(tables)[:5])})")
