@@ -413,7 +413,7 @@ class VDir:
             self.mkdir(d, parents=True, exist_ok=True)
         for target, vpath in plan.links:
             if force and self.exists(vpath):  # replaced in one rename, like a file with --force
-                tmp = f"{vpath}.~{secrets.token_hex(4)}"
+                tmp = f"{vpath}.~{os.urandom(4).hex()}"
                 self.symlink(target, tmp)
                 self.rename(tmp, vpath, replace=True)
             else:
