@@ -5,7 +5,9 @@ read like a Unix tool's (issue 10 items 7, 9, 11; issue 11 item 1)."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -257,7 +259,17 @@ def _commands() -> list[list[str]]:
     return found
 
 
-def test_help_screens_read_like_a_unix_tool(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """cli.main.main() run in this process sets up the root logger; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_help_screens_read_like_a_unix_tool(capsys: pytest.CaptureFixture[str], keep_logging: None) -> None:
     import re
 
     from cli.main import main
