@@ -13,7 +13,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
     @app.command()
     def mount(
         mountpoint: str = typer.Argument(..., help="An existing empty directory."),
-        foreground: bool = typer.Option(False, "--foreground", "-f", help="Serve in this process until unmounted."),
+        foreground: bool = typer.Option(False, "--foreground", "-F", help="Serve in this process until unmounted."),
         read_only: bool = typer.Option(False, "--read-only", "--ro", help="Refuse every change."),
         cache_dir: str | None = typer.Option(None, "--cache-dir", help="Write-back journal and read cache (default: per catalog, in the data dir)."),
         cache_size: str = typer.Option("10G", "--cache-size", help="Read-cache limit, e.g. 512M, 10G."),

@@ -393,22 +393,32 @@ class VDir:
         force: bool = False,
         workers: int = 8,
         progress: Progress | None = None,
+        follow_symlinks: bool = False,
     ) -> list[Entry]:
         """Store a local file, directory (with ``recursive``), bytes or a binary stream at ``dst``.
 
         Like ``cp -r``: if ``dst`` is an existing directory the source goes inside it under its
         own name.  Every name and every destination is checked before any byte moves, so bad
-        input leaves nothing written half-way.
+        input leaves nothing written half-way.  With ``recursive``, symbolic links (the source
+        itself included) are stored as links, as ``cp -r`` copies them; ``follow_symlinks``
+        stores what they point to instead (``cp -rL``).  The returned list holds the files.
         """
         if isinstance(src, (bytes, bytearray, memoryview)):
             data = bytes(src)
             return [self.write_stream(dst, io.BytesIO(data), backend=backend, overwrite=force, size=len(data), progress=progress)]
         if not isinstance(src, (str, os.PathLike)):
             return [self.write_stream(dst, src, backend=backend, overwrite=force, progress=progress)]
-        plan = self.plan_put(src, dst, recursive=recursive, force=force)
+        plan = self.plan_put(src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks)
         bname = self.choose_backend(backend)
         for d in plan.dirs:
             self.mkdir(d, parents=True, exist_ok=True)
+        for target, vpath in plan.links:
+            if force and self.exists(vpath):  # replaced in one rename, like a file with --force
+                tmp = f"{vpath}.~{os.urandom(4).hex()}"
+                self.symlink(target, tmp)
+                self.rename(tmp, vpath, replace=True)
+            else:
+                self.symlink(target, vpath)
 
         def one(item: tuple[Path, str, os.stat_result]) -> Entry:
             local, vpath, st = item
@@ -423,11 +433,16 @@ class VDir:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, plan.files))
 
-    def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False) -> PutPlan:
-        """Work out (and check) every file and directory a local ``put`` will create."""
+    def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
+                 follow_symlinks: bool = False) -> PutPlan:
+        """Work out (and check) every file, directory and symbolic link a local ``put`` will
+        create.  With ``recursive`` and without ``follow_symlinks`` links are planned as links
+        (never as the empty directory a symlinked directory used to become); with it, a link
+        back to a directory above it is refused (``InvalidArgument``: a loop)."""
         local = Path(os.fsdecode(src))
         try:
-            st = local.stat()
+            keep_link = recursive and not follow_symlinks and local.is_symlink()
+            st = local.lstat() if keep_link else local.stat()
         except FileNotFoundError:
             raise NotFound(f"{os.fsdecode(src)}: no such local file or directory") from None
         except PermissionError:
@@ -446,19 +461,44 @@ class VDir:
         elif into_dir:
             target = paths.join(target, base)
         plan = PutPlan()
-        if stat_mod.S_ISDIR(st.st_mode):
+        if stat_mod.S_ISLNK(st.st_mode):
+            plan.links.append((_link_target(local), target))
+        elif stat_mod.S_ISDIR(st.st_mode):
             if not recursive:
                 raise IsADirectory(f"{local}: is a directory (use -r to copy directories)")
             plan.dirs.append(target)
-            for root, dirnames, filenames in os.walk(local):
+            seen = {str(local): (st.st_dev, st.st_ino)}  # directory -> identity, for loop checks with -L
+            for root, dirnames, filenames in os.walk(local, followlinks=follow_symlinks):
                 dirnames.sort()
                 rel_root = Path(root).relative_to(local)
                 vroot = target if str(rel_root) == "." else paths.join(target, "/".join(_local_name(Path(p)) for p in rel_root.parts))
-                for d in dirnames:
-                    plan.dirs.append(paths.join(vroot, _local_name(Path(d))))
+                if follow_symlinks:
+                    rst = os.stat(root)
+                    seen[root] = (rst.st_dev, rst.st_ino)
+                ancestors = {seen[str(p)] for p in (Path(root), *Path(root).parents) if str(p) in seen}
+                for d in list(dirnames):
+                    full = Path(root) / d
+                    vpath = paths.join(vroot, _local_name(Path(d)))
+                    if not full.is_symlink():
+                        plan.dirs.append(vpath)
+                    elif not follow_symlinks:
+                        plan.links.append((_link_target(full), vpath))
+                    else:
+                        dst_ = full.stat()
+                        if (dst_.st_dev, dst_.st_ino) in ancestors:
+                            raise InvalidArgument(f"{full}: symbolic link loop (it points to a directory above it)")
+                        plan.dirs.append(vpath)
                 for f in sorted(filenames):
                     full = Path(root) / f
-                    fst = full.stat()
+                    fst = full.lstat()
+                    if stat_mod.S_ISLNK(fst.st_mode):
+                        if not follow_symlinks:
+                            plan.links.append((_link_target(full), paths.join(vroot, _local_name(Path(f)))))
+                            continue
+                        try:
+                            fst = full.stat()
+                        except FileNotFoundError:
+                            raise NotFound(f"{full}: dangling symbolic link (-L follows links)") from None
                     if stat_mod.S_ISREG(fst.st_mode):
                         plan.files.append((full, paths.join(vroot, _local_name(Path(f))), fst))
         elif stat_mod.S_ISREG(st.st_mode):
@@ -468,6 +508,8 @@ class VDir:
         for d in plan.dirs:
             self._check_dir_target(d)
         for _, vpath, _ in plan.files:
+            self._check_file_target(vpath, force)
+        for _, vpath in plan.links:
             self._check_file_target(vpath, force)
         return plan
 
@@ -719,37 +761,58 @@ class VDir:
 
         Each file is written to a temp file beside its destination, verified, made durable, then
         renamed into place (a directory's files in batches: synced together, then renamed): a
-        failed or interrupted get never leaves a partial file under the real name.
+        failed or interrupted get never leaves a partial file under the real name.  Nothing is
+        written through a symbolic link below ``dst`` (``NotADirectory``, raised before any
+        byte is written); with ``force`` an existing link is replaced, never its target.
         """
         norm, entry = self._resolve(src)
         dest = Path(os.fsdecode(dst))
+        # below the destination the user named, nothing is followed: every directory a recursive
+        # get writes into is checked with lstat (localout.DestTree), so a symlink the catalog or
+        # an earlier get put there is refused, never written through
+        tree, prefix = localout.DestTree(dest), ""
         if dest.is_dir():
-            dest = dest / (entry.name or "root")
+            tree, prefix = localout.DestTree(dest), entry.name or "root"
+            dest = dest / prefix
         if entry.type != DIR:
             return [self._get_file(norm, entry, dest, force, progress)]
         if not recursive:
             raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
-        if dest.exists() and not dest.is_dir():
+        if prefix:
+            tree.check(prefix)
+        elif dest.exists() and not dest.is_dir():
             raise NotADirectory(f"{dest}: exists and is not a directory")
         items = list(self.catalog.walk(entry.id))
+
+        def local_dir(rel: str) -> str:
+            """The directory (relative to the tree's root) an item at ``rel`` is written into."""
+            return "/".join(p for p in (prefix, rel) if p)
+
+        for d in sorted({local_dir(rel if e.type == DIR else paths.split("/" + rel)[0][1:]) for rel, e in items}):
+            tree.check(d)  # all refusals come before the first byte is written
         if not force:
             for rel, e in items:
                 if e.type == FILE and (dest / rel).exists():
                     raise AlreadyExists(f"{dest / rel}: exists (use --force to overwrite)")
-        dest.mkdir(parents=True, exist_ok=True)
+        if prefix:
+            tree.ensure(prefix)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
         files: list[tuple[str, Entry]] = []
         for rel, e in items:
             target = dest / rel
             if e.type == DIR:
-                target.mkdir(parents=True, exist_ok=True)
+                tree.ensure(local_dir(rel))
             elif e.type == FILE:
                 files.append((rel, e))
             elif e.type == SYMLINK and e.target is not None:
+                tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
                 with contextlib.suppress(FileExistsError):
                     os.symlink(e.target, target)
 
         def one(item: tuple[str, Entry]) -> tuple[Path, Path]:
             rel, e = item
+            tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
             return self._stage_file(paths.join(norm, rel), e, dest / rel, progress, sync=False), dest / rel
 
         # files are staged under temp names in batches; each batch is synced once and renamed
@@ -1031,6 +1094,8 @@ class ObjectInUse(AlreadyExists):
 class PutPlan:
     dirs: list[str] = field(default_factory=list)
     files: list[tuple[Path, str, os.stat_result]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """(target, vpath) of the symbolic links to store as links (``put -r`` without ``-L``)."""
 
 
 class _ProgressReader:
@@ -1094,6 +1159,16 @@ def _owned(entry: Entry | None) -> list[Replica]:
     if entry is None or entry.type != FILE or LINKED_XATTR in entry.xattrs:
         return []
     return list(entry.replicas)
+
+
+def _link_target(p: Path) -> str:
+    """A local symbolic link's target, as stored in the catalog (verbatim, like ``cp -P``)."""
+    target = os.readlink(p)
+    try:
+        target.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath(f"{p}: link target {os.fsencode(target)!r} is not valid UTF-8") from None
+    return target
 
 
 def _local_name(p: Path) -> str:
