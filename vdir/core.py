@@ -1017,11 +1017,6 @@ class VDir:
         parent_path, name = paths.split(norm)
         parent = self._ensure_dir(parent_path)
         existing = self.catalog.lookup(parent.id, name)
-        owner = self._owner_of(backend, key, besides=existing)
-        if owner is not None:
-            # a second name on an object vdir wrote would lose its bytes when the first goes
-            raise ObjectInUse(f"{backend}:{key} is already the content of {self._path_or_id(owner)}, which vdir "
-                              f"stored; use 'vdir cp' for a second name", path=norm)
         replica = Replica(backend=backend, key=key, size=size, hash=digest, etag=etag, state=OK, verified_at=time.time() if digest else None)
         if existing is not None:
             if existing.type == DIR:
@@ -1051,25 +1046,10 @@ class VDir:
             if not rel or rel.startswith(".vdir-tmp/") or rel.endswith("/"):
                 continue
             target = paths.normalize(paths.join(base, rel))
-            if self._owner_of(name, meta.key) is not None:
-                log.info("%s: skipped, it is the content of a file vdir stored", meta.key)
-                continue
             entries.append(self._link_key(name, meta.key, target, compute_hash=compute_hash, force=force, size=meta.size, etag=meta.etag))
         return entries
 
     # -- misc ---------------------------------------------------------------------------------
-    def _owner_of(self, backend: str, key: str, besides: Entry | None = None) -> int | None:
-        """The id of an entry whose content vdir wrote to ``key`` (not a link), if any."""
-        for user in self.catalog.replica_users(backend, key):
-            if besides is not None and user == besides.id:
-                continue
-            try:
-                if LINKED_XATTR not in self.catalog.get(user).xattrs:
-                    return user
-            except NotFound:
-                continue
-        return None
-
     def _path_or_id(self, entry_id: int) -> str:
         try:
             return self.catalog.path_of(entry_id)
@@ -1084,10 +1064,6 @@ class VDir:
         d = data_dir() / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return str(d)
-
-
-class ObjectInUse(AlreadyExists):
-    """The object is already the content of another entry."""
 
 
 @dataclass

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from vdir import objects as objs
 from vdir.backends.base import ObjectMeta
 from vdir.catalog.base import FILE, ROOT_ID
+from vdir.core import LINKED_XATTR
 from vdir.errors import VDirError
 from vdir.hashing import hash_stream
 
@@ -89,6 +90,7 @@ def fsck(vdir: VDir, *, deep: bool = False, backends: list[str] | None = None, g
         for obj in intent.objects:
             intended[obj] = min(intent.created, intended.get(obj, intent.created))
     settled: set[tuple[str, str]] = set()  # objects whose state the catalog and the store agree on
+    referenced: set[tuple[str, str]] = set()
     listed: set[str] = set()
     seen_files: set[int] = set()
     now = time.time()
@@ -104,7 +106,11 @@ def fsck(vdir: VDir, *, deep: bool = False, backends: list[str] | None = None, g
         for entry, replica in vdir.catalog.iter_replicas(name):
             seen_files.add(entry.id)
             report.replicas += 1
-            settled.add((name, replica.key))
+            if LINKED_XATTR not in entry.xattrs:
+                # used by a file vdir stored; an object vdir wrote that only a link uses keeps
+                # its intent, so fsck can delete it once the link goes too
+                settled.add((name, replica.key))
+            referenced.add((name, replica.key))
             meta = objects.pop(replica.key, None)
             path = _path(vdir, entry.id)
             if meta is None:
@@ -132,9 +138,9 @@ def fsck(vdir: VDir, *, deep: bool = False, backends: list[str] | None = None, g
             if gc and now - since >= min_age and _delete_orphan(vdir, name, key):
                 report.deleted_orphans += 1
                 settled.add((name, key))
-        for obj in intended.keys() - {(name, k) for k in objects}:
+        for obj in intended.keys() - {(name, k) for k in objects} - referenced:
             if obj[0] == name:
-                settled.add(obj)  # absent from the store (or referenced, counted above)
+                settled.add(obj)  # absent from the store
         _temporaries(vdir, store, name, intended, report, gc=gc, min_age=min_age, now=now)
     _lost(vdir, report, seen_files)
     if gc:

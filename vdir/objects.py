@@ -130,7 +130,8 @@ def load_intents(catalog: Catalog) -> list[Intent]:
 
 def delete_unused(vd: VDir, replicas: Iterable[Replica], path: str) -> bool:
     """Delete the objects of ``replicas`` that no entry uses, once the catalog is durable.
-    Returns False when some could not be deleted (they stay named by their intent, for fsck)."""
+    Returns False when some were kept (another entry, e.g. a link, still uses them) or could
+    not be deleted: the caller's intent then stays, so fsck can delete them once unused."""
     todo = list(replicas)
     if not todo:
         return True
@@ -141,6 +142,7 @@ def delete_unused(vd: VDir, replicas: Iterable[Replica], path: str) -> bool:
             users = vd.catalog.replica_users(r.backend, r.key)
             if users:
                 log.info("%s: object %s on %s is still used by entry %s; kept", path, r.key, r.backend, users[0])
+                ok = False
                 continue
             vd.backend(r.backend).delete(r.key)
         except VDirError as exc:
