@@ -88,6 +88,17 @@ def test_system_home_and_vdir_folders_are_refused(cli: CLI, tmp_path: Path) -> N
     cli.run("backend", "add", "good", f"file://{cli.home / 'my-objects'}", check=True)
 
 
+def test_a_config_file_elsewhere_may_have_backends_beside_it_not_above_it(cli: CLI, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    cli.env["VDIR_CONFIG"] = str(project / "vdir.yaml")
+    cli.run("init", check=True)
+    cli.run("backend", "add", "beside", f"file://{project / 'objects'}", check=True)
+    line = one_line_error(cli.run("backend", "add", "above", f"file://{project}"))
+    assert "contains the vdir config file's folder" in line
+    assert (project / "vdir.yaml").exists()
+
+
 # -- item 15: a full backend is ENOSPC -----------------------------------------------------------
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:

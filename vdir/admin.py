@@ -210,7 +210,8 @@ def check_backend_root(vd: VDir, name: str, url: str, options: dict[str, Any]) -
             if _within(folder, root):
                 raise InvalidArgument(f"backend {name!r}: {root} is or contains the {what} {folder}; "
                                       "a backend needs a folder of its own")
-            inside_ok = what == "catalog's folder" or root == default_objects
+            # the catalog's and a VDIR_CONFIG file's folder may be any folder: only covering them is refused
+            inside_ok = what in ("catalog's folder", "vdir config file's folder") or root == default_objects
             if _within(root, folder) and not inside_ok:
                 raise InvalidArgument(f"backend {name!r}: {root} is inside the {what} {folder}; "
                                       "a backend needs a folder of its own")
