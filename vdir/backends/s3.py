@@ -47,10 +47,10 @@ any other S3 tool.
   ("no answer from ..., retrying (2/3)").  What is left after that is translated in
   :meth:`S3Backend._translate` (the one place), ``retryable`` where it may pass.
 * Create-only (``create_only_atomic``): option ``create_only`` says whether this endpoint
-  honours ``If-None-Match: *`` on ``PutObject`` *and* ``CompleteMultipartUpload`` (AWS has since
-  2024; moto 5.2 does not on the multipart call).  Not given, it is False, and
-  ``vdir backend add`` asks the server once (:meth:`S3Backend.probe_create_only`) and records
-  the answer in the backend's options.
+  honours ``If-None-Match: *`` on ``PutObject`` *and* ``CompleteMultipartUpload``, atomically
+  (AWS has since 2024; SeaweedFS 4.48 does; moto 5.2 checks the header but two racing multipart
+  creators can both win).  Not given, it is False, and ``vdir backend add`` asks the server once
+  (:meth:`S3Backend.probe_create_only`) and records the answer in the backend's options.
 * Temporaries: unfinished multipart uploads below the prefix (a killed ``put``) are listed by
   ``list_temporaries`` and aborted by ``remove_temporary``.
 * A bucket over its quota (HTTP 507, ``InsufficientStorage``, ``QuotaExceeded``) raises
@@ -146,6 +146,9 @@ RETRY_CODES = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComp
 """Error codes botocore's ``standard`` retry mode retries (besides 5xx and throttling); the lean path does too."""
 THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                   "RequestThrottled", "ServiceUnavailable"}
+RACY_CONDITION_SERVERS = ("werkzeug",)
+"""``Server`` headers of S3 servers that check ``If-None-Match`` but not atomically (moto 5.2
+serves as Werkzeug: two racing multipart creators of one key both win), so never create-only."""
 FILER_SERVERS = ("seaweedfs",)
 """``Server`` headers of S3 servers that list in directory order and keep empty folders."""
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
@@ -861,13 +864,20 @@ class S3Backend(Backend):
     def probe_create_only(self) -> bool:
         """Ask the server once whether it honours ``If-None-Match: *`` on both ``PutObject`` and
         ``CompleteMultipartUpload``: write a probe key create-only, then try again both ways (the
-        second writes must be refused), and delete it.  Used by ``vdir backend add``."""
+        second writes must be refused), and delete it.  Used by ``vdir backend add``.  A probe
+        cannot see a server that checks the header racily: those known to (``Server`` header in
+        :data:`RACY_CONDITION_SERVERS`) are answered False."""
         key = f".vdir-probe-{uuid.uuid4().hex}"
         full = self._full(key)
         honoured = False
         try:
-            self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=b"1", IfNoneMatch="*"),
-                       "probe", key, PutMode.CREATE)  # type: ignore[attr-defined]
+            first = self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=b"1", IfNoneMatch="*"),
+                               "probe", key, PutMode.CREATE)  # type: ignore[attr-defined]
+            server = str(first.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server", ""))
+            if server.lower().startswith(RACY_CONDITION_SERVERS):
+                log.info("s3 backend %r: server %r checks create-only writes racily; not relying on them",
+                         self.name, server)
+                return False
             try:
                 self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=b"2", IfNoneMatch="*"),
                            "probe", key, PutMode.CREATE)  # type: ignore[attr-defined]
