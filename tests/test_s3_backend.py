@@ -59,8 +59,11 @@ def through(proxy: FaultProxy, s3: S3Server, **options: Any) -> S3Backend:
     return make_s3_backend(S3Server(s3.name, proxy.url, s3.access_key, s3.secret_key, s3.bucket), **options)
 
 
-def pending_uploads(s3: S3Server) -> list[str]:
-    return [u["Key"] for u in s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])]
+def pending_uploads(s3: S3Server, backend: S3Backend | None = None) -> list[str]:
+    """Unfinished multipart uploads in the bucket (under ``backend``'s prefix: other tests share it)."""
+    prefix = backend.prefix if backend is not None else ""
+    uploads = s3.client().list_multipart_uploads(Bucket=s3.bucket, Prefix=prefix).get("Uploads", [])
+    return [u["Key"] for u in uploads]
 
 
 # -- credentials, bucket, options ---------------------------------------------------------------
@@ -283,7 +286,7 @@ def test_failed_multipart_upload_leaves_nothing(proxy: FaultProxy, moto_s3: S3Se
     proxy.reset()
     assert not backend.exists("obj")
     assert list(backend.list("")) == []
-    assert pending_uploads(moto_s3) == []  # aborted, not left behind
+    assert pending_uploads(moto_s3, backend) == []  # aborted, not left behind
 
     backend.put_bytes("obj", b"old")  # a failed overwrite keeps the old object
     proxy.respond(500, match="&partNumber=")
@@ -291,7 +294,7 @@ def test_failed_multipart_upload_leaves_nothing(proxy: FaultProxy, moto_s3: S3Se
         backend.put("obj", io.BytesIO(data))  # size unknown: multipart chosen after the first part
     proxy.reset()
     assert backend.get_bytes("obj") == b"old"
-    assert pending_uploads(moto_s3) == []
+    assert pending_uploads(moto_s3, backend) == []
 
 
 class _Exploding(io.RawIOBase):

@@ -6,7 +6,9 @@ Front ends (CLI, Python) call these; nothing here prints.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from vdir import config as cfg
 from vdir.backends import accepts_option, backend_class, scheme_of
@@ -91,9 +93,9 @@ def add_backend(
         if not accepts_option(cls, "endpoint_url"):
             raise InvalidArgument(f"{scheme_of(url)}:// backends take no --endpoint")
         opts["endpoint_url"] = endpoint
+    check_backend_root(vd, name, url, opts)
     if region and accepts_option(cls, "region"):
         opts.setdefault("region", region)
-    public = {k: v for k, v in opts.items() if not cfg.is_secret_option(k)}
     secret = {k: v for k, v in opts.items() if cfg.is_secret_option(k)}
     if secret and vd.config is None:
         raise InvalidArgument(f"secret options {sorted(secret)} need a config file to live in (they never go to the catalog)")
@@ -104,12 +106,17 @@ def add_backend(
             opened = open_backend(name, url, opts, location)
             if check:
                 opened.list_with_delimiter("")
+                probe = getattr(opened, "probe_create_only", None)
+                if probe is not None and "create_only" not in opts:
+                    # a per-endpoint fact, learnt once and kept with the record
+                    opts["create_only"] = bool(probe())
             discovered = opened.location
             opened.close()
         except VDirError as exc:
             raise type(exc)(f"backend {name!r} ({url}) did not answer as expected: {exc}") from exc
         if not region:
             region = discovered.region or ("local" if location.cloud == "local" else "unknown")
+    public = {k: v for k, v in opts.items() if not cfg.is_secret_option(k)}
     record = BackendRecord(
         name=name, url=url, options=public, cloud=location.cloud, region=region or "local",
         tier=location.tier, cost=location.cost,
@@ -154,3 +161,83 @@ def _normalize_url(url: str) -> str:
     if url.startswith("./") or url.startswith("~") or url == ".":
         return "file://" + os.path.abspath(os.path.expanduser(url))
     return url
+
+
+SYSTEM_ROOTS = ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+                "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/tmp",
+                "/Users", "/System", "/Library", "/Applications", "/private")
+"""Folders that are never a backend's root themselves (fsck would treat the system as objects)."""
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    """``inner`` is ``outer`` or below it (whole path components)."""
+    return inner == outer or outer in inner.parents
+
+
+def _root_key(url: str, options: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(store identity, prefix components) of a backend URL; two backends overlap when the
+    identities are equal and one prefix starts with the other.  ``file://``: the resolved real
+    path; object stores: scheme, endpoint and bucket/container, then the key prefix."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return ("file",), _real(unquote(parts.path)).parts
+    endpoint = str(options.get("endpoint_url") or options.get("account_url") or options.get("account_name") or "")
+    endpoint = endpoint.rstrip("/").lower()
+    prefix = tuple(p for p in unquote(parts.path).split("/") if p)
+    return (parts.scheme, endpoint, parts.netloc), prefix
+
+
+def _same_store(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    if a[0] != b[0] or (len(a) > 2 and a[2] != b[2]):
+        return False
+    if a[0] == "az" and (not a[1] or not b[1]):  # account not named (a connection string): assume the same
+        return True
+    return a[1:] == b[1:]
+
+
+def check_backend_root(vd: VDir, name: str, url: str, options: dict[str, Any]) -> None:
+    """Refuse a backend root that would let vdir treat other things as its objects: a root equal
+    to, inside or containing another registered backend's root (``--replace`` of the same name
+    may keep its own), vdir's data, config and cache folders or the catalog file, a system folder
+    (``/``, ``/etc``, ``/usr``...) or the home folder itself.  Raises ``InvalidArgument`` (one line)."""
+    mine = _root_key(url, options)
+    if mine is None:
+        return
+    if mine[0] == ("file",):
+        root = Path(*mine[1])
+        home = _real(Path.home())
+        if str(root) in SYSTEM_ROOTS or root == home:
+            raise InvalidArgument(f"backend {name!r}: {root} is a system or home folder, not a place for objects; "
+                                  "use a folder of its own (e.g. file://{root}/vdir-objects)".replace("{root}", str(root).rstrip("/")))
+        owned: list[tuple[str, Path]] = [("vdir data folder", _real(cfg.data_dir())), ("vdir config folder", _real(cfg.config_dir())),
+                                         ("vdir cache folder", _real(cfg.cache_dir()))]
+        if vd.config is not None:
+            owned.append(("vdir config file's folder", _real(vd.config.path).parent))
+        catalog_path = getattr(vd.catalog, "path", None)
+        if isinstance(catalog_path, str) and catalog_path.startswith("/"):
+            owned.append(("catalog's folder", _real(catalog_path).parent))
+        default_objects = _real(cfg.data_dir() / "objects")
+        for what, folder in owned:
+            if _within(folder, root):
+                raise InvalidArgument(f"backend {name!r}: {root} is or contains the {what} {folder}; "
+                                      "a backend needs a folder of its own")
+            # the catalog's and a VDIR_CONFIG file's folder may be any folder: only covering them is refused
+            inside_ok = what in ("catalog's folder", "vdir config file's folder") or root == default_objects
+            if _within(root, folder) and not inside_ok:
+                raise InvalidArgument(f"backend {name!r}: {root} is inside the {what} {folder}; "
+                                      "a backend needs a folder of its own")
+    for other in vd.catalog.list_backends():
+        if other.name == name:
+            continue  # --replace keeps or moves its own root
+        theirs = _root_key(other.url, other.options)
+        if theirs is None or not _same_store(mine[0], theirs[0]):
+            continue
+        a, b = mine[1], theirs[1]
+        if a[:len(b)] == b or b[:len(a)] == a:
+            how = "is the same as" if a == b else "is inside" if len(a) > len(b) else "contains"
+            raise InvalidArgument(f"backend {name!r}: {url} {how} the root of backend {other.name!r} ({other.url}); "
+                                  "backends may not overlap (fsck and placement would see each other's objects)")

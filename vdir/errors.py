@@ -27,6 +27,7 @@ function, :func:`to_errno`.  Whether an operation may be retried is a property o
           ├── CatalogError (EIO)                catalog unreadable or corrupt
           ├── ConfigError (EINVAL)              bad or missing configuration
           ├── MissingDependency (ENOSYS)        an optional package is not installed
+          ├── NoSpace (ENOSPC)                  the backend (disk, bucket quota) is full
           └── TransientError (EAGAIN)           .retryable True
                ├── BackendUnavailable (EHOSTDOWN)  connection refused, 5xx
                └── Timeout (ETIMEDOUT)
@@ -136,6 +137,13 @@ class ConfigError(VDirError):
 
 class MissingDependency(VDirError):
     errno_code = _errno.ENOSYS
+
+
+class NoSpace(VDirError):
+    """The store is full: a local disk (ENOSPC, EDQUOT) or a cloud account over its quota
+    (HTTP 507, ``InsufficientStorage``, quota exceeded)."""
+
+    errno_code = _errno.ENOSPC
 
 
 class TransientError(VDirError):

@@ -86,7 +86,7 @@ def first_key(store: Backend, base: str, *, fresh: bool = False) -> tuple[str, P
     """Where a new object goes first, and how: its own name create-only where the store makes
     that atomic, else (or with ``fresh``: the name is likely taken, or the source cannot be
     read twice) a fresh unique key, with no check-then-write race to lose."""
-    if not fresh and getattr(store, "create_only_atomic", False):
+    if not fresh and store.create_only_atomic:
         return base, PutMode.CREATE  # type: ignore[attr-defined]
     return unique_key(base), PutMode.OVERWRITE  # type: ignore[attr-defined]
 

@@ -85,7 +85,8 @@ def make_gcs_backend(fake: FakeGCS, url: str | None = None, **options: Any) -> G
         bucket = fake.create_bucket()
         n = int(bucket.rsplit("-", 1)[1])
         url = f"gs://{bucket}/some/prefix" if n % 2 else f"gs://{bucket}"
-    options = {"endpoint_url": fake.endpoint, "chunk_size": CHUNK_SIZE, "retry_timeout": 5.0, **options}
+    # an emulator on a busy machine can take longer than the default 8 s to assemble a big upload
+    options = {"endpoint_url": fake.endpoint, "chunk_size": CHUNK_SIZE, "retry_timeout": 5.0, "read_timeout": 30.0, **options}
     return GCSBackend("gcs", url, **options)
 
 

@@ -12,7 +12,16 @@ import inspect
 from typing import Any
 from urllib.parse import urlsplit
 
-from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, copy_object
+from vdir.backends.base import (
+    Backend,
+    ListResult,
+    Location,
+    ObjectMeta,
+    PutMode,
+    TempObject,
+    Temporaries,
+    copy_object,
+)
 from vdir.errors import ConfigError, MissingDependency
 
 # scheme -> (module, class name, pip extra)
@@ -106,6 +115,8 @@ __all__ = [
     "ObjectMeta",
     "PutMode",
     "REGISTRY",
+    "TempObject",
+    "Temporaries",
     "backend_class",
     "copy_object",
     "open_backend",

@@ -19,15 +19,25 @@ documents that no path segment should end with ``.``: such keys are refused with
 * Listing: Azure sorts names by UTF-16 code units, Python by code points; they differ only for
   characters beyond U+FFFF, which are held back (in memory, only those) until their turn.
 * Copy: ``start_copy_from_url`` within the account, polled until done (``ServerSideCopy``).
-* Errors are translated in :meth:`AzureBackend._translate`; the SDK retries (bounded: a few
-  attempts, short backoff, connect/read timeouts).
+* Errors are translated in :meth:`AzureBackend._translate`; the SDK retries, bounded: at most
+  ``max_attempts`` tries (3) of a request, each waiting at most ``connect_timeout`` (5 s) to
+  connect and ``read_timeout`` (8 s) for an answer, with short backoffs and a warning before
+  each retry; a server that accepts connections but never answers fails a call in about 25 s.
+  (``retries`` and ``connection_timeout``, the older names, still work.)
+* Create-only is atomic (``create_only_atomic``): ``If-None-Match: *`` on Put Blob and Put Block
+  List, checked by the service.
+* Temporaries: a blob with only uncommitted blocks (an interrupted large write) is listed by
+  ``list_temporaries`` (kind ``uncommitted-blocks``) and deleted by ``remove_temporary``; Azure
+  would drop them after a week anyway.  (Uncommitted blocks beside a committed blob — an
+  interrupted overwrite — are not visible in listings; they expire the same way.)
+* A full account (HTTP 507, ``InsufficientAccountResources``...) raises ``NoSpace``.
 
 Credentials (never in the catalog): option ``connection_string`` or the env var named by
 ``connection_string_env`` (default ``AZURE_STORAGE_CONNECTION_STRING``); or ``account_url``
 (or ``account_name``) with ``DefaultAzureCredential`` (environment, managed identity, az login),
 or ``anonymous=True`` for a public container.  Other options: ``region`` (for placement; Azure
 does not tell a data-plane client), ``block_size``, ``retries``, ``retry_backoff``,
-``connection_timeout``, ``read_timeout``, ``copy_timeout``, ``list_page_size``.  The container
+``connect_timeout``, ``read_timeout``, ``max_attempts``, ``copy_timeout``, ``list_page_size``.  The container
 must exist.
 """
 
@@ -37,6 +47,7 @@ import base64
 import builtins
 import heapq
 import io
+import logging
 import os
 import time
 import uuid
@@ -61,7 +72,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient, ContainerClient, ExponentialRetry
 
-from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode
+from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, TempObject
 from vdir.errors import (
     AlreadyExists,
     AuthenticationError,
@@ -70,6 +81,7 @@ from vdir.errors import (
     Conflict,
     InvalidArgument,
     InvalidPath,
+    NoSpace,
     NotFound,
     PermissionDenied,
     Timeout,
@@ -79,6 +91,7 @@ from vdir.errors import (
 from vdir.retry import backoff_delay
 
 T = TypeVar("T")
+log = logging.getLogger("vdir.backends.azure")
 MiB = 1024 * 1024
 MAX_BLOCKS = 50_000
 MAX_BLOCK_SIZE = 4000 * MiB
@@ -88,12 +101,26 @@ class _Backoff(ExponentialRetry):
     """The SDK's retry policy (5xx, 408, timeouts, connection errors) with vdir's delays: full
     jitter over ``base * 2**(n-1)``, capped at 5 s (the SDK's own waits 15 s, 18 s, 24 s)."""
 
-    def __init__(self, base: float, retry_total: int) -> None:
+    def __init__(self, base: float, retry_total: int, label: str = "azure", connect: float = 0, read: float = 0) -> None:
         super().__init__(retry_total=retry_total)
         self.base = base
+        self.label, self.connect, self.read = label, connect, read
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         return backoff_delay(max(1, int(settings["count"])), self.base, 5.0)
+
+    def increment(self, settings: dict[str, Any], request: Any, response: Any = None, error: Any = None) -> bool:
+        again = bool(super().increment(settings, request, response=response, error=error))
+        if again:  # a warning before each retry, so a silent server is not a silent hang
+            host = f"{request.url.split('?', 1)[0].rsplit('/', 2)[0]}" if getattr(request, "url", None) else "Azure"
+            if isinstance(error, (ServiceResponseTimeoutError, ServiceResponseError)):
+                why = f"no answer from {host} within {self.read:g}s"
+            elif isinstance(error, ServiceRequestError):
+                why = f"cannot connect to {host} within {self.connect:g}s"
+            else:
+                why = f"{host} answered {getattr(response, 'status_code', '?')}"
+            log.warning("%s: %s, retrying (%d/%d)", self.label, why, int(settings["count"]) + 1, self.total_retries + 1)
+        return again
 
 
 class _ChunkReader(io.RawIOBase):
@@ -164,13 +191,15 @@ class AzureBackend(Backend):
     """A container (or a prefix in it) of an Azure storage account as an object store."""
 
     scheme = "az"
+    create_only_atomic = True
 
     def __init__(self, name: str, url: str, location: Location | None = None, *, connection_string: str | None = None,
                  connection_string_env: str = "AZURE_STORAGE_CONNECTION_STRING", account_url: str | None = None,
                  account_name: str | None = None, anonymous: bool = False, region: str | None = None,
-                 block_size: int = 8 * MiB, retries: int = 3, retry_backoff: float = 0.5,
-                 connection_timeout: float = 20.0, read_timeout: float = 60.0, copy_timeout: float = 3600.0,
-                 list_page_size: int | None = None) -> None:
+                 block_size: int = 8 * MiB, max_attempts: int = 3, retry_backoff: float = 0.5,
+                 connect_timeout: float = 5.0, read_timeout: float = 8.0, copy_timeout: float = 3600.0,
+                 list_page_size: int | None = None, retries: int | None = None,
+                 connection_timeout: float | None = None) -> None:
         super().__init__(name, url, location or Location(cloud="azure", region=region or "unknown"))
         parts = urlsplit(url)
         if parts.scheme != "az" or not parts.netloc:
@@ -183,11 +212,18 @@ class AzureBackend(Backend):
         self.block_size = int(block_size)
         self.copy_timeout = copy_timeout
         self.list_page_size = list_page_size
-        retry = _Backoff(retry_backoff, retry_total=retries)
+        if retries is not None:  # the older option: retries after the first try
+            max_attempts = int(retries) + 1
+        if connection_timeout is not None:
+            connect_timeout = connection_timeout
+        self.max_attempts = max(1, int(max_attempts))
+        self.connect_timeout, self.read_timeout = float(connect_timeout), float(read_timeout)
+        retry = _Backoff(retry_backoff, retry_total=self.max_attempts - 1, label=f"azure backend {name!r}",
+                         connect=self.connect_timeout, read=self.read_timeout)
         client_options: dict[str, Any] = {
             "retry_policy": retry,
-            "connection_timeout": connection_timeout,
-            "read_timeout": read_timeout,
+            "connection_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
             "max_single_put_size": self.block_size,
             "max_block_size": self.block_size,
             "max_single_get_size": self.block_size,
@@ -293,8 +329,13 @@ class AzureBackend(Backend):
             if kind == "update":
                 raise Conflict(f"{what}:{where} was deleted meanwhile", path=key) from exc
             raise NotFound(f"{what}:{where} not found", path=key) from exc
-        if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
-            raise Timeout(f"{what}: timed out during {action}{where}", path=key) from exc
+        if status == 507 or code in ("InsufficientAccountResources", "AccountQuotaExceeded", "InsufficientStorage"):
+            raise NoSpace(f"{what}: the storage account is full or over its quota during {action}{where} ({detail})",
+                          path=key) from exc
+        if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)) or "timed out" in first.lower():
+            raise Timeout(f"{what}: timed out during {action}{where} after {self.max_attempts} attempt(s) "
+                          f"(connect_timeout {self.connect_timeout:g}s, read_timeout {self.read_timeout:g}s)",
+                          path=key) from exc
         if isinstance(exc, ServiceRequestError):
             raise BackendUnavailable(f"{what}: cannot reach Azure during {action}{where} ({first or type(exc).__name__})",
                                      path=key) from exc
@@ -456,6 +497,60 @@ class AzureBackend(Backend):
             self._call(lambda: blob.delete_blob(delete_snapshots="include"), "delete", key)
         except NotFound:
             return
+
+    # -- temporaries ----------------------------------------------------------------------------
+    def list_temporaries(self) -> Iterator[TempObject]:
+        """Blobs below the prefix that hold only uncommitted blocks (listed with
+        ``include=uncommittedblobs``, size 0, no properties); ``size`` sums their blocks."""
+        blobs = self.container.list_blobs(name_starts_with=self.root or None, include=["uncommittedblobs"],
+                                          results_per_page=self.list_page_size)
+        iterator = iter(blobs)
+        while True:
+            try:
+                props = next(iterator)
+            except StopIteration:
+                return
+            except AzureError as exc:
+                self._translate(exc, "list unfinished writes in")
+            if int(props.size or 0) != 0:
+                continue
+            blob = self.container.get_blob_client(props.name)
+            try:
+                self._call(blob.get_blob_properties, "read metadata of", self._key(props.name))
+                continue  # a committed (empty) blob
+            except NotFound:
+                pass
+            try:
+                _, uncommitted = self._call(lambda b=blob: b.get_block_list("uncommitted"),  # type: ignore[misc]
+                                            "list blocks of", self._key(props.name))
+            except NotFound:
+                continue
+            modified = getattr(props, "last_modified", None)
+            yield TempObject(key=self._key(props.name), size=sum(int(b.size or 0) for b in uncommitted),
+                             mtime=modified.timestamp() if modified is not None else None, kind="uncommitted-blocks")
+
+    def remove_temporary(self, t: TempObject) -> None:
+        """Drop the uncommitted blocks of a blob that has no committed version.  Never deletes a
+        committed blob: where Delete Blob is refused for an uncommitted-only blob, an empty block
+        list is committed create-only and that empty blob is deleted by its etag."""
+        blob = self.container.get_blob_client(self._blob_name(t.key))
+        try:
+            self._call(blob.get_blob_properties, "read metadata of", t.key)
+            return  # committed meanwhile: an object now, not a temporary
+        except NotFound:
+            pass
+        try:
+            self._call(lambda: blob.delete_blob(), "delete uncommitted blocks of", t.key)
+            return
+        except NotFound:
+            pass
+        try:
+            made = self._call(lambda: blob.commit_block_list([], match_condition=MatchConditions.IfMissing),
+                              "drop uncommitted blocks of", t.key, PutMode.CREATE)  # type: ignore[attr-defined]
+        except AlreadyExists:
+            return
+        self._call(lambda: blob.delete_blob(etag=str(made.get("etag")), match_condition=MatchConditions.IfNotModified),
+                   "delete", t.key)
 
     def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
         """Copy within the account without moving bytes through us (``ServerSideCopy``)."""

@@ -90,6 +90,13 @@ class Backend(ABC):
     scheme: str = ""
     """URL scheme this class is registered under (``file``, ``s3``, ``az``...)."""
 
+    create_only_atomic: bool = False
+    """True when ``put(key, src, PutMode.CREATE)`` is atomic against a concurrent creator of the
+    same key on this endpoint, for every object size: exactly one of two racing creators wins,
+    the other gets ``AlreadyExists``.  False means the store (or this server) may let both
+    through, so the core must write to a fresh unique key instead of relying on ``CREATE``.
+    A per-instance fact where it depends on the endpoint (S3, GCS: option ``create_only``)."""
+
     def __init__(self, name: str, url: str, location: Location | None = None) -> None:
         self.name = name
         self.url = url
@@ -161,6 +168,36 @@ class ServerSideCopy(Protocol):
 
     def server_copy_from(self, source: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite"),
                          source_etag: str | None = None) -> ObjectMeta | None: ...
+
+
+@dataclass(frozen=True)
+class TempObject:
+    """Something a ``put`` left in the store that is not (yet) an object: a ``.vdir-tmp-*`` file,
+    an unfinished S3 multipart upload, a blob with only uncommitted blocks, an upload session."""
+
+    key: str
+    """The object key (or the final key of an incomplete upload), relative to the backend."""
+    size: int
+    """Bytes it holds (0 where the store does not say)."""
+    mtime: float | None
+    """When it was started or last written (seconds since the epoch), where known."""
+    kind: str
+    """``"tempfile"`` | ``"multipart"`` | ``"uncommitted-blocks"`` | ``"upload-session"``."""
+    handle: str | None = None
+    """What the store needs to remove it besides the key (an S3 UploadId, a temp file's name)."""
+
+
+@runtime_checkable
+class Temporaries(Protocol):
+    """Optional capability: list and remove what interrupted writes left behind.
+
+    ``list_temporaries`` also shows uploads still in progress (the caller decides by ``mtime``
+    which are old enough to be abandoned); ``remove_temporary`` of one already gone is not an
+    error.  Removing one never touches a completed object of the same key."""
+
+    def list_temporaries(self) -> Iterator[TempObject]: ...
+
+    def remove_temporary(self, t: TempObject) -> None: ...
 
 
 def copy_object(backend: Backend, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:

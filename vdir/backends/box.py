@@ -12,7 +12,12 @@ folders left empty by ``delete`` are removed, so prefixes exist only while objec
   upload; above it an upload session, streamed part by part (one part in memory, each with the
   SHA-1 ``Digest`` Box requires, whole-file digest on commit).  A source of unknown size is
   spooled to a temporary file first (Box needs the size up front).  The file appears only at
-  the end of the upload or commit, so writes are atomic.
+  the end of the upload or commit, so writes are atomic.  A failed chunked upload deletes its
+  session; one cut short by a crash cannot be found again (Box has no call that lists upload
+  sessions) and Box drops it after 7 days, so there is no ``Temporaries`` capability here.
+* Create-only is atomic (``create_only_atomic``): Box refuses a second file of one name in a
+  folder (409), on single uploads and on the commit of an upload session alike.
+* A full account (HTTP 507, or ``storage_limit_exceeded``) raises ``NoSpace``.
 * Conditions: ``CREATE`` uploads a new file and a name conflict (409) is ``AlreadyExists``;
   ``update(etag)`` uploads a new version with ``If-Match`` (412 → ``Conflict``).  The etag is
   ``"<file id>:<Box etag>"``, so a file deleted and recreated does not match an old etag.
@@ -73,6 +78,7 @@ from vdir.errors import (
     InvalidArgument,
     InvalidPath,
     IsADirectory,
+    NoSpace,
     NotADirectory,
     NotFound,
     PermissionDenied,
@@ -134,6 +140,7 @@ class BoxBackend(Backend):
     """A Box folder as an object store."""
 
     scheme = "box"
+    create_only_atomic = True
 
     def __init__(self, name: str, url: str, location: Location | None = None, *, token_file: str | None = None,
                  jwt_config: str | None = None, client_id: str | None = None, client_secret_env: str | None = None,
@@ -191,6 +198,8 @@ class BoxBackend(Backend):
             info = exc.response_info
             status, code = info.status_code, info.code or ""
             text = f"{status} {code}".strip()
+            if status == 507 or code in ("storage_limit_exceeded", "file_size_limit_exceeded_for_account"):
+                raise NoSpace(f"{where}: the Box account is full ({text})", path=key) from exc
             if status == 401:
                 raise AuthenticationError(f"{where}: Box refused the credentials ({text}); check the token "
                                           "(developer tokens expire after 60 minutes)", path=key) from exc

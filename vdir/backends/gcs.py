@@ -16,15 +16,27 @@ keys are ``InvalidPath`` here, before any request.
 * Listing: GCS lists in UTF-8 byte order, which is code-point order: streamed as it comes.
 * Copy: ``rewrite`` (looping on the rewrite token) within GCS (``ServerSideCopy``).
 * Errors are translated in :meth:`GCSBackend._translate`; the client retries 429/5xx/network
-  errors with a bounded deadline (``retry_timeout``) and short backoff.
+  errors with short backoffs, at most ``max_attempts`` tries (3) of a request, each waiting at
+  most ``connect_timeout`` (5 s) to connect and ``read_timeout`` (8 s) for an answer, with a
+  warning before each retry; a server that accepts connections but never answers fails a call
+  in about 25 s.  ``retry_timeout`` (seconds) caps the retrying too; ``timeout``, the older
+  option, sets both timeouts.
+* Create-only (``create_only_atomic``): GCS checks ``ifGenerationMatch=0`` on every upload,
+  resumable ones included, so it is True on Google's endpoint.  fake-gcs-server ignores
+  conditions on resumable uploads, so with an emulator (``endpoint_url`` or
+  ``STORAGE_EMULATOR_HOST``) it is False unless option ``create_only=true`` says otherwise.
+* Temporaries: resumable upload sessions cannot be listed through the JSON API; an interrupted
+  large write leaves a session that holds no object and that GCS drops after a week, so there
+  is nothing for ``fsck`` to find (no ``Temporaries`` capability).
+* A project over its quota (HTTP 507, or 429/403 naming a quota) raises ``NoSpace``.
 
 Credentials (never in the catalog): option ``credentials_file`` (service account or user JSON),
 else Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, metadata
 server); ``anonymous=True`` for public buckets.  ``endpoint_url`` (or ``STORAGE_EMULATOR_HOST``)
 points at an emulator, which is used anonymously.  The region is the option ``region``, else the
 bucket's location, looked up the first time ``location`` is read.  Other options: ``project``,
-``chunk_size``, ``retry_timeout`` (seconds of retrying before giving up), ``timeout`` (per
-request), ``list_page_size``.  The bucket must exist.
+``chunk_size``, ``connect_timeout``, ``read_timeout``, ``max_attempts``, ``retry_timeout``,
+``create_only``, ``list_page_size``.  The bucket must exist.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from __future__ import annotations
 import builtins
 import io
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -56,6 +69,7 @@ from vdir.errors import (
     Conflict,
     InvalidArgument,
     InvalidPath,
+    NoSpace,
     NotFound,
     Timeout,
     TransientError,
@@ -63,6 +77,7 @@ from vdir.errors import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("vdir.backends.gcs")
 KiB = 1024
 MiB = 1024 * KiB
 MULTIPART_LIMIT = 8 * MiB  # the client sends larger objects as resumable uploads anyway
@@ -195,8 +210,9 @@ class GCSBackend(Backend):
 
     def __init__(self, name: str, url: str, location: Location | None = None, *, project: str | None = None,
                  credentials_file: str | None = None, endpoint_url: str | None = None, anonymous: bool = False,
-                 chunk_size: int = 8 * MiB, region: str | None = None, retry_timeout: float = 30.0,
-                 timeout: float = 60.0, list_page_size: int | None = None) -> None:
+                 chunk_size: int = 8 * MiB, region: str | None = None, retry_timeout: float | None = None,
+                 timeout: float | None = None, list_page_size: int | None = None, connect_timeout: float = 5.0,
+                 read_timeout: float = 8.0, max_attempts: int = 3, create_only: bool | None = None) -> None:
         super().__init__(name, url, location or Location(cloud="gcp", region=region or "unknown"))
         self._location: Location | None = location or (Location(cloud="gcp", region=region) if region else None)
         self._location_lock = threading.Lock()
@@ -209,13 +225,19 @@ class GCSBackend(Backend):
         if chunk_size <= 0 or chunk_size % (256 * KiB):
             raise ConfigError(f"gcs backend {name!r}: chunk_size must be a positive multiple of 256 KiB")
         self.chunk_size = int(chunk_size)
-        self.timeout = timeout
+        if timeout is not None:  # the older option: one timeout for both
+            connect_timeout = read_timeout = float(timeout)
+        self.connect_timeout, self.read_timeout = float(connect_timeout), float(read_timeout)
+        self.max_attempts = max(1, int(max_attempts))
+        self.timeout: tuple[float, float] = (self.connect_timeout, self.read_timeout)
         self.list_page_size = list_page_size
-        self._retry: Retry = DEFAULT_RETRY.with_timeout(retry_timeout).with_delay(initial=0.1, maximum=4.0, multiplier=2.0)
+        self.retry_timeout = float(retry_timeout) if retry_timeout is not None else \
+            self.max_attempts * (self.connect_timeout + self.read_timeout) + 10.0
         endpoint = endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST") or None
         if endpoint and "://" not in endpoint:
             endpoint = "http://" + endpoint
         self.endpoint_url = endpoint
+        self.create_only_atomic = (endpoint is None) if create_only is None else bool(create_only)
         options: dict[str, Any] = {"client_options": {"api_endpoint": endpoint}} if endpoint else {}
         credentials: Any = None
         try:
@@ -235,6 +257,28 @@ class GCSBackend(Backend):
         except (OSError, ValueError, auth_exc.GoogleAuthError) as exc:
             raise ConfigError(f"gcs backend {name!r}: cannot load credentials: {_first_line(exc)}") from exc
         self.bucket = self.client.bucket(self.bucket_name)
+
+    @property
+    def _retry(self) -> Retry:
+        """A fresh retry policy per call: at most ``max_attempts`` tries within ``retry_timeout``,
+        with a warning before each retry."""
+        tries = [1]
+
+        def on_error(exc: Exception) -> None:
+            if tries[0] >= self.max_attempts:
+                raise exc  # attempts used up: give up with this error
+            tries[0] += 1
+            target = self.endpoint_url or "storage.googleapis.com"
+            if isinstance(exc, (requests.Timeout, gexc.DeadlineExceeded)) or "timed out" in str(exc).lower():
+                why = f"no answer from {target} within {self.read_timeout:g}s"
+            elif isinstance(exc, requests.ConnectionError):
+                why = f"cannot reach {target} ({_first_line(exc)})"
+            else:
+                why = f"{target}: {_first_line(exc)}"
+            log.warning("gcs backend %r: %s, retrying (%d/%d)", self.name, why, tries[0], self.max_attempts)
+
+        return Retry(predicate=DEFAULT_RETRY._predicate, initial=0.1, maximum=4.0, multiplier=2.0,
+                     timeout=self.retry_timeout, on_error=on_error)
 
     # -- location (the bucket's region, looked up on first use) -------------------------------------
     @property  # type: ignore[override]
@@ -308,6 +352,9 @@ class GCSBackend(Backend):
         message = _first_line(getattr(exc, "message", None) or exc)
         if isinstance(exc, DataCorruption):
             raise TransientError(f"{what}: checksum mismatch during {action}{where} ({message})", path=key) from exc
+        if code == 507 or (code in (403, 429) and "quota" in message.lower() and "rate" not in message.lower()):
+            raise NoSpace(f"{what}: the storage is full or over its quota during {action}{where} ({message})",
+                          path=key) from exc
         if isinstance(exc, (auth_exc.RefreshError, auth_exc.DefaultCredentialsError)) or \
                 isinstance(exc, (gexc.Unauthorized, gexc.Forbidden)) or code in (401, 403):
             raise AuthenticationError(f"{what}: access denied during {action}{where} ({message}); check the "
@@ -327,8 +374,11 @@ class GCSBackend(Backend):
             if kind == "update":
                 raise Conflict(f"{what}:{where} was deleted or replaced meanwhile", path=key) from exc
             raise NotFound(f"{what}:{where} not found", path=key) from exc
-        if isinstance(exc, (requests.Timeout, gexc.DeadlineExceeded, gexc.GatewayTimeout)):
-            raise Timeout(f"{what}: timed out during {action}{where}", path=key) from exc
+        if isinstance(exc, (requests.Timeout, gexc.DeadlineExceeded, gexc.GatewayTimeout)) or \
+                "timed out" in message.lower():
+            raise Timeout(f"{what}: timed out during {action}{where} after {self.max_attempts} attempt(s) "
+                          f"(connect_timeout {self.connect_timeout:g}s, read_timeout {self.read_timeout:g}s)",
+                          path=key) from exc
         if isinstance(exc, (requests.ConnectionError, auth_exc.TransportError)):
             raise BackendUnavailable(f"{what}: cannot reach GCS during {action}{where} ({message})", path=key) from exc
         if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError)) or (isinstance(code, int) and code >= 500):

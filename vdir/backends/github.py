@@ -75,6 +75,9 @@ class GitHubBackend(Backend):
     """One branch of one repository (or a folder in it) as an object store."""
 
     scheme = "github"
+    create_only_atomic = True
+    """``CREATE`` is decided by GitHub: the contents API refuses to create a file that exists, and
+    a git-data write updates the branch only as a fast-forward of the head it checked."""
 
     def __init__(self, name: str, url: str, location: Location | None = None, *, token_file: str | None = None,
                  base_url: str | None = None, contents_limit: int = MiB, max_size: int = 100 * MiB,

@@ -3,7 +3,11 @@
 Keys map to paths below the root.  Writes land atomically: the bytes go to a temp file in the
 destination directory, are fsync'ed, then renamed (overwrite) or hard-linked (create-only,
 which fails atomically when the name exists) into place, and the directory is fsync'ed.
-Temp files start with ``.vdir-tmp-`` and are never listed.
+Temp files start with ``.vdir-tmp-`` and are never listed as objects; a put that dies (kill -9,
+power loss) leaves its temp file behind, and :meth:`LocalBackend.list_temporaries` finds it
+(``Temporaries`` capability, used by fsck).  ``CREATE`` is atomic (``create_only_atomic``):
+``renameat2(RENAME_NOREPLACE)`` or ``link``, both of which fail with EEXIST in the kernel.
+A full disk or quota (ENOSPC, EDQUOT) raises ``NoSpace``.
 
 The etag is derived from inode, size and mtime in nanoseconds: every completed put changes it.
 ``update(etag)`` is checked and applied under an ``flock`` on a lock file in the root, so
@@ -24,12 +28,23 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
-from vdir.backends.base import CHUNK, Backend, BoundedReader, ListResult, Location, ObjectMeta, PutMode, reader
+from vdir.backends.base import (
+    CHUNK,
+    Backend,
+    BoundedReader,
+    ListResult,
+    Location,
+    ObjectMeta,
+    PutMode,
+    TempObject,
+    reader,
+)
 from vdir.errors import (
     AlreadyExists,
     ConfigError,
     Conflict,
     InvalidPath,
+    NoSpace,
     NotFound,
     PermissionDenied,
     VDirError,
@@ -49,6 +64,8 @@ def _translate(name: str, key: str, exc: OSError) -> Exception:
         return PermissionDenied(f"{name}: permission denied for {key} ({exc.strerror})", path=key)
     if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
         return AlreadyExists(f"{name}: {key} clashes with an existing object or folder of that name", path=key)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"{name}: no space left for {key} ({exc.strerror})", path=key)
     if exc.errno == errno.ENAMETOOLONG:
         return InvalidPath(f"{name}: key too long for the filesystem: {key[:80]}...", path=key)
     err = VDirError(f"{name}: {key}: {exc.strerror or exc}")
@@ -91,7 +108,7 @@ def _path_from_url(url: str) -> Path:
 
 class LocalBackend(Backend):
     scheme = "file"
-    create_only_atomic = True  # create-only is a hard link / a locked dict: atomic
+    create_only_atomic = True
 
     def __init__(self, name: str, url: str, location: Location | None = None, fsync: bool = True, create: bool = True, **_: Any) -> None:
         super().__init__(name, url, location)
@@ -271,3 +288,33 @@ class LocalBackend(Backend):
                 except FileNotFoundError:
                     continue
         return ListResult(objects, prefixes)
+
+    # -- Temporaries ------------------------------------------------------------------------------
+    def list_temporaries(self) -> Iterator[TempObject]:
+        """Every ``.vdir-tmp-*`` file below the root (puts in progress, or killed ones); ``key``
+        and ``handle`` are its path relative to the root."""
+        for folder, dirs, files in os.walk(self.root):
+            dirs.sort()
+            for fname in sorted(files):
+                if not fname.startswith(TMP_PREFIX):
+                    continue
+                path = Path(folder) / fname
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue
+                rel = path.relative_to(self.root).as_posix()
+                yield TempObject(key=rel, size=st.st_size, mtime=st.st_mtime, kind="tempfile", handle=rel)
+
+    def remove_temporary(self, t: TempObject) -> None:
+        """Unlink one temp file (only ever a ``.vdir-tmp-*`` name below the root)."""
+        rel = t.handle or t.key
+        parts = rel.split("/")
+        if not parts[-1].startswith(TMP_PREFIX) or any(p in ("", ".", "..") for p in parts) or rel.startswith("/"):
+            raise InvalidPath(f"{self.name}: {rel!r} is not a vdir temp file", path=rel)
+        try:
+            (self.root / rel).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _translate(self.name, rel, exc) from exc

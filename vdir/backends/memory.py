@@ -1,37 +1,51 @@
 """The reference backend: objects in a dict.  The conformance suite's yardstick, and handy in
-tests and demos (``memory://name``).  Objects live as long as the process."""
+tests and demos (``memory://name``).  Objects live as long as the process.
+
+A put in progress is a temporary (``Temporaries``: kind ``tempfile``) until its bytes are all
+read; removing it makes that put fail with ``Conflict``.  ``CREATE`` is atomic (one lock)."""
 
 from __future__ import annotations
 
 import io
 import itertools
+import secrets
 import threading
 import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode
+from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, TempObject
 from vdir.errors import AlreadyExists, Conflict, NotFound
 
 _STORES: dict[str, dict[str, tuple[bytes, str, float]]] = {}
+_PENDING: dict[str, dict[str, tuple[str, io.BytesIO, float]]] = {}
+"""Per store URL: puts in progress, token -> (key, bytes so far, start time)."""
 _STORES_LOCK = threading.Lock()
 _etags = itertools.count(1)
 
 
 class MemoryBackend(Backend):
-    create_only_atomic = True  # create-only is a hard link / a locked dict: atomic
     scheme = "memory"
+    create_only_atomic = True
 
     def __init__(self, name: str, url: str, location: Location | None = None, **_: Any) -> None:
         super().__init__(name, url, location)
         with _STORES_LOCK:  # same URL, same store: like a bucket shared by several clients
             self._objects = _STORES.setdefault(url, {})
+            self._pending = _PENDING.setdefault(url, {})
         self._lock = threading.Lock()
 
     def put(self, key: str, src: IO[bytes], mode: PutMode = PutMode("overwrite"), size: int | None = None) -> ObjectMeta:
         buf = io.BytesIO()
-        while chunk := src.read(1024 * 1024):
-            buf.write(chunk)
+        token = secrets.token_hex(8)
+        self._pending[token] = (key, buf, time.time())
+        try:
+            while chunk := src.read(1024 * 1024):
+                buf.write(chunk)
+        finally:
+            aborted = self._pending.pop(token, None) is None
+        if aborted:
+            raise Conflict(f"{self.name}: the write of {key} was removed as a temporary before it finished", path=key)
         data = buf.getvalue()
         with self._lock:
             current = self._objects.get(key)
@@ -79,3 +93,11 @@ class MemoryBackend(Backend):
             else:
                 objects.append(meta)
         return ListResult(objects, sorted(prefixes, key=lambda p: p.encode()))
+
+    def list_temporaries(self) -> Iterator[TempObject]:
+        for token, (key, buf, started) in sorted(self._pending.copy().items()):
+            yield TempObject(key=key, size=buf.tell(), mtime=started, kind="tempfile", handle=token)
+
+    def remove_temporary(self, t: TempObject) -> None:
+        if t.handle:
+            self._pending.pop(t.handle, None)

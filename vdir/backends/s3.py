@@ -39,10 +39,22 @@ any other S3 tool.
   same error translation; endpoint, addressing style, region and credentials are boto3's.  Not
   used behind a proxy or with option ``lean=false``; a redirect to another region turns it off
   for the backend (boto3 follows those).
-* Retries: botocore's ``standard`` mode (5xx, throttling, connection errors), bounded by
-  ``max_attempts`` (total tries), with ``connect_timeout`` / ``read_timeout``.  What is left after
-  that is translated in :meth:`S3Backend._translate` (the one place), ``retryable`` where it may
-  pass.
+* Retries and timeouts: botocore's ``standard`` mode (5xx, throttling, connection errors),
+  bounded by ``max_attempts`` (total tries, default 3), each try waiting at most
+  ``connect_timeout`` (5 s) to connect and ``read_timeout`` (8 s) for the server to say
+  anything; so a server that accepts connections but never answers fails a call in about
+  ``max_attempts * read_timeout`` (24 s) plus short backoffs, with a warning before each retry
+  ("no answer from ..., retrying (2/3)").  What is left after that is translated in
+  :meth:`S3Backend._translate` (the one place), ``retryable`` where it may pass.
+* Create-only (``create_only_atomic``): option ``create_only`` says whether this endpoint
+  honours ``If-None-Match: *`` on ``PutObject`` *and* ``CompleteMultipartUpload``, atomically
+  (AWS has since 2024; SeaweedFS 4.48 does; moto 5.2 checks the header but two racing multipart
+  creators can both win).  Not given, it is False, and ``vdir backend add`` asks the server once
+  (:meth:`S3Backend.probe_create_only`) and records the answer in the backend's options.
+* Temporaries: unfinished multipart uploads below the prefix (a killed ``put``) are listed by
+  ``list_temporaries`` and aborted by ``remove_temporary``.
+* A bucket over its quota (HTTP 507, ``InsufficientStorage``, ``QuotaExceeded``) raises
+  ``NoSpace``.
 * Location: cloud ``aws``; the region comes from option ``region`` or is asked of the bucket
   (``GetBucketLocation``) the first time it is needed.
 
@@ -64,6 +76,7 @@ import re
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -91,7 +104,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, reader
+from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, TempObject, reader
 from vdir.backends.s3_lean import Creds, LeanS3
 from vdir.backends.s3_read import READ_PIECE, Download, LeanBody, Opened, ReadAhead
 from vdir.errors import (
@@ -102,6 +115,7 @@ from vdir.errors import (
     Conflict,
     InvalidArgument,
     NameTooLong,
+    NoSpace,
     NotFound,
     PermissionDenied,
     Timeout,
@@ -132,6 +146,9 @@ RETRY_CODES = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComp
 """Error codes botocore's ``standard`` retry mode retries (besides 5xx and throttling); the lean path does too."""
 THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                   "RequestThrottled", "ServiceUnavailable"}
+RACY_CONDITION_SERVERS = ("werkzeug",)
+"""``Server`` headers of S3 servers that check ``If-None-Match`` but not atomically (moto 5.2
+serves as Werkzeug: two racing multipart creators of one key both win), so never create-only."""
 FILER_SERVERS = ("seaweedfs",)
 """``Server`` headers of S3 servers that list in directory order and keep empty folders."""
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
@@ -264,15 +281,16 @@ class S3Backend(Backend):
         part_size: int | str = 8 * MiB,
         multipart_threshold: int | str = 8 * MiB,
         max_concurrency: int | str = 4,
-        max_attempts: int | str = 4,
-        connect_timeout: float | str = 10.0,
-        read_timeout: float | str = 60.0,
+        max_attempts: int | str = 3,
+        connect_timeout: float | str = 5.0,
+        read_timeout: float | str = 8.0,
         max_pool_connections: int | str = 32,
         addressing_style: str | None = None,
         check_conditions: bool | str = False,
         listing: str = "auto",
         read_ahead: int | str | None = None,
         lean: bool | str = True,
+        create_only: bool | str | None = None,
     ) -> None:
         self._location = location or Location(cloud="aws", region=region or "")
         self._region_known = bool(self._location.region and self._location.region != "unknown")
@@ -296,6 +314,7 @@ class S3Backend(Backend):
             read_ahead = 0 if _local(endpoint_url) else 4
         self.read_ahead = max(0, parse_number(read_ahead, "read_ahead"))
         self.check_conditions = parse_bool(check_conditions, "check_conditions")
+        self.create_only_atomic = False if create_only is None else parse_bool(create_only, "create_only")
         if listing not in ("auto", "flat", "walk"):
             raise ConfigError(f"s3 backend {name!r}: option listing must be auto, flat or walk, not {listing!r}")
         self.listing = listing
@@ -327,6 +346,31 @@ class S3Backend(Backend):
         except (BotoCoreError, ValueError) as exc:
             raise self._translate(exc, "open") from exc
         self._session = session
+        self.client.meta.events.register("needs-retry.s3", self._say_retry)
+
+    def _say_retry(self, attempts: int = 0, caught_exception: BaseException | None = None,
+                   response: Any = None, **_: Any) -> None:
+        """botocore event hook: a warning before each retry of a call that got no (good) answer."""
+        if attempts >= self.max_attempts:
+            return
+        status = 0
+        if response is not None:
+            status = int((response[1] or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if caught_exception is None and status < 500:
+            return
+        self._warn_retry(caught_exception, status, attempts)
+
+    def _warn_retry(self, exc: BaseException | None, status: int, attempt: int) -> None:
+        endpoint = self.client.meta.endpoint_url
+        if isinstance(exc, (ReadTimeoutError, urllib3.exceptions.ReadTimeoutError)):
+            why = f"no answer from {endpoint} within {self.read_timeout:g}s"
+        elif isinstance(exc, (ConnectTimeoutError, urllib3.exceptions.ConnectTimeoutError)):
+            why = f"cannot connect to {endpoint} within {self.connect_timeout:g}s"
+        elif exc is not None:
+            why = f"no answer from {endpoint} ({type(exc).__name__})"
+        else:
+            why = f"{endpoint} answered {status}"
+        log.warning("s3 backend %r: %s, retrying (%d/%d)", self.name, why, attempt + 1, self.max_attempts)
 
     # -- the lean path ------------------------------------------------------------------------------
     def _lean_client(self) -> LeanS3 | None:
@@ -386,6 +430,7 @@ class S3Backend(Backend):
             except urllib3.exceptions.HTTPError as exc:
                 if attempt >= self.max_attempts:
                     raise self._translate(exc, what, key, mode) from exc
+                self._warn_retry(exc, 0, attempt)
                 time.sleep(backoff_delay(attempt, base=0.1, cap=5.0))
                 continue
             if answer.status < 300:
@@ -404,6 +449,7 @@ class S3Backend(Backend):
             again = answer.status >= 500 or answer.status == 429 or code in THROTTLE_CODES or code in RETRY_CODES
             if not again or attempt >= self.max_attempts:
                 raise self._translate(error, what, key, mode) from None
+            self._warn_retry(None, answer.status, attempt)
             time.sleep(backoff_delay(attempt, base=0.1, cap=5.0))
 
     # -- location ---------------------------------------------------------------------------
@@ -475,6 +521,9 @@ class S3Backend(Backend):
                 return _RangeNotSatisfiable(f"{where}: range not satisfiable", path=key)
             if code == "KeyTooLongError":
                 return NameTooLong(f"{where}: key too long for S3 (at most {MAX_KEY_BYTES} bytes)", path=key)
+            if status == 507 or code in ("InsufficientStorage", "QuotaExceeded", "StorageQuotaExceeded",
+                                         "XAmzContentSHA256Mismatch-NoSpace", "EntityTooLargeForQuota"):
+                return NoSpace(f"{where}: the storage is full or over its quota ({detail})", path=key)
             if code == "RequestTimeout" or status == 408:
                 return Timeout(f"{where}: the server timed out waiting for us ({detail})", path=key)
             if code in THROTTLE_CODES or status == 429:
@@ -494,7 +543,8 @@ class S3Backend(Backend):
         if isinstance(exc, urllib3.exceptions.NewConnectionError):
             return BackendUnavailable(f"{where}: cannot reach the server ({exc})", path=key)
         if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError, urllib3.exceptions.TimeoutError)):
-            return Timeout(f"{where}: timed out ({exc})", path=key)
+            return Timeout(f"{where}: timed out after {self.max_attempts} attempt(s) (connect_timeout "
+                           f"{self.connect_timeout:g}s, read_timeout {self.read_timeout:g}s): {exc}", path=key)
         if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError, OSError,
                             urllib3.exceptions.HTTPError)):
             return BackendUnavailable(f"{where}: cannot reach the server ({exc})", path=key)
@@ -809,6 +859,92 @@ class S3Backend(Backend):
                        "abort upload of", key)
         except VDirError as exc:  # the parts stay invisible; a bucket lifecycle rule reclaims them
             log.warning("%s (the object was not written; its parts wait for the bucket's cleanup)", exc)
+
+    # -- create-only probe and temporaries ----------------------------------------------------------
+    def probe_create_only(self) -> bool:
+        """Ask the server once whether it honours ``If-None-Match: *`` on both ``PutObject`` and
+        ``CompleteMultipartUpload``: write a probe key create-only, then try again both ways (the
+        second writes must be refused), and delete it.  Used by ``vdir backend add``.  A probe
+        cannot see a server that checks the header racily: those known to (``Server`` header in
+        :data:`RACY_CONDITION_SERVERS`) are answered False."""
+        key = f".vdir-probe-{uuid.uuid4().hex}"
+        full = self._full(key)
+        honoured = False
+        try:
+            first = self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=b"1", IfNoneMatch="*"),
+                               "probe", key, PutMode.CREATE)  # type: ignore[attr-defined]
+            server = str(first.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server", ""))
+            if server.lower().startswith(RACY_CONDITION_SERVERS):
+                log.info("s3 backend %r: server %r checks create-only writes racily; not relying on them",
+                         self.name, server)
+                return False
+            try:
+                self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=b"2", IfNoneMatch="*"),
+                           "probe", key, PutMode.CREATE)  # type: ignore[attr-defined]
+                return False
+            except AlreadyExists:
+                pass
+            upload_id = self._call(lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=full),
+                                   "probe", key)["UploadId"]
+            try:
+                part = self._call(lambda: self.client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                                                  PartNumber=1, Body=b"3"), "probe", key)
+                self._call(lambda: self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id, IfNoneMatch="*",
+                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}),
+                    "probe", key, PutMode.CREATE)  # type: ignore[attr-defined]
+            except AlreadyExists:
+                honoured = True
+                self._abort(key, full, upload_id)
+            return honoured
+        except VDirError as exc:
+            if isinstance(exc, (TransientError, AuthenticationError, ConfigError)):
+                raise
+            log.warning("s3 backend %r: cannot tell whether the server honours create-only writes (%s); "
+                        "assuming it does not", self.name, exc)
+            return False
+        finally:
+            try:
+                self.delete(key)
+            except VDirError as exc:
+                log.warning("s3 backend %r: probe object %s left behind: %s", self.name, full, exc)
+
+    def list_temporaries(self) -> Iterator[TempObject]:
+        """Unfinished multipart uploads below the prefix (kind ``multipart``, ``handle`` the
+        UploadId); ``size`` is the sum of the parts uploaded so far."""
+        marker: dict[str, str] = {}
+        while True:
+            page = self._call(lambda m=marker: self.client.list_multipart_uploads(  # type: ignore[misc]
+                Bucket=self.bucket, Prefix=self.prefix, **m), "list unfinished uploads in")
+            for upload in page.get("Uploads", []) or []:
+                full, upload_id = upload["Key"], upload["UploadId"]
+                if not full.startswith(self.prefix):
+                    continue
+                key = full[len(self.prefix):]
+                size = 0
+                try:
+                    parts = self._call(lambda f=full, u=upload_id: self.client.list_parts(  # type: ignore[misc]
+                        Bucket=self.bucket, Key=f, UploadId=u), "list parts of", key)
+                    size = sum(int(p.get("Size") or 0) for p in parts.get("Parts", []) or [])
+                except NotFound:
+                    continue  # finished or aborted meanwhile
+                initiated = upload.get("Initiated")
+                yield TempObject(key=key, size=size, mtime=initiated.timestamp() if initiated is not None else None,
+                                 kind="multipart", handle=upload_id)
+            if not page.get("IsTruncated"):
+                return
+            marker = {"KeyMarker": page.get("NextKeyMarker") or "", "UploadIdMarker": page.get("NextUploadIdMarker") or ""}
+
+    def remove_temporary(self, t: TempObject) -> None:
+        """Abort one unfinished multipart upload (its parts are freed; the key's object, if any, stays)."""
+        if t.kind != "multipart" or not t.handle:
+            raise InvalidArgument(f"s3 backend {self.name!r}: not a multipart upload: {t}")
+        full = self._full(t.key)
+        try:
+            self._call(lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=t.handle),
+                       "abort upload of", t.key)
+        except NotFound:
+            return
 
     def server_copy(self, src_key: str, dst_key: str, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
         """``CopyObject`` within the bucket; objects above 5 GiB (CopyObject's limit) are streamed."""
