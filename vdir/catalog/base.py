@@ -80,6 +80,8 @@ class Entry:
     """Symlink target."""
     xattrs: dict[str, bytes] = field(default_factory=dict)
     replicas: list[Replica] = field(default_factory=list)
+    blocks: str | None = None
+    """per-block hashes, opaque to the catalog, see vdir.hashing"""
 
     @property
     def is_dir(self) -> bool:
