@@ -39,11 +39,13 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv
 fi
 extras="all"; [ $WANT_TEST = 1 ] && extras="all,test"
-stamp=".venv/.installed-$extras-$(sha1sum pyproject.toml | cut -c1-12)"
+# every version comes from constraints.txt (what the suite passed with): a fresh machine gets
+# the same packages, and an upgrade is a deliberate change (scripts/lock.sh)
+stamp=".venv/.installed-$extras-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  say "installing vdir[$extras] into .venv"
+  say "installing vdir[$extras] into .venv (versions pinned by constraints.txt)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e ".[$extras]"
+  .venv/bin/pip install -q -c constraints.txt -e ".[$extras]"
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 

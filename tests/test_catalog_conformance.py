@@ -831,3 +831,36 @@ def test_mongo_database_from_url(mongo_catalog_url: str, mongodb_uri: str) -> No
         assert client[database]["entries"].count_documents({}) == 2
     finally:
         client.close()
+
+
+# -- schema 2: block hashes, who uses an object, durability ----------------------------------
+
+
+def test_blocks_round_trip(catalog: Catalog) -> None:
+    e = catalog.create(Entry(name="f", size=3, hash="h", blocks="20:00ff", replicas=[Replica("b1", "k", 3)]))
+    assert catalog.get(e.id).blocks == "20:00ff"
+    assert catalog.lookup(ROOT_ID, "f").blocks == "20:00ff"  # type: ignore[union-attr]
+    updated = catalog.update(e.copy(blocks=None), e.version)
+    assert catalog.get(updated.id).blocks is None
+
+
+def test_replica_users_follow_every_write(catalog: Catalog) -> None:
+    a = catalog.create(Entry(name="a", size=1, replicas=[Replica("b1", "obj", 1), Replica("b2", "obj", 1)]))
+    b = catalog.create(Entry(name="b", size=1, replicas=[Replica("b1", "obj", 1)]))
+    assert sorted(catalog.replica_users("b1", "obj")) == sorted([a.id, b.id])
+    assert catalog.replica_users("b2", "obj") == [a.id]
+    assert catalog.replica_users("b1", "other") == []
+    catalog.update(b.copy(replicas=[Replica("b1", "new", 1)]), b.version)
+    assert catalog.replica_users("b1", "obj") == [a.id]
+    assert catalog.replica_users("b1", "new") == [b.id]
+    c = catalog.create(Entry(name="c", size=1, replicas=[Replica("b1", "c", 1)]))
+    catalog.rename(c.id, ROOT_ID, "a", replace_existing=True)  # replaces a
+    assert catalog.replica_users("b1", "obj") == []
+    catalog.delete(c.id)
+    assert catalog.replica_users("b1", "c") == []
+
+
+def test_make_durable_returns_after_writes(catalog: Catalog) -> None:
+    catalog.create(Entry(name="d", size=0))
+    catalog.make_durable()  # must not fail on a catalog in use
+    assert catalog.lookup(ROOT_ID, "d") is not None

@@ -13,7 +13,11 @@ Model
   write bumps it by one.  Writes that take ``expected_version`` are compare-and-set: when the
   stored version differs they raise :class:`~vdir.errors.Conflict` and change nothing.
 * A file's :class:`Replica` list says where its bytes are.  The catalog never interprets it
-  beyond storing, indexing by backend, and returning it.
+  beyond storing, indexing by backend and by ``(backend, key)``, and returning it.
+* Schema versions: both engines record the version of the layout they wrote and upgrade an older
+  catalog in place when they open it (``SCHEMA_VERSION`` below, migrations in each engine); a
+  catalog newer than the code is refused.  Version 2 added ``Entry.blocks`` and the
+  ``(backend, key)`` index behind :meth:`Catalog.replica_users`.
 * :class:`Task` rows form the placement queue.  :meth:`Catalog.claim_task` is atomic (one
   ``UPDATE ... RETURNING`` / ``find_one_and_update``): two claimers never get the same task,
   and a task whose lease expired can be claimed again.
@@ -35,6 +39,8 @@ from typing import Any
 from vdir.errors import InvalidArgument, NotFound
 
 ROOT_ID = 1
+SCHEMA_VERSION = 2
+"""The catalog layout this code writes; see the module docstring."""
 
 DIR = "dir"
 FILE = "file"
@@ -81,7 +87,8 @@ class Entry:
     xattrs: dict[str, bytes] = field(default_factory=dict)
     replicas: list[Replica] = field(default_factory=list)
     blocks: str | None = None
-    """per-block hashes, opaque to the catalog, see vdir.hashing"""
+    """Per-block hashes of the content, opaque to the catalog (see :mod:`vdir.hashing`);
+    ``None`` when not known (entries written before schema 2, lazily linked objects)."""
 
     @property
     def is_dir(self) -> bool:
@@ -221,6 +228,17 @@ class Catalog(ABC):
     @abstractmethod
     def count_replicas(self, backend: str) -> int:
         """How many replicas live on ``backend`` (index-backed)."""
+
+    @abstractmethod
+    def replica_users(self, backend: str, key: str) -> builtins.list[int]:
+        """Ids of the entries with a replica at ``key`` on ``backend`` (index-backed).  The core
+        asks before it deletes an object: bytes any entry still uses are never deleted."""
+
+    @abstractmethod
+    def make_durable(self) -> None:
+        """Return once every write this process has committed survives a power loss.  The core
+        calls it before deleting objects that a commit made unused, so a commit lost in a crash
+        can never leave an entry pointing at deleted bytes."""
 
     @abstractmethod
     def stats(self) -> dict[str, int]:

@@ -74,6 +74,7 @@ from vdir.catalog.base import (
     PENDING,
     ROOT_ID,
     RUNNING,
+    SCHEMA_VERSION,
     BackendRecord,
     Catalog,
     Entry,
@@ -106,7 +107,7 @@ RETRIES = 20
 """Attempts of a write whose compare-and-set lost against a concurrent writer (no expected_version)."""
 PAGE = 500
 
-_ENTRY_FIELDS = ("type", "mode", "uid", "gid", "size", "mtime", "ctime", "hash", "target")
+_ENTRY_FIELDS = ("type", "mode", "uid", "gid", "size", "mtime", "ctime", "hash", "target", "blocks")
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
 
 
@@ -143,7 +144,7 @@ def _to_entry(d: dict[str, Any]) -> Entry:
     return Entry(
         id=d["_id"], parent_id=d.get("parent_id"), name=d["name"], type=d["type"], mode=d["mode"], uid=d["uid"],
         gid=d["gid"], size=d["size"], mtime=d["mtime"], ctime=d["ctime"], hash=d.get("hash"), version=d["version"],
-        target=d.get("target"),
+        target=d.get("target"), blocks=d.get("blocks"),
         xattrs={x["k"]: bytes(x["v"]) for x in d.get("xattrs", [])},
         replicas=[Replica(**r) for r in d.get("replicas", [])],
     )
@@ -175,6 +176,12 @@ class MongoCatalog(Catalog):
         options: dict[str, Any] = {}
         if "serverselectiontimeoutms" not in url.lower():
             options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
+        query = url.partition("?")[2].lower()
+        if "w=" not in query and "journal=" not in query:
+            # a commit acknowledged by one node can be rolled back by a failover after the core
+            # has deleted the objects the old version used: acknowledge only majority-journaled
+            # writes (make_durable then has nothing left to do)
+            options.update(w="majority", journal=True)
         with self._errors():
             self._client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url, **options)
         try:
@@ -226,8 +233,18 @@ class MongoCatalog(Catalog):
 
     # -- set-up ------------------------------------------------------------------------------
     def _init_schema(self) -> None:
+        meta = self._db["meta"]
+        found = meta.find_one({"_id": "schema"})
+        # a catalog without the document is either new or was written with schema 1
+        version = int(found["version"]) if found else 1
+        if version > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self._safe_url} has schema {version}, newer than this vdir understands ({SCHEMA_VERSION}); upgrade vdir"
+            )
         self._entries.create_index([("parent_id", 1), ("name", 1)], unique=True, name="parent_name")
         self._entries.create_index("replicas.backend", name="replica_backend")
+        # schema 2: who uses an object (replica_users); Entry.blocks is a plain optional field
+        self._entries.create_index([("replicas.backend", 1), ("replicas.key", 1)], name="replica_key")
         self._tasks.create_index([("state", 1), ("not_before", 1)], name="claim")
         self._tasks.create_index([("state", 1), ("lease_expires", 1)], name="lease")
         self._tasks.create_index([("state", 1), ("updated", 1)], name="purge")
@@ -244,6 +261,8 @@ class MongoCatalog(Catalog):
             self._entries.update_one({"_id": ROOT_ID}, {"$setOnInsert": fields}, upsert=True)
         except DuplicateKeyError:
             pass  # another process created it at the same moment
+        if version < SCHEMA_VERSION:
+            meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
 
     def _new_entry_id(self) -> int:
         with self._ids_lock:
@@ -563,6 +582,15 @@ class MongoCatalog(Catalog):
             if len(batch) < PAGE:
                 return
             last = batch[-1].id
+
+    def replica_users(self, backend: str, key: str) -> builtins.list[int]:
+        with self._errors():
+            found = self._entries.find({"replicas": {"$elemMatch": {"backend": backend, "key": key}}}, {"_id": 1})
+            return [int(d["_id"]) for d in found]
+
+    def make_durable(self) -> None:
+        """Every write is acknowledged only once majority-committed and journaled (see
+        ``__init__``; a URL that sets ``w``/``journal`` itself takes that choice)."""
 
     def count_replicas(self, backend: str) -> int:
         # entries with a replica there (as the SQLite engine's replica index counts them)

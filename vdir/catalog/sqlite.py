@@ -2,7 +2,10 @@
 
 * ``entries`` holds the tree (unique ``(parent_id, name)``; listing is an index range scan),
   with each file's replicas as a JSON column read together with the row.  ``replica_index``
-  mirrors ``(backend, entry_id)`` so "what lives on backend X" is an index lookup.
+  mirrors ``(backend, entry_id)`` so "what lives on backend X" is an index lookup, and
+  ``replica_keys`` mirrors ``(backend, key, entry_id)`` so "who uses this object" is one too.
+* ``meta.schema`` is the layout version; an older file is upgraded in place when opened
+  (:func:`_migrate`, one transaction).
 * Every write runs in one ``BEGIN IMMEDIATE`` transaction, so compare-and-set checks and the
   change they guard are atomic across threads *and* processes (placement daemons, CLI runs and
   mounts may share the file).
@@ -31,6 +34,7 @@ from vdir.catalog.base import (
     PENDING,
     ROOT_ID,
     RUNNING,
+    SCHEMA_VERSION,
     BackendRecord,
     Catalog,
     Entry,
@@ -52,7 +56,6 @@ from vdir.errors import (
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 MAX_IDLE = 8
 """Idle connections kept open for reuse."""
 
@@ -73,7 +76,8 @@ CREATE TABLE IF NOT EXISTS entries (
     version INTEGER NOT NULL,
     target TEXT,
     xattrs TEXT NOT NULL DEFAULT '{}',
-    replicas TEXT NOT NULL DEFAULT '[]'
+    replicas TEXT NOT NULL DEFAULT '[]',
+    blocks TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS entries_parent_name ON entries(parent_id, name);
 CREATE TABLE IF NOT EXISTS replica_index (
@@ -82,6 +86,13 @@ CREATE TABLE IF NOT EXISTS replica_index (
     PRIMARY KEY (backend, entry_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replica_index_entry ON replica_index(entry_id);
+CREATE TABLE IF NOT EXISTS replica_keys (
+    backend TEXT NOT NULL,
+    key TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    PRIMARY KEY (backend, key, entry_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replica_keys_entry ON replica_keys(entry_id);
 CREATE TABLE IF NOT EXISTS backends (
     name TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -123,7 +134,7 @@ CREATE TABLE IF NOT EXISTS records (
 );
 """
 
-_ENTRY_COLS = "id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas"
+_ENTRY_COLS = "id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas, blocks"
 _TASK_COLS = (
     "id, kind, entry_id, entry_version, source, destination, state, attempts, last_error, lease_owner, "
     "lease_expires, not_before, dedupe_key, payload, created, updated"
@@ -139,10 +150,10 @@ def _dump_xattrs(xattrs: dict[str, bytes]) -> str:
 
 
 def _row_to_entry(row: tuple[Any, ...]) -> Entry:
-    (id_, parent_id, name, type_, mode, uid, gid, size, mtime, ctime, hash_, version, target, xattrs, replicas) = row
+    (id_, parent_id, name, type_, mode, uid, gid, size, mtime, ctime, hash_, version, target, xattrs, replicas, blocks) = row
     return Entry(
         id=id_, parent_id=parent_id, name=name, type=type_, mode=mode, uid=uid, gid=gid, size=size,
-        mtime=mtime, ctime=ctime, hash=hash_, version=version, target=target,
+        mtime=mtime, ctime=ctime, hash=hash_, version=version, target=target, blocks=blocks,
         xattrs={k: bytes.fromhex(v) for k, v in json.loads(xattrs).items()} if xattrs != "{}" else {},
         replicas=[Replica(**r) for r in json.loads(replicas)] if replicas != "[]" else [],
     )
@@ -157,9 +168,32 @@ def _row_to_task(row: tuple[Any, ...]) -> Task:
     return Task(**data)
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open; never let a second error hide the first one."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _migrate(conn: sqlite3.Connection, found: int) -> None:
+    """Upgrade a catalog written with schema ``found`` to :data:`SCHEMA_VERSION`, in the
+    transaction that opens it (all or nothing)."""
+    if found < 2:  # 2: Entry.blocks, and the (backend, key) index behind replica_users
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+        if "blocks" not in columns:
+            conn.execute("ALTER TABLE entries ADD COLUMN blocks TEXT")
+        rows = conn.execute("SELECT id, replicas FROM entries WHERE replicas != '[]'")
+        conn.executemany(
+            "INSERT OR IGNORE INTO replica_keys VALUES (?, ?, ?)",
+            ((r["backend"], r["key"], entry_id) for entry_id, replicas in rows for r in json.loads(replicas)),
+        )
+
+
 def _translate(path: str, exc: sqlite3.Error) -> Exception:
     """The one place SQLite errors become vdir errors."""
     text = str(exc)
+    if "database or disk is full" in text:
+        return CatalogError(f"catalog {path}: the disk is full ({text}); nothing was written")
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return TransientError(f"catalog {path} is busy (another writer holds it): {text}")
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
@@ -245,12 +279,12 @@ class SQLiteCatalog(Catalog):
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
+                _rollback(conn)  # a failed COMMIT may already have ended the transaction
                 raise _translate(self.path, exc) from exc
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -273,11 +307,14 @@ class SQLiteCatalog(Catalog):
                     raise CatalogError(
                         f"catalog {self.path} has schema {row[0]}, newer than this vdir understands ({SCHEMA_VERSION}); upgrade vdir"
                     )
+                elif int(row[0]) < SCHEMA_VERSION:
+                    _migrate(conn, int(row[0]))
+                    conn.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
                 if conn.execute("SELECT 1 FROM entries WHERE id=?", (ROOT_ID,)).fetchone() is None:
                     now = time.time()
                     conn.execute(
-                        f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (ROOT_ID, None, "", DIR, 0o755, os.getuid(), os.getgid(), 0, now, now, None, 1, None, "{}", "[]"),
+                        f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (ROOT_ID, None, "", DIR, 0o755, os.getuid(), os.getgid(), 0, now, now, None, 1, None, "{}", "[]", None),
                     )
         except sqlite3.Error as exc:
             raise _translate(self.path, exc) from exc
@@ -320,10 +357,16 @@ class SQLiteCatalog(Catalog):
             raise NotADirectory(f"parent {parent.name!r} is not a directory")
 
     def _set_replica_index(self, conn: sqlite3.Connection, entry: Entry) -> None:
-        conn.execute("DELETE FROM replica_index WHERE entry_id=?", (entry.id,))
+        self._drop_replica_index(conn, entry.id)
         conn.executemany(
             "INSERT OR IGNORE INTO replica_index VALUES (?, ?)", [(b, entry.id) for b in {r.backend for r in entry.replicas}]
         )
+        conn.executemany("INSERT OR IGNORE INTO replica_keys VALUES (?, ?, ?)", [(r.backend, r.key, entry.id) for r in entry.replicas])
+
+    @staticmethod
+    def _drop_replica_index(conn: sqlite3.Connection, entry_id: int) -> None:
+        conn.execute("DELETE FROM replica_index WHERE entry_id=?", (entry_id,))
+        conn.execute("DELETE FROM replica_keys WHERE entry_id=?", (entry_id,))
 
     def create(self, entry: Entry) -> Entry:
         with self._write() as conn:
@@ -332,10 +375,10 @@ class SQLiteCatalog(Catalog):
                 raise AlreadyExists(f"{entry.name!r} already exists in directory {entry.parent_id}")
             new = entry.copy(version=1)
             cur = conn.execute(
-                "INSERT INTO entries (parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO entries (parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs,"
+                " replicas, blocks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (new.parent_id, new.name, new.type, new.mode, new.uid, new.gid, new.size, new.mtime, new.ctime,
-                 new.hash, 1, new.target, _dump_xattrs(new.xattrs), _dump_replicas(new.replicas)),
+                 new.hash, 1, new.target, _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.blocks),
             )
             new.id = int(cur.lastrowid or 0)
             if new.replicas:
@@ -358,9 +401,9 @@ class SQLiteCatalog(Catalog):
             new = entry.copy(version=current.version + 1, parent_id=current.parent_id, name=current.name)
             conn.execute(
                 "UPDATE entries SET type=?, mode=?, uid=?, gid=?, size=?, mtime=?, ctime=?, hash=?, version=?, target=?,"
-                " xattrs=?, replicas=? WHERE id=?",
+                " xattrs=?, replicas=?, blocks=? WHERE id=?",
                 (new.type, new.mode, new.uid, new.gid, new.size, new.mtime, new.ctime, new.hash, new.version, new.target,
-                 _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.id),
+                 _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.blocks, new.id),
             )
             self._set_replica_index(conn, new)
             return new
@@ -398,7 +441,7 @@ class SQLiteCatalog(Catalog):
                 if existing.type == DIR and conn.execute("SELECT 1 FROM entries WHERE parent_id=? LIMIT 1", (existing.id,)).fetchone():
                     raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
                 conn.execute("DELETE FROM entries WHERE id=?", (existing.id,))
-                conn.execute("DELETE FROM replica_index WHERE entry_id=?", (existing.id,))
+                self._drop_replica_index(conn, existing.id)
                 replaced = existing
             now = time.time()
             conn.execute(
@@ -416,7 +459,7 @@ class SQLiteCatalog(Catalog):
             if current.type == DIR and conn.execute("SELECT 1 FROM entries WHERE parent_id=? LIMIT 1", (entry_id,)).fetchone():
                 raise DirectoryNotEmpty(f"directory {current.name!r} is not empty")
             conn.execute("DELETE FROM entries WHERE id=?", (entry_id,))
-            conn.execute("DELETE FROM replica_index WHERE entry_id=?", (entry_id,))
+            self._drop_replica_index(conn, entry_id)
             return current
 
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
@@ -479,6 +522,25 @@ class SQLiteCatalog(Catalog):
 
     def count_replicas(self, backend: str) -> int:
         return int(self._read(lambda c: c.execute("SELECT count(*) FROM replica_index WHERE backend=?", (backend,)).fetchone()[0]))
+
+    def replica_users(self, backend: str, key: str) -> builtins.list[int]:
+        return self._read(lambda c: [r[0] for r in c.execute(
+            "SELECT entry_id FROM replica_keys WHERE backend=? AND key=?", (backend, key))])
+
+    def make_durable(self) -> None:
+        # WAL mode with synchronous=NORMAL: a commit is in the -wal file but fsynced only at
+        # checkpoints; syncing that file makes every commit so far durable (its frames are
+        # appended in commit order), at the cost of one fsync instead of one per commit
+        if self.path == ":memory:":
+            return
+        try:
+            fd = os.open(self.path + "-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # checkpointed and removed: everything is in the database file, synced
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def stats(self) -> dict[str, int]:
         def q(c: sqlite3.Connection) -> dict[str, int]:

@@ -1,0 +1,106 @@
+"""Users' catalogs outlive releases: a catalog written by the previous release's code opens with
+this code and is upgraded in place (both engines).
+
+The old catalog is made by the old code itself: the ``vdir`` package of :data:`OLD_MAIN`, taken
+from this repository's history with ``git archive`` and run in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vdir.catalog import ROOT_ID, open_catalog
+from vdir.catalog.base import SCHEMA_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+OLD_MAIN = "d14101b"
+"""The last main whose catalogs have schema 1 (before Entry.blocks and the replica key index)."""
+
+WRITE_OLD = r"""
+import json, sys, vdir
+from vdir.catalog.base import BackendRecord, Entry, Replica, Task, open_catalog
+assert vdir.__file__.startswith(sys.argv[2]), vdir.__file__
+cat = open_catalog(sys.argv[1])
+cat.put_backend(BackendRecord("local", "file:///srv/objects"))
+d = cat.create(Entry(name="d", type="dir"))
+f = cat.create(Entry(name="f.txt", parent_id=d.id, size=5, hash="abc",
+                     replicas=[Replica("local", "d/f.txt", 5, "abc"), Replica("spare", "d/f.txt", 5, "abc")]))
+cat.create(Entry(name="link", type="symlink", parent_id=d.id, target="f.txt"))
+cat.add_task(Task(kind="replicate", entry_id=f.id, destination="spare", dedupe_key="r1"))
+cat.put_record("settings", "k", {"v": 1})
+cat.close()
+print(json.dumps({"dir": d.id, "file": f.id}))
+"""
+
+
+@pytest.fixture(scope="module")
+def old_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("old-vdir")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_MAIN, "vdir"], capture_output=True)
+    assert archive.returncode == 0, f"git archive {OLD_MAIN} failed (a full clone is needed): {archive.stderr.decode()}"
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def write_with_old_code(old_code: Path, url: str) -> dict[str, int]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", WRITE_OLD, url, str(old_code)], cwd=old_code, env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return dict(json.loads(proc.stdout))
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "mongo"])
+def test_catalog_of_the_previous_release_is_upgraded_in_place(engine: str, old_code: Path, tmp_path: Path,
+                                                               request: pytest.FixtureRequest) -> None:
+    url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+    ids = write_with_old_code(old_code, url)
+    if engine == "sqlite":
+        with sqlite3.connect(tmp_path / "old.db") as raw:
+            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "1"
+
+    cat = open_catalog(url)
+    try:
+        d = cat.lookup(ROOT_ID, "d")
+        assert d is not None and d.id == ids["dir"]
+        f = cat.lookup(d.id, "f.txt")
+        assert f is not None and f.hash == "abc" and f.blocks is None
+        assert [(r.backend, r.key) for r in f.replicas] == [("local", "d/f.txt"), ("spare", "d/f.txt")]
+        assert cat.resolve("/d/link").target == "f.txt"
+        # the new index knows the old entries' objects
+        assert cat.replica_users("local", "d/f.txt") == [f.id]
+        assert cat.replica_users("spare", "d/f.txt") == [f.id]
+        assert cat.get_backend("local").url == "file:///srv/objects"
+        assert [t.dedupe_key for t in cat.list_tasks()] == ["r1"]
+        assert cat.get_record("settings", "k")[0] == {"v": 1}
+        # and the upgraded catalog takes new writes
+        cat.update(f.copy(blocks="20:00"), f.version)
+    finally:
+        cat.close()
+    if engine == "sqlite":
+        with sqlite3.connect(tmp_path / "old.db") as raw:
+            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+    again = open_catalog(url)  # a second open finds nothing left to do
+    try:
+        assert again.resolve("/d/f.txt").blocks == "20:00"
+        assert again.replica_users("local", "d/f.txt") == [ids["file"]]
+    finally:
+        again.close()
+
+
+def test_a_newer_catalog_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/new.db"
+    open_catalog(url).close()
+    with sqlite3.connect(tmp_path / "new.db") as raw:
+        raw.execute("UPDATE meta SET value='99' WHERE key='schema'")
+    from vdir.errors import CatalogError
+
+    with pytest.raises(CatalogError, match="newer than this vdir"):
+        open_catalog(url)
