@@ -249,16 +249,18 @@ class RangedReader(io.RawIOBase):
         out = memoryview(buf).cast("B")
         n = min(len(out), length - off)
         if self._kept is not None and self._kept[0] == index:
-            out[:n] = self._kept[1][off : off + n]
+            out[:n] = memoryview(self._kept[1])[off : off + n]
         elif off == 0 and len(out) >= length:
             # the caller's buffer holds the whole block: verify it in place, no copy
             self._fetch_block(index, out[:length])
         else:
-            data = bytearray(length)
+            # one block buffer, reused: a fresh one per read would cost an allocation and page faults
+            data = self._kept[1] if self._kept is not None else bytearray(blocks.block_size)
             self._kept = None
-            self._fetch_block(index, memoryview(data))
+            view = memoryview(data)[:length]
+            self._fetch_block(index, view)
             self._kept = (index, data)
-            out[:n] = data[off : off + n]
+            out[:n] = view[off : off + n]
         self.pos += n
         return n
 
