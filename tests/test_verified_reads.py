@@ -16,7 +16,9 @@ import pytest
 
 import vdir
 from tests.mounts import fuse_usable, mounted
+from tests.servers.s3 import S3Server
 from tests.servers.vdirs import CLI
+from vdir.admin import add_backend
 from vdir.catalog.base import Replica
 from vdir.core import VDir
 from vdir.errors import IntegrityError
@@ -164,6 +166,23 @@ def test_linked_object_gets_hash_and_blocks_on_first_ranged_read(vd: VDir, data:
     flip_bit(object_file(vd, "/linked.bin"), BAD)
     with pytest.raises(IntegrityError):
         ranged(vd, "/linked.bin", BAD, 1)
+
+
+def test_s3_ranged_reads_are_verified(vd: VDir, data: bytes, moto_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    add_backend(vd, "aws", f"s3://{moto_s3.bucket}/verified-{os.getpid()}", endpoint=moto_s3.endpoint,
+                region="us-east-1", cost=0.001, check=False)
+    vd.put(data, "/s.bin", backend="aws")
+    key = vd.entry("/s.bin").replicas[0].key
+    bad = bytearray(data)
+    bad[BAD] ^= 0x10
+    vd.backend("aws").put_bytes(key, bytes(bad))  # the object's bytes rot in the bucket
+    assert ranged(vd, "/s.bin", 3, MiB) == data[3 : MiB + 3]  # blocks 0 and 1 are intact
+    with pytest.raises(IntegrityError, match="/s.bin"):
+        ranged(vd, "/s.bin", BAD, 10)
+    with pytest.raises(IntegrityError, match="/s.bin"), vd.open("/s.bin") as f:
+        f.read()
 
 
 # -- the mount -------------------------------------------------------------------------------
