@@ -55,8 +55,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
     @vm_app.command("boot")
     def boot(
         near: list[str] = typer.Option(..., "--near", help="Boot next to the data under this path (repeatable)."),
-        command: list[str] = typer.Argument(None, help="Local provider: the job to run, after --."),
-        name: str | None = typer.Option(None, "--name", help="VM name (default {user}-vdir-{n})."),
+        command: list[str] = typer.Argument(None, metavar="[-- COMMAND...]", help="Local provider: the job to run, after --."),
+        name: str | None = typer.Option(None, "--name", help="VM name (default: USER-vdir-N)."),
         flavor: str | None = typer.Option(None, "--flavor", "--size", help="Instance type, e.g. t3.micro."),
         image: str | None = typer.Option(None, "--image", help="AMI id, alias (al2023, ubuntu-24.04) or name pattern."),
         key: str | None = typer.Option(None, "--key", help="SSH key pair name at the provider."),
@@ -68,7 +68,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         allow_local_catalog: bool = typer.Option(
             False, "--allow-local-catalog",
             help="Development/tests only: boot a cloud VM even though the catalog is an embedded SQLite file it cannot reach."),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Start VM(s) in the cloud and region that hold the most of the data under --near."""
         from vdir.compute.service import read_user_data
@@ -101,7 +101,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
     @vm_app.command("list")
     def list_(
         refresh: bool = typer.Option(False, "--refresh", help="Ask the providers for the current state first."),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """VMs recorded in the catalog (every host sharing the catalog sees the same list)."""
         vms = compute().list(refresh=refresh)
@@ -114,7 +114,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
                      f"{address:15} {','.join(vm.near)}")
 
     @vm_app.command("status")
-    def status(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    def status(name: str = typer.Argument(..., metavar="NAME", help="VM name."), as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
         """Ask the provider how one VM is doing (and update its record)."""
         vm = compute().status(name)
         if as_json:
@@ -133,8 +133,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
 
     @vm_app.command("ssh")
     def ssh(
-        name: str,
-        command: list[str] = typer.Argument(None, help="Run this instead of a shell (after --)."),
+        name: str = typer.Argument(..., metavar="NAME", help="VM name."),
+        command: list[str] = typer.Argument(None, metavar="[-- COMMAND...]", help="Run this instead of a shell (after --)."),
         print_only: bool = typer.Option(False, "--print", help="Print the command instead of running it."),
     ) -> None:
         """Open a shell on the VM, or run a command there: vdir vm ssh NAME [-- CMD...]."""
@@ -154,9 +154,9 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
 
     @vm_app.command("wait")
     def wait(
-        name: str,
+        name: str = typer.Argument(..., metavar="NAME", help="VM name."),
         timeout: float = typer.Option(300.0, "--timeout", help="Give up after this many seconds."),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Wait until the VM runs (cloud) or its job has ended (local; exits 1 if the job failed)."""
         vm = compute().wait(name, timeout=timeout)
@@ -175,7 +175,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         raise VDirError(f"vm {vm.name} ended in state {vm.state}")
 
     @vm_app.command("logs")
-    def logs(name: str) -> None:
+    def logs(name: str = typer.Argument(..., metavar="NAME", help="VM name.")) -> None:
         """The job's output (local) or the console output (cloud)."""
         text = compute().logs(name)
         if text:
@@ -183,7 +183,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
 
     @vm_app.command("delete")
     def delete(
-        name: str | None = typer.Argument(None),
+        name: str | None = typer.Argument(None, metavar="NAME", help="VM name (or use --all-near)."),
         all_near: str | None = typer.Option(None, "--all-near", help="Delete every VM booted near this path or below it."),
     ) -> None:
         """Terminate a VM (or all VMs near a path) and forget its record."""

@@ -18,8 +18,10 @@ from typing import Any
 import click
 import typer
 
-from cli.output import Output, fmt_size, fmt_time
+from cli import help as help_screens
+from cli.output import Output, SafeFormatter, fmt_size, fmt_time, safe_lines
 from vdir import __version__
+from vdir.paths import printable as shown
 
 app = typer.Typer(
     name="vdir",
@@ -63,18 +65,32 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    config: str | None = typer.Option(None, "--config", "-c", envvar="VDIR_CONFIG", help="Config file (default: $XDG_CONFIG_HOME/vdir/config.yaml)."),
+    config: str | None = typer.Option(None, "--config", "-c", envvar="VDIR_CONFIG", metavar="FILE", help="Config file (default: $XDG_CONFIG_HOME/vdir/config.yaml)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs and tracebacks."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Say which program this is, and its version."),
 ) -> None:
     state.config = config
     state.verbose = verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="vdir: %(levelname)s: %(message)s")
+    _setup_logging(verbose)
+
+
+_log_handler: logging.Handler | None = None
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Log records go to stderr as ``vdir: LEVEL: message``, control characters escaped."""
+    global _log_handler
+    root = logging.getLogger()
+    if _log_handler is None:
+        _log_handler = logging.StreamHandler()
+        _log_handler.setFormatter(SafeFormatter("vdir: %(levelname)s: %(message)s"))
+        root.addHandler(_log_handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # -- set-up -----------------------------------------------------------------------------------
 @app.command()
-def init(catalog: str | None = typer.Option(None, help="Catalog URL for a new config (default: SQLite in the XDG data dir).")) -> None:
+def init(catalog: str | None = typer.Option(None, "--catalog", metavar="URL", help="Catalog URL for a new config: sqlite:///path/catalog.db or mongodb://host/db (default: SQLite in the XDG data dir). An existing config keeps its catalog.")) -> None:
     """Create the embedded default (SQLite catalog + a local-folder backend); safe to run again."""
     import vdir
 
@@ -89,13 +105,17 @@ def init(catalog: str | None = typer.Option(None, help="Catalog URL for a new co
 # -- transfers --------------------------------------------------------------------------------
 @app.command()
 def put(
-    sources: list[str] = typer.Argument(..., help="Local files or directories, then the vdir destination."),
+    sources: list[str] = typer.Argument(..., metavar="SRC... DEST", help="Local files or directories, then the vdir destination (a trailing / puts them inside it)."),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Copy directories."),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing files."),
-    backend: str | None = typer.Option(None, "--backend", "-b", help="Where the first copy goes."),
-    jobs: int = typer.Option(8, "--jobs", "-j", help="Parallel uploads."),
+    backend: str | None = typer.Option(None, "--backend", "-b", metavar="NAME", help="Where the first copy goes (default: the config's default backend)."),
+    jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Parallel uploads."),
+    dereference: bool = typer.Option(False, "-L", "--dereference", help="Follow symbolic links (default with -r: store them as links, like cp -r)."),
 ) -> None:
-    """Copy local files into the virtual directory (like cp -r): vdir put SRC... DEST."""
+    """Copy local files into the virtual directory, like cp -r.
+
+    Every name and destination is checked before the first byte moves. With -r, symbolic links
+    are stored as links (-L stores what they point to)."""
     if len(sources) < 2:
         raise click.UsageError("put needs at least one source and a destination")
     *srcs, dest = sources
@@ -103,24 +123,29 @@ def put(
     if len(srcs) > 1 and not dest.endswith("/"):
         dest += "/"
         vd.mkdir(dest, parents=True, exist_ok=True)
-    plans = [vd.plan_put(Path(s), dest, recursive=recursive, force=force) for s in srcs]
+    plans = [vd.plan_put(Path(s), dest, recursive=recursive, force=force, follow_symlinks=dereference) for s in srcs]
     total = sum(st.st_size for p in plans for _, _, st in p.files)
     with out.progress(total, "put") as tick:
         count = 0
         for s in srcs:
-            count += len(vd.put(Path(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick))
-    out.say(f"stored {count} file(s), {fmt_size(total)}")
+            count += len(vd.put(Path(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick,
+                                follow_symlinks=dereference))
+    links = sum(len(p.links) for p in plans)
+    out.say(f"stored {count} file(s)" + (f", {links} symbolic link(s)" if links else "") + f", {fmt_size(total)}")
 
 
 @app.command()
 def get(
-    source: str,
-    dest: str = typer.Argument(".", help="Local destination (file or directory)."),
-    recursive: bool = typer.Option(False, "-r", "--recursive"),
-    force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing local files."),
-    jobs: int = typer.Option(8, "--jobs", "-j", help="Parallel downloads."),
+    source: str = typer.Argument(..., metavar="SRC", help="Virtual path of a file, or of a directory with -r."),
+    dest: str = typer.Argument(".", metavar="DEST", help="Local destination (file or directory)."),
+    recursive: bool = typer.Option(False, "-r", "--recursive", help="Copy a directory and everything below it."),
+    force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing local files (a symbolic link is replaced, never written through)."),
+    jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Parallel downloads."),
 ) -> None:
-    """Copy a file or directory out of the virtual directory, verified against its hash."""
+    """Copy a file or directory out of the virtual directory, verified against its hash.
+
+    Files appear under their names only once complete and durable. Nothing is written through a
+    symbolic link inside DEST."""
     vd = state.vd()
     total = vd.du(source).bytes
     with out.progress(total, "get") as tick:
@@ -129,7 +154,7 @@ def get(
 
 
 @app.command()
-def cat(paths: list[str]) -> None:
+def cat(paths: list[str] = typer.Argument(..., metavar="PATH...", help="Virtual paths of files.")) -> None:
     """Write files' verified contents to standard output."""
     vd = state.vd()
     for p in paths:
@@ -140,47 +165,47 @@ def cat(paths: list[str]) -> None:
 # -- listing ----------------------------------------------------------------------------------
 @app.command()
 def ls(
-    path: str = typer.Argument("/"),
+    path: str = typer.Argument("/", metavar="PATH", help="Directory (or file) to list."),
     long: bool = typer.Option(False, "-l", "--long", help="Type, size, mtime, hash and replicas."),
-    recursive: bool = typer.Option(False, "-R", "--recursive"),
-    as_json: bool = typer.Option(False, "--json"),
+    recursive: bool = typer.Option(False, "-R", "--recursive", help="List everything below PATH, with full paths."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored)."),
 ) -> None:
-    """List a directory."""
+    """List a directory. Control characters in names are shown as backslash escapes."""
     items = state.vd().iter_ls(path, recursive=recursive)
     if as_json:
         out.json([i.as_dict() for i in items])
         return
     for i in items:
-        name = i.path if recursive else i.name
+        name = shown(i.path if recursive else i.name)
         if not long:
             out.line(name + ("/" if i.type == "dir" else ""))
             continue
         kind = {"dir": "d", "file": "-", "symlink": "l"}.get(i.type, "?")
         mode = kind + stat_mod.filemode(i.mode)[1:]
-        reps = ",".join(r["backend"] + ("" if r["state"] == "ok" else f"({r['state']})") for r in i.replicas)
+        reps = shown(",".join(r["backend"] + ("" if r["state"] == "ok" else f"({r['state']})") for r in i.replicas))
         h = (i.hash or "-")[:16] if i.type == "file" else "-"
-        tail = f" -> {i.target}" if i.target else ""
+        tail = f" -> {shown(i.target)}" if i.target else ""
         out.line(f"{mode} {fmt_size(i.size, exact=True):>12} {fmt_time(i.mtime)} {h:16} {reps or '-':12} {name}{'/' if i.type == 'dir' else ''}{tail}")
 
 
 @app.command()
-def stat(path: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def stat(path: str = typer.Argument(..., metavar="PATH", help="Virtual path."), as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored).")) -> None:
     """Everything the catalog knows about one path."""
     info = state.vd().stat(path)
     if as_json:
         out.json(info.as_dict())
         return
-    out.line(f"  path: {info.path}\n  type: {info.type}\n  size: {info.size}\n  mode: {stat_mod.filemode(info.mode)[1:]} ({oct(info.mode & 0o7777)})")
+    out.line(f"  path: {shown(info.path)}\n  type: {info.type}\n  size: {info.size}\n  mode: {stat_mod.filemode(info.mode)[1:]} ({oct(info.mode & 0o7777)})")
     out.line(f" mtime: {fmt_time(info.mtime)}\n  hash: {info.hash or '-'} (xxh3-128)\nversion: {info.version}")
     if info.target:
-        out.line(f"target: {info.target}")
+        out.line(f"target: {shown(info.target)}")
     for r in info.replicas:
         verified = fmt_time(r["verified_at"]) if r.get("verified_at") else "never"
-        out.line(f"replica: {r['backend']}:{r['key']} size={r['size']} state={r['state']} verified={verified}")
+        out.line(f"replica: {shown(r['backend'])}:{shown(r['key'])} size={r['size']} state={r['state']} verified={verified}")
 
 
 @app.command()
-def du(path: str = typer.Argument("/"), as_json: bool = typer.Option(False, "--json")) -> None:
+def du(path: str = typer.Argument("/", metavar="PATH", help="Directory to sum up."), as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored).")) -> None:
     """Files, bytes, and bytes stored per backend, under a path."""
     u = state.vd().du(path)
     if as_json:
@@ -188,12 +213,15 @@ def du(path: str = typer.Argument("/"), as_json: bool = typer.Option(False, "--j
         return
     out.line(f"{u.files} file(s), {u.dirs} dir(s), {fmt_size(u.bytes)} ({u.bytes} bytes)")
     for name, size in sorted(u.per_backend.items()):
-        out.line(f"  {name}: {fmt_size(size)}")
+        out.line(f"  {shown(name)}: {fmt_size(size)}")
 
 
 # -- namespace --------------------------------------------------------------------------------
 @app.command()
-def mkdir(paths: list[str], parents: bool = typer.Option(False, "-p", "--parents")) -> None:
+def mkdir(
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Directories to create."),
+    parents: bool = typer.Option(False, "-p", "--parents", help="Create missing parents; no error if it exists."),
+) -> None:
     """Create directories."""
     vd = state.vd()
     for p in paths:
@@ -201,7 +229,10 @@ def mkdir(paths: list[str], parents: bool = typer.Option(False, "-p", "--parents
 
 
 @app.command()
-def rm(paths: list[str], recursive: bool = typer.Option(False, "-r", "-R", "--recursive")) -> None:
+def rm(
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Files, links or directories to remove."),
+    recursive: bool = typer.Option(False, "-r", "-R", "--recursive", help="Remove directories and everything below them."),
+) -> None:
     """Remove files, or directories with -r (their objects are deleted from the backends)."""
     vd = state.vd()
     for p in paths:
@@ -209,17 +240,19 @@ def rm(paths: list[str], recursive: bool = typer.Option(False, "-r", "-R", "--re
 
 
 @app.command()
-def mv(source: str, dest: str, force: bool = typer.Option(False, "-f", "--force", help="Replace an existing file.")) -> None:
+def mv(source: str = typer.Argument(..., metavar="SRC", help="Virtual path to move."),
+       dest: str = typer.Argument(..., metavar="DEST", help="New path, or an existing directory to move into."),
+       force: bool = typer.Option(False, "-f", "--force", help="Replace an existing file.")) -> None:
     """Rename or move a file or directory (a catalog change; no bytes move)."""
     state.vd().mv(source, dest, force=force)
 
 
 @app.command()
 def link(
-    url: str,
-    path: str,
+    url: str = typer.Argument(..., metavar="URL", help="The object's URL on a registered backend."),
+    path: str = typer.Argument(..., metavar="PATH", help="Virtual path to register it as."),
     compute_hash: bool = typer.Option(False, "--hash", help="Read the object now to record its hash."),
-    force: bool = typer.Option(False, "-f", "--force"),
+    force: bool = typer.Option(False, "-f", "--force", help="Replace an existing file at PATH."),
 ) -> None:
     """Register an object that already exists on a backend, without copying it."""
     e = state.vd().link(url, path, compute_hash=compute_hash, force=force)
@@ -228,10 +261,10 @@ def link(
 
 @app.command(name="import")
 def import_(
-    url: str,
-    path: str,
+    url: str = typer.Argument(..., metavar="URL-PREFIX", help="A prefix on a registered backend."),
+    path: str = typer.Argument(..., metavar="PATH", help="Virtual directory to index it into."),
     compute_hash: bool = typer.Option(False, "--hash", help="Read every object now to record its hash."),
-    force: bool = typer.Option(False, "-f", "--force"),
+    force: bool = typer.Option(False, "-f", "--force", help="Replace existing files below PATH."),
 ) -> None:
     """Index every object under a backend prefix into a vdir directory (no bytes copied)."""
     entries = state.vd().import_prefix(url, path, compute_hash=compute_hash, force=force)
@@ -241,13 +274,13 @@ def import_(
 @app.command()
 def fsck(
     deep: bool = typer.Option(False, "--deep", help="Re-read every replica and check its hash."),
-    backend: list[str] = typer.Option(None, "--backend", "-b"),
-    gc: bool = typer.Option(False, "--delete-orphans", help="Delete orphan objects older than --min-age."),
-    min_age: float = typer.Option(3600.0, "--min-age", help="Seconds an orphan must be old before --delete-orphans removes it."),
+    backend: list[str] = typer.Option(None, "--backend", "-b", metavar="NAME", help="Check only this backend (repeatable; default: all)."),
+    gc: bool = typer.Option(False, "--delete-orphans", help="Delete what vdir itself wrote and nothing uses (orphans, unfinished uploads) older than --min-age; foreign objects are never deleted."),
+    min_age: float = typer.Option(3600.0, "--min-age", metavar="SECONDS", help="Seconds an orphan must be old before --delete-orphans removes it."),
     repair: bool = typer.Option(False, "--repair", help="Mark bad replicas and copy good ones over them."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored)."),
 ) -> None:
-    """Check catalog against backends. Exit 0 clean, 1 orphans only, 2 missing/corrupt replicas."""
+    """Check catalog against backends. Exit 0 clean, 1 orphans only, 2 missing/corrupt/lost files."""
     from vdir.fsck import fsck as run_fsck
 
     report = run_fsck(state.vd(), deep=deep, backends=backend or None, gc=gc, min_age=min_age)
@@ -270,28 +303,28 @@ def fsck(
     else:
         for p in report.problems:
             where = p.path or p.key
-            out.line(f"{p.kind:11} {p.backend}:{p.key} {where if p.path else ''} {p.detail}".rstrip())
-        out.say(f"checked {report.files} file(s), {report.replicas} replica(s), {report.objects} object(s): "
-                f"{len(report.of_kind('missing'))} missing, {len(report.of_kind('corrupt'))} corrupt, "
-                f"{len(report.of_kind('orphan'))} orphan(s)" + (f", {report.deleted_orphans} deleted" if gc else ""))
+            out.line(f"{p.kind:11} {shown(p.backend)}:{shown(p.key)} {shown(where) if p.path else ''} {shown(p.detail, backslash=False)}".rstrip())
+        counts = ", ".join(f"{len(report.of_kind(k))} {k}" for k in ("missing", "corrupt", "lost", "orphan", "temporary", "foreign"))
+        out.say(f"checked {report.files} file(s), {report.replicas} replica(s), {report.objects} object(s): {counts}"
+                + (f"; {report.deleted_orphans} deleted" if gc else ""))
     raise typer.Exit(report.exit_code)
 
 
 # -- backends ---------------------------------------------------------------------------------
 @backend_app.command("add")
 def backend_add(
-    name: str,
-    url: str,
-    region: str | None = typer.Option(None, "--region"),
-    endpoint: str | None = typer.Option(None, "--endpoint", help="Service endpoint (S3-compatible servers, emulators)."),
-    option: list[str] = typer.Option(None, "--option", "-o", help="KEY=VALUE, repeatable."),
-    cloud: str | None = typer.Option(None, "--cloud"),
-    tier: str | None = typer.Option(None, "--tier"),
-    cost: float | None = typer.Option(None, "--cost"),
+    name: str = typer.Argument(..., metavar="NAME", help="A short name for the backend, e.g. aws1."),
+    url: str = typer.Argument(..., metavar="URL", help="file:///dir, s3://bucket/prefix, az://account/container, gs://bucket, box://..., github://owner/repo."),
+    region: str | None = typer.Option(None, "--region", metavar="REGION", help="Where the data lives (default: asked from the backend)."),
+    endpoint: str | None = typer.Option(None, "--endpoint", metavar="URL", help="Service endpoint (S3-compatible servers, emulators)."),
+    option: list[str] = typer.Option(None, "--option", "-o", metavar="KEY=VALUE", help="A backend option (secrets go to the config file, never the catalog)."),
+    cloud: str | None = typer.Option(None, "--cloud", metavar="NAME", help="Cloud name for placement (default: from the URL scheme)."),
+    tier: str | None = typer.Option(None, "--tier", metavar="NAME", help="Storage tier for placement (default: standard)."),
+    cost: float | None = typer.Option(None, "--cost", metavar="NUMBER", help="Relative cost for placement (default: 0)."),
     no_check: bool = typer.Option(False, "--no-check", help="Do not contact the backend now."),
-    replace: bool = typer.Option(False, "--replace"),
+    replace: bool = typer.Option(False, "--replace", help="Replace a backend of the same name."),
 ) -> None:
-    """Register a backend: vdir backend add NAME URL (file:///dir, s3://bucket/prefix, az://..., gs://..., box://..., github://...)."""
+    """Register a backend under NAME (contacted once, unless --no-check)."""
     from vdir.admin import add_backend
 
     options: dict[str, Any] = {}
@@ -306,7 +339,7 @@ def backend_add(
 
 
 @backend_app.command("list")
-def backend_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def backend_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored).")) -> None:
     """Registered backends with their location."""
     vd = state.vd()
     records = vd.catalog.list_backends()
@@ -316,11 +349,11 @@ def backend_list(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     for r in rows:
         mark = "*" if r["default"] else " "
-        out.line(f"{mark} {r['name']:12} {r['cloud']:8} {r['region']:14} {r['tier']:9} {r['replicas']:>8} replica(s)  {r['url']}")
+        out.line(f"{mark} {shown(r['name']):12} {shown(r['cloud']):8} {shown(r['region']):14} {shown(r['tier']):9} {r['replicas']:>8} replica(s)  {shown(r['url'])}")
 
 
 @backend_app.command("rm")
-def backend_rm(name: str, force: bool = typer.Option(False, "--force", help="Drop the catalog's replica records on it too.")) -> None:
+def backend_rm(name: str = typer.Argument(..., metavar="NAME", help="The backend to unregister."), force: bool = typer.Option(False, "-f", "--force", help="Drop the catalog's replica records on it too.")) -> None:
     """Unregister a backend (refused while replicas live there, unless --force)."""
     from vdir.admin import remove_backend
 
@@ -346,6 +379,16 @@ def _register_plugins() -> None:
 _register_plugins()
 
 
+def _print_help_for_no_args(exc: Exception) -> bool:
+    """``vdir`` (or ``vdir backend``) alone: the help on stdout, exit 0 (as rclone does), not
+    ``vdir: error:`` and a help text as the error."""
+    if type(exc).__name__ != "NoArgsIsHelpError":
+        return False
+    ctx = getattr(exc, "ctx", None)
+    sys.stdout.write((ctx.get_help() if ctx is not None else str(exc)) + "\n")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turn errors into one line and an exit code."""
     from vdir.errors import VDirError
@@ -353,12 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args or bool(os.environ.get("VDIR_DEBUG"))
     command = typer.main.get_command(app)
+    help_screens.install(command)
     try:
         rv = command.main(args=args, prog_name="vdir", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        if _print_help_for_no_args(exc):
+            return 0
         out.error(exc.format_message())
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -368,18 +414,20 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except VDirError as exc:
         if verbose:
-            traceback.print_exc()
+            print(safe_lines(traceback.format_exc()), end="", file=sys.stderr)
         out.error(str(exc))
         return 1
     except OSError as exc:
         if verbose:
-            traceback.print_exc()
+            print(safe_lines(traceback.format_exc()), end="", file=sys.stderr)
         name = f": {exc.filename}" if exc.filename else ""
         out.error(f"{exc.strerror or exc}{name}")
         return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         # typer >= 0.2x ships its own copy of click: its usage errors are not click's classes
         message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+        if _print_help_for_no_args(exc):
+            return 0
         if callable(message) and isinstance(code, int):
             out.error(message())
             return code
@@ -387,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             out.error("interrupted")
             return 130
         if verbose:
-            traceback.print_exc()
+            print(safe_lines(traceback.format_exc()), end="", file=sys.stderr)
         out.error(f"unexpected {type(exc).__name__}: {exc} (run with -v for details)")
         return 1
     finally:

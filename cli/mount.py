@@ -13,7 +13,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
     @app.command()
     def mount(
         mountpoint: str = typer.Argument(..., help="An existing empty directory."),
-        foreground: bool = typer.Option(False, "--foreground", "-f", help="Serve in this process until unmounted."),
+        foreground: bool = typer.Option(False, "--foreground", "-F", help="Serve in this process until unmounted."),
         read_only: bool = typer.Option(False, "--read-only", "--ro", help="Refuse every change."),
         cache_dir: str | None = typer.Option(None, "--cache-dir", help="Write-back journal and read cache (default: per catalog, in the data dir)."),
         cache_size: str = typer.Option("10G", "--cache-size", help="Read-cache limit, e.g. 512M, 10G."),
@@ -46,6 +46,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
             return
         pid = m.start(opts)
         out.say(f"mounted {path} (process {pid}; unmount with 'vdir umount {path}')")
+        for line in m.startup_report(cache, pid):
+            out.say(line)
 
     @app.command()
     def umount(mountpoint: str = typer.Argument(..., help="Where a vdir is mounted.")) -> None:

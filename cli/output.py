@@ -1,15 +1,46 @@
 """Printing for the CLI: data on stdout, errors on stderr, progress bars only on a terminal and
-only once a transfer has run for more than a second."""
+only once a transfer has run for more than a second.
+
+Nothing a user or a catalog named reaches the terminal raw: lines, errors and log records pass
+through :func:`vdir.paths.printable` (control characters and escape sequences become backslash
+escapes); commands escape the names they list themselves, so a newline in a name shows as
+``\n`` rather than as a second entry.  ``--json`` output stays exact (JSON escapes anyway).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from vdir.paths import printable
+
+_JSON_UNSAFE = re.compile("[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+"""Characters json.dumps(ensure_ascii=False) leaves raw that a terminal would act on."""
+
+
+def safe_lines(text: str) -> str:
+    """Each line of ``text`` made printable (its own line breaks kept)."""
+    return "\n".join(printable(line, backslash=False) for line in text.split("\n"))
+
+
+class SafeFormatter(logging.Formatter):
+    """Log records (and their tracebacks) with control characters escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return printable(super().formatMessage(record), backslash=False)  # one record, one line
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return safe_lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return safe_lines(super().formatStack(stack_info))
 
 
 def fmt_size(n: int, exact: bool = False) -> str:
@@ -29,17 +60,19 @@ def fmt_time(t: float) -> str:
 
 class Output:
     def line(self, text: str) -> None:
-        print(text, flush=False)
+        print(safe_lines(text), flush=False)
 
     def say(self, text: str) -> None:
-        print(text)
+        print(safe_lines(text))
 
     def json(self, data: Any) -> None:
-        print(json.dumps(data, indent=2, ensure_ascii=False, default=lambda o: o.decode("utf-8", "replace") if isinstance(o, bytes) else str(o)))
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=lambda o: o.decode("utf-8", "replace") if isinstance(o, bytes) else str(o))
+        print(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
     def error(self, text: str) -> None:
+        """One line on stderr: a newline in a name shows as ``\\n``, never as a second line."""
         sys.stdout.flush()
-        print(f"vdir: error: {text}", file=sys.stderr)
+        print(f"vdir: error: {printable(text, backslash=False)}", file=sys.stderr)
 
     @contextlib.contextmanager
     def progress(self, total: int, label: str) -> Iterator[Callable[[int], None]]:

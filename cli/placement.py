@@ -30,7 +30,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
             raise NotFound(f"{file}: not a UTF-8 text file") from None
 
     @policy_app.command("check")
-    def policy_check(file: str) -> None:
+    def policy_check(file: str = typer.Argument(..., metavar="FILE", help="A policy file (YAML).")) -> None:
         """Validate a policy file (errors name the line); warn about rules the backends cannot meet."""
         from vdir.placement.policy import check_backends, parse_policy
 
@@ -40,7 +40,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         out.say(f"{file}: {len(policy.rules)} rule(s), valid")
 
     @policy_app.command("apply")
-    def policy_apply(file: str) -> None:
+    def policy_apply(file: str = typer.Argument(..., metavar="FILE", help="A policy file (YAML).")) -> None:
         """Store the policy in the catalog (versioned); daemons pick it up at their next plan."""
         from vdir.placement.policy import apply_policy, check_backends, parse_policy
 
@@ -52,7 +52,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         out.say(f"policy v{version} applied from {file}")
 
     @policy_app.command("show")
-    def policy_show(as_json: bool = typer.Option(False, "--json")) -> None:
+    def policy_show(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
         """Print the current policy and its version."""
         from vdir.errors import NotFound
 
@@ -94,15 +94,15 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
 
     @placement_app.command("run")
     def run(
-        workers: int = typer.Option(2, "--workers", "-w", min=1, max=64),
+        workers: int = typer.Option(2, "--workers", "-w", min=1, max=64, help="Tasks run at the same time (1-64)."),
         once: bool = typer.Option(False, "--once", help="Plan, do every claimable task, then exit."),
         policy_file: str | None = typer.Option(None, "--policy-file", help="Apply this file, and again whenever it changes."),
         lease: float = typer.Option(60.0, "--lease", min=1.0, help="Seconds a task stays claimed without renewal."),
-        plan_interval: float = typer.Option(60.0, "--plan-interval", min=0.1),
+        plan_interval: float = typer.Option(60.0, "--plan-interval", min=0.1, help="Seconds between planning passes."),
         scrub_interval: float = typer.Option(0.0, "--scrub-interval", help="Seconds between scrubs (0: no scrub)."),
         scrub_age: float = typer.Option(7 * 86400.0, "--scrub-age", help="Re-verify replicas last verified longer ago than this."),
         retry_base: float = typer.Option(5.0, "--retry-base", help="First retry delay of a failed task (seconds; doubles)."),
-        max_attempts: int = typer.Option(5, "--max-attempts", min=1),
+        max_attempts: int = typer.Option(5, "--max-attempts", min=1, help="Tries before a task is parked as failed."),
         node: str | None = typer.Option(None, "--node", help="Node id (default host-pid)."),
         journal: str | None = typer.Option(None, "--journal", hidden=True),
     ) -> None:
@@ -124,7 +124,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
                 f"{fmt_size(result['bytes'])} copied")
 
     @placement_app.command("status")
-    def status(as_json: bool = typer.Option(False, "--json")) -> None:
+    def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
         """Backlog, running and failed tasks (with reasons), nodes, bytes per backend."""
         from vdir.placement.status import status as get_status
 
@@ -151,11 +151,11 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
 
     @app.command("watch")
     def watch(
-        localdir: str,
-        vpath: str,
+        localdir: str = typer.Argument(..., metavar="LOCALDIR", help="Local directory to watch."),
+        vpath: str = typer.Argument(..., metavar="VPATH", help="Virtual directory to keep in step with it."),
         delete: bool = typer.Option(False, "--delete", help="Also remove files deleted locally."),
         settle: float = typer.Option(1.0, "--settle", help="Seconds a file must be unchanged before it is ingested."),
-        backend: str | None = typer.Option(None, "--backend", "-b"),
+        backend: str | None = typer.Option(None, "--backend", "-b", help="Where new files go (default: the config's default backend)."),
         duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds (default: run until interrupted)."),
     ) -> None:
         """Ingest new and changed files of LOCALDIR into VPATH continuously."""

@@ -412,7 +412,9 @@ def test_kill_9_with_pending_writes_loses_nothing(world: World) -> None:
         writer.kill()
         writer.wait(30)
     assert world.vd.cat("/old.txt") == b"0" * 1000
-    with mounted(world.cli, world.tmp / "k", cache_dir=cache) as m:  # the journal is resumed first
+    with mounted(world.cli, world.tmp / "k", cache_dir=cache) as m:  # the journal is resumed in the background
+        assert (m.path / "new.bin").read_bytes() == new_data  # served from the journal meanwhile
+        wait_for(lambda: not list((cache / "pending").glob("*.json")), 30, "journal replayed")
         assert world.vd.cat("/new.bin") == new_data
         assert world.vd.stat("/new.bin").mode & 0o777 == 0o640
         assert world.vd.cat("/old.txt") == b"0" * 10 + b"XYZ" + b"0" * 987

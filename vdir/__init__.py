@@ -24,7 +24,8 @@ def connect(config: str | os.PathLike[str] | None = None, *, catalog: str | None
     if catalog is not None:
         return VDir(open_catalog(catalog), None, default_backend)
     conf = cfg.load(config)
-    return VDir(open_catalog(conf.catalog), conf, default_backend)
+    # the configured catalog must exist: a mistyped path is an error, not a new empty namespace
+    return VDir(open_catalog(conf.catalog, create=False), conf, default_backend)
 
 
 def init(config: str | os.PathLike[str] | None = None, *, catalog: str | None = None) -> tuple[VDir, bool]:

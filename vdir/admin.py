@@ -12,25 +12,40 @@ from vdir import config as cfg
 from vdir.backends import accepts_option, backend_class, scheme_of
 from vdir.catalog.base import BackendRecord, open_catalog
 from vdir.core import VDir
-from vdir.errors import AlreadyExists, InvalidArgument, NotFound, VDirError
+from vdir.errors import AlreadyExists, ConfigError, InvalidArgument, NotFound, VDirError
 
 DEFAULT_CLOUD = {"file": "local", "memory": "local", "s3": "aws", "az": "azure", "gs": "gcp", "box": "box", "github": "github"}
 
 
 def ensure_default(path: str | os.PathLike[str] | None = None, catalog: str | None = None) -> tuple[VDir, bool]:
+    """``vdir init``: create the config, the catalog and the ``local`` backend where missing.
+
+    The config file is written only after its catalog opened (a catalog that cannot be opened
+    or is not a vdir catalog leaves no config behind).  With an existing config, ``catalog``
+    must be the one it names: ``init`` never switches a config to another catalog (raises
+    ``ConfigError`` saying so).  Only the default data directory is created; the directory of
+    an explicit ``catalog`` must exist.  Returns (vdir, created)."""
     p = cfg.config_path(path)
     created = False
     if p.exists():
         conf = cfg.load(p)
+        if catalog and catalog != conf.catalog:
+            raise ConfigError(f"{p} already names catalog {conf.catalog}; init does not switch catalogs "
+                              f"(edit 'catalog:' in it, or use --config NEW-FILE for a second setup)")
+        vd = VDir(open_catalog(conf.catalog, create=True), conf)
     else:
         conf = cfg.default_config(p)
         if catalog:
             conf.catalog = catalog
-        if conf.catalog.startswith("sqlite:///"):
-            os.makedirs(os.path.dirname(conf.catalog[len("sqlite:///") :]) or ".", exist_ok=True)
-        cfg.save(conf)
+        else:
+            os.makedirs(cfg.data_dir(), exist_ok=True)
+        vd = VDir(open_catalog(conf.catalog, create=True), conf)
+        try:
+            cfg.save(conf)
+        except BaseException:
+            vd.close()
+            raise
         created = True
-    vd = VDir(open_catalog(conf.catalog), conf)
     if conf.default_backend == "local":
         try:
             vd.catalog.get_backend("local")

@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import os
-import secrets
 import shutil
 import stat as stat_mod
 import tempfile
@@ -30,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from vdir import localout, paths
+from vdir import localout, objects, paths
 from vdir.backends import Backend, Location, PutMode, open_backend
+from vdir.backends.base import ServerSideCopy, copy_object
 from vdir.catalog.base import DIR, FILE, OK, SYMLINK, BackendRecord, Catalog, Entry, Replica
 from vdir.config import Config
 from vdir.errors import (
@@ -39,6 +39,7 @@ from vdir.errors import (
     Conflict,
     DirectoryNotEmpty,
     InvalidArgument,
+    InvalidMode,
     InvalidPath,
     IsADirectory,
     NotADirectory,
@@ -46,7 +47,7 @@ from vdir.errors import (
     VDirError,
 )
 from vdir.hashing import HashingReader
-from vdir.streams import RangedReader, SpoolWriter, read_verified
+from vdir.streams import RangedReader, SpoolWriter, ordered_replicas, read_verified
 
 log = logging.getLogger("vdir")
 
@@ -55,6 +56,8 @@ LINKED_XATTR = "vdir.linked"
 are never deleted by vdir."""
 
 Progress = Callable[[int], None]
+RM_BATCH = 500
+"""Entries removed under one write intent by a recursive ``rm``."""
 
 
 @dataclass
@@ -318,8 +321,18 @@ class VDir:
                 raise Conflict(f"{norm}: changed since it was read (version {existing.version})", path=norm)
         bname = self.choose_backend(backend)
         store = self.backend(bname)
-        key, meta, reader = self._upload(store, norm, src, size, progress)
+        old = [] if existing is None or LINKED_XATTR in existing.xattrs else existing.replicas
+        base = objects.path_key(norm)
+        first, first_mode = objects.first_key(store, base, fresh=existing is not None or not _seekable(src))
+        # the intent names the new object and the ones it replaces: whatever a crash leaves,
+        # fsck knows these are vdir's and deletes only those no entry uses
+        token = objects.begin_intent(self.catalog, [(bname, first)] + [(r.backend, r.key) for r in old], "put")
+        key, meta, reader = self._upload(store, norm, src, size, progress, base, first, first_mode)
         replica = Replica(backend=bname, key=key, size=reader.size, hash=reader.hexdigest, etag=meta.etag, state=OK, verified_at=time.time())
+        if key != first:  # another key was needed: name it before the commit can make it live
+            moved = objects.begin_intent(self.catalog, [(bname, key)] + [(r.backend, r.key) for r in old], "put")
+            objects.end_intent(self.catalog, token)
+            token = moved
         now = time.time()
         try:
             if existing is None:
@@ -338,49 +351,37 @@ class VDir:
                 changed.xattrs.pop(LINKED_XATTR, None)
                 entry = self.catalog.update(changed, existing.version)
         except (AlreadyExists, Conflict, NotFound) as exc:
-            self._delete_objects([replica], norm)
+            objects.release(self, [replica], norm, token)
             raise Conflict(f"{norm}: changed by another writer while this one was uploading; nothing was written", path=norm) from exc
         except BaseException:
-            # the commit's outcome is unknown (e.g. catalog unreachable): leave the object for
-            # fsck rather than risk deleting bytes a committed entry points at
+            # the commit's outcome is unknown (e.g. catalog unreachable): the intent stays, and
+            # fsck deletes the object only if no entry turns out to use it
             raise
-        if existing is not None:
-            self._delete_objects(existing.replicas, norm, linked=LINKED_XATTR in existing.xattrs)
+        objects.release(self, old, norm, token)
         return entry
 
-    def _upload(self, store: Backend, path: str, src: IO[bytes] | BinaryIO, size: int | None, progress: Progress | None) -> tuple[str, Any, HashingReader]:
-        """Stream ``src`` to a fresh key on ``store`` (the path's own name when free)."""
-        key = path[1:]
+    def _upload(self, store: Backend, path: str, src: IO[bytes] | BinaryIO, size: int | None, progress: Progress | None,
+                base: str, key: str, mode: PutMode) -> tuple[str, Any, HashingReader]:
+        """Stream ``src`` to ``key`` on ``store`` (see :func:`vdir.objects.first_key`); a taken
+        key moves to a fresh unique one when ``src`` can be read again."""
         seekable = _seekable(src)
         start = src.tell() if seekable else 0
-        if not seekable and store.exists(key):
-            key = _fresh_key(path)
         for attempt in range(3):
             reader = _ProgressReader(src, progress) if progress else src
             hashing = HashingReader(reader)  # type: ignore[arg-type]
             try:
-                meta = store.put(key, hashing, PutMode.CREATE, size=size)  # type: ignore[attr-defined,arg-type]
+                meta = store.put(key, hashing, mode, size=size)  # type: ignore[arg-type]
             except AlreadyExists:
                 if not seekable or attempt == 2:
                     raise Conflict(f"{path}: object key {key!r} on {store.name} was taken concurrently") from None
                 src.seek(start)
-                key = _fresh_key(path)
+                key, mode = objects.unique_key(base), PutMode.OVERWRITE  # type: ignore[attr-defined]
                 continue
             if size is not None and hashing.size != size:
-                self._delete_objects([Replica(store.name, key, hashing.size)], path)
+                objects.delete_unused(self, [Replica(store.name, key, hashing.size)], path)
                 raise Conflict(f"{path}: source changed while it was read ({hashing.size} bytes, expected {size})")
             return key, meta, hashing
         raise AssertionError("unreachable")
-
-    def _delete_objects(self, replicas: list[Replica], path: str, linked: bool = False) -> None:
-        """Best effort: what cannot be deleted now is an orphan that fsck will report."""
-        if linked:
-            return
-        for r in replicas:
-            try:
-                self.backend(r.backend).delete(r.key)
-            except VDirError as exc:
-                log.warning("%s: could not delete old object %s on %s (fsck will list it): %s", path, r.key, r.backend, exc)
 
     def put(
         self,
@@ -392,22 +393,32 @@ class VDir:
         force: bool = False,
         workers: int = 8,
         progress: Progress | None = None,
+        follow_symlinks: bool = False,
     ) -> list[Entry]:
         """Store a local file, directory (with ``recursive``), bytes or a binary stream at ``dst``.
 
         Like ``cp -r``: if ``dst`` is an existing directory the source goes inside it under its
         own name.  Every name and every destination is checked before any byte moves, so bad
-        input leaves nothing written half-way.
+        input leaves nothing written half-way.  With ``recursive``, symbolic links (the source
+        itself included) are stored as links, as ``cp -r`` copies them; ``follow_symlinks``
+        stores what they point to instead (``cp -rL``).  The returned list holds the files.
         """
         if isinstance(src, (bytes, bytearray, memoryview)):
             data = bytes(src)
             return [self.write_stream(dst, io.BytesIO(data), backend=backend, overwrite=force, size=len(data), progress=progress)]
         if not isinstance(src, (str, os.PathLike)):
             return [self.write_stream(dst, src, backend=backend, overwrite=force, progress=progress)]
-        plan = self.plan_put(src, dst, recursive=recursive, force=force)
+        plan = self.plan_put(src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks)
         bname = self.choose_backend(backend)
         for d in plan.dirs:
             self.mkdir(d, parents=True, exist_ok=True)
+        for target, vpath in plan.links:
+            if force and self.exists(vpath):  # replaced in one rename, like a file with --force
+                tmp = f"{vpath}.~{os.urandom(4).hex()}"
+                self.symlink(target, tmp)
+                self.rename(tmp, vpath, replace=True)
+            else:
+                self.symlink(target, vpath)
 
         def one(item: tuple[Path, str, os.stat_result]) -> Entry:
             local, vpath, st = item
@@ -422,11 +433,16 @@ class VDir:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, plan.files))
 
-    def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False) -> PutPlan:
-        """Work out (and check) every file and directory a local ``put`` will create."""
+    def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
+                 follow_symlinks: bool = False) -> PutPlan:
+        """Work out (and check) every file, directory and symbolic link a local ``put`` will
+        create.  With ``recursive`` and without ``follow_symlinks`` links are planned as links
+        (never as the empty directory a symlinked directory used to become); with it, a link
+        back to a directory above it is refused (``InvalidArgument``: a loop)."""
         local = Path(os.fsdecode(src))
         try:
-            st = local.stat()
+            keep_link = recursive and not follow_symlinks and local.is_symlink()
+            st = local.lstat() if keep_link else local.stat()
         except FileNotFoundError:
             raise NotFound(f"{os.fsdecode(src)}: no such local file or directory") from None
         except PermissionError:
@@ -445,19 +461,44 @@ class VDir:
         elif into_dir:
             target = paths.join(target, base)
         plan = PutPlan()
-        if stat_mod.S_ISDIR(st.st_mode):
+        if stat_mod.S_ISLNK(st.st_mode):
+            plan.links.append((_link_target(local), target))
+        elif stat_mod.S_ISDIR(st.st_mode):
             if not recursive:
                 raise IsADirectory(f"{local}: is a directory (use -r to copy directories)")
             plan.dirs.append(target)
-            for root, dirnames, filenames in os.walk(local):
+            seen = {str(local): (st.st_dev, st.st_ino)}  # directory -> identity, for loop checks with -L
+            for root, dirnames, filenames in os.walk(local, followlinks=follow_symlinks):
                 dirnames.sort()
                 rel_root = Path(root).relative_to(local)
                 vroot = target if str(rel_root) == "." else paths.join(target, "/".join(_local_name(Path(p)) for p in rel_root.parts))
-                for d in dirnames:
-                    plan.dirs.append(paths.join(vroot, _local_name(Path(d))))
+                if follow_symlinks:
+                    rst = os.stat(root)
+                    seen[root] = (rst.st_dev, rst.st_ino)
+                ancestors = {seen[str(p)] for p in (Path(root), *Path(root).parents) if str(p) in seen}
+                for d in list(dirnames):
+                    full = Path(root) / d
+                    vpath = paths.join(vroot, _local_name(Path(d)))
+                    if not full.is_symlink():
+                        plan.dirs.append(vpath)
+                    elif not follow_symlinks:
+                        plan.links.append((_link_target(full), vpath))
+                    else:
+                        dst_ = full.stat()
+                        if (dst_.st_dev, dst_.st_ino) in ancestors:
+                            raise InvalidArgument(f"{full}: symbolic link loop (it points to a directory above it)")
+                        plan.dirs.append(vpath)
                 for f in sorted(filenames):
                     full = Path(root) / f
-                    fst = full.stat()
+                    fst = full.lstat()
+                    if stat_mod.S_ISLNK(fst.st_mode):
+                        if not follow_symlinks:
+                            plan.links.append((_link_target(full), paths.join(vroot, _local_name(Path(f)))))
+                            continue
+                        try:
+                            fst = full.stat()
+                        except FileNotFoundError:
+                            raise NotFound(f"{full}: dangling symbolic link (-L follows links)") from None
                     if stat_mod.S_ISREG(fst.st_mode):
                         plan.files.append((full, paths.join(vroot, _local_name(Path(f))), fst))
         elif stat_mod.S_ISREG(st.st_mode):
@@ -467,6 +508,8 @@ class VDir:
         for d in plan.dirs:
             self._check_dir_target(d)
         for _, vpath, _ in plan.files:
+            self._check_file_target(vpath, force)
+        for _, vpath in plan.links:
             self._check_file_target(vpath, force)
         return plan
 
@@ -491,7 +534,12 @@ class VDir:
     # -- reading -----------------------------------------------------------------------------
     def open(self, path: str, mode: str = "rb", *, backend: str | None = None, buffering: int = 1024 * 1024) -> IO[bytes]:
         """``rb``: a seekable reader (ranged reads, replica failover, hash checked when read in
-        full).  ``wb``: a writer whose content is committed on ``close`` (``xb``: create only)."""
+        full).  ``wb``: a writer whose content is committed on ``close``.  ``xb``: create only
+        (``AlreadyExists`` at open if the path exists, and at ``close`` if another writer created
+        it meanwhile: the commit itself is create-only).  ``ab``: append (see :meth:`_open_append`).
+        Any other mode raises ``InvalidMode`` (a ``ValueError``)."""
+        if mode in ("ab", "a"):
+            return self._open_append(path, backend=backend, buffering=buffering)
         if mode in ("rb", "r"):
             norm, entry = self._resolve(path)
             if entry.type == DIR:
@@ -503,10 +551,186 @@ class VDir:
             if not overwrite:
                 self._check_file_target(norm, force=False)
             return io.BufferedWriter(  # type: ignore[type-var]
-                SpoolWriter(lambda f, n: self.write_stream(norm, f, backend=backend, overwrite=overwrite, size=n), self.tmp_dir()),
+                SpoolWriter(lambda f, n: self.write_stream(norm, f, backend=backend, overwrite=overwrite, size=n)
+                            if overwrite else self._write_new(norm, f, n, backend), self.tmp_dir()),
                 buffer_size=buffering,
             )
-        raise InvalidArgument(f"unsupported open mode {mode!r} (use 'rb', 'wb' or 'xb')")
+        raise InvalidMode(f"unsupported open mode {mode!r} (use 'rb', 'wb', 'ab' or 'xb')")
+
+    # -- append, exclusive create, copy, rmdir (what the fsspec front end needs, for everyone) --
+    def _open_append(self, path: str, *, backend: str | None = None, buffering: int = 1024 * 1024) -> IO[bytes]:
+        """A writer whose bytes are appended to ``path`` on ``close`` (``path`` is created if missing).
+
+        The written bytes spool to a local temp file; on ``close`` the new content (the old
+        content, read back and verified as it streams, followed by the spool) is written as a
+        new object and committed with compare-and-set on the version seen at open: if the file
+        changed meanwhile, ``close`` raises ``Conflict`` and the other writer's content stays.
+        A file that was missing at open is committed create-only (``Conflict`` if someone
+        created it meanwhile).  The file stays on its backend unless ``backend`` names another.
+        """
+        norm = paths.normalize(path)
+        try:
+            old: Entry | None = self.catalog.resolve(norm)
+        except NotFound:
+            old = None
+        if old is not None and old.type == DIR:
+            raise IsADirectory(f"{norm}: is a directory", path=norm)
+        if old is not None and old.type != FILE:
+            raise InvalidArgument(f"{norm}: not a regular file (cannot append to a {old.type})", path=norm)
+        return io.BufferedWriter(  # type: ignore[type-var]
+            SpoolWriter(lambda tail, n: self._commit_append(norm, old, tail, n, backend), self.tmp_dir()),
+            buffer_size=buffering,
+        )
+
+    def _commit_append(self, norm: str, old: Entry | None, tail: IO[bytes], n: int, backend: str | None) -> Entry:
+        if old is None:
+            try:
+                return self.write_stream(norm, tail, backend=backend, size=n)
+            except (AlreadyExists, Conflict):
+                raise Conflict(f"{norm}: created by another writer while this one was appending; nothing was written",
+                               path=norm) from None
+        try:
+            current: Entry | None = self.catalog.resolve(norm)
+        except NotFound:
+            current = None
+        if current is None or current.id != old.id or current.version != old.version:
+            # removed, replaced or rewritten since open (write_stream's compare-and-set below
+            # covers a change during the upload; this covers an entry that is gone or new)
+            raise Conflict(f"{norm}: changed since it was opened for appending; nothing was written", path=norm)
+        if backend is None and old.replicas:
+            backend = old.replicas[0].backend
+        head = RangedReader(self, norm, old)  # a whole sequential read: hash-checked at its end
+        try:
+            return self.write_stream(norm, _Concat([head, tail]), backend=backend,  # type: ignore[arg-type]
+                                     overwrite=True, size=old.size + n, mode=old.mode, expected_version=old.version)
+        finally:
+            head.close()
+
+    def _write_new(self, norm: str, src: IO[bytes], size: int | None, backend: str | None) -> Entry:
+        """``write_stream`` create-only: ``AlreadyExists`` also when another writer created the
+        path while this one uploaded (the catalog insert is unique, so exactly one wins)."""
+        try:
+            return self.write_stream(norm, src, backend=backend, overwrite=False, size=size)
+        except Conflict as exc:
+            if isinstance(exc.__cause__, AlreadyExists):
+                raise AlreadyExists(f"{norm}: created by another writer meanwhile; nothing was written", path=norm) from exc
+            raise
+
+    def rmdir(self, path: str) -> None:
+        """Remove an empty directory: ``NotADirectory`` for anything else, ``DirectoryNotEmpty``
+        if it has entries.  The delete is conditional on the entry seen (never removes a file
+        that replaced the directory meanwhile)."""
+        norm, entry = self._resolve(path)
+        if entry.type != DIR:
+            raise NotADirectory(f"{norm}: not a directory", path=norm)
+        if norm == "/":
+            raise InvalidArgument("refusing to remove the root directory")
+        if self.catalog.list(entry.id, limit=1):
+            raise DirectoryNotEmpty(f"{norm}: directory not empty", path=norm)
+        self.catalog.delete(entry.id, expected_version=entry.version)
+
+    def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
+             backend: str | None = None) -> list[Entry]:
+        """Copy a file, or with ``recursive`` a directory tree, inside the virtual directory, like
+        ``cp`` (``-r``): if ``dst`` is an existing directory the source goes inside it.
+
+        Each copied file gets its own new object (the two paths never share bytes), on
+        ``backend`` if given, else on the backend of the source's first healthy replica.  Where
+        the source has a replica on that backend and the backend copies server-side, no byte
+        passes through vdir and the copy's hash is the source's; otherwise the bytes stream
+        through, verified against the source's hash (``IntegrityError``: nothing is committed).
+        Each file is committed like any write (fresh key, then a create-only catalog insert, or
+        with ``force`` a compare-and-set replace).  Every destination is checked before any
+        byte moves; ``AlreadyExists`` for an existing file unless ``force``.  Returns the new
+        entries (files, symlinks and directories).
+        """
+        snorm, sentry = self._resolve(src)
+        dnorm = paths.normalize(dst)
+        try:
+            dentry: Entry | None = self.catalog.resolve(dnorm)
+        except NotFound:
+            dentry = None
+        if dentry is not None and dentry.type == DIR and dentry.id != sentry.id and snorm != "/":
+            dnorm = paths.join(dnorm, sentry.name)
+        if sentry.type != DIR:
+            self._check_copy_target(dnorm, force, sentry.type)
+            return [self._copy_one(snorm, sentry, dnorm, force, backend)]
+        if not recursive:
+            raise IsADirectory(f"{snorm}: is a directory (use recursive)", path=snorm)
+        if paths.is_within(dnorm, snorm):
+            raise InvalidArgument(f"cannot copy {snorm} into itself ({dnorm})")
+        items = list(self.catalog.walk(sentry.id))
+        self._check_dir_target(dnorm)
+        for rel, e in items:
+            self._check_copy_target(paths.join(dnorm, rel), force, e.type)
+        out = [self.mkdir(dnorm, parents=True, exist_ok=True)]
+        for rel, e in items:
+            target = paths.join(dnorm, rel)
+            if e.type == DIR:
+                out.append(self.mkdir(target, parents=True, exist_ok=True))
+            else:
+                out.append(self._copy_one(paths.join(snorm, rel), e, target, force, backend))
+        return out
+
+    def _check_copy_target(self, vpath: str, force: bool, kind: str) -> None:
+        if kind == DIR:
+            self._check_dir_target(vpath)
+        else:
+            self._check_file_target(vpath, force)
+
+    def _copy_one(self, snorm: str, sentry: Entry, dnorm: str, force: bool, backend: str | None) -> Entry:
+        parent_path, name = paths.split(dnorm)
+        parent = self._ensure_dir(parent_path)
+        existing = self.catalog.lookup(parent.id, name)
+        if existing is not None:
+            if existing.type == DIR:
+                raise IsADirectory(f"{dnorm}: is a directory", path=dnorm)
+            if not force:
+                raise AlreadyExists(f"{dnorm}: exists (use force to overwrite)", path=dnorm)
+            if existing.id == sentry.id:
+                return existing  # a file copied onto itself
+        if sentry.type == SYMLINK:
+            if existing is not None:
+                self._remove_entries([(dnorm, existing)])
+            return self.symlink(sentry.target or "", dnorm)
+        healthy = [r for r in ordered_replicas(self, sentry) if r.state == OK]
+        bname = self.choose_backend(backend or (healthy[0].backend if healthy else None))
+        store = self.backend(bname)
+        same = next((r for r in healthy if r.backend == bname), None)
+        if same is None or not isinstance(store, ServerSideCopy):
+            # streamed: a whole sequential read, checked against the source's hash at its end;
+            # a mismatch fails the upload, so nothing is stored or committed.  Wrapped so the
+            # upload sees a one-pass stream (a rewind and retry would skip the hash check).
+            with RangedReader(self, snorm, sentry) as reader:
+                return self.write_stream(dnorm, _Concat([reader]), backend=bname,  # type: ignore[arg-type]
+                                         overwrite=force, size=sentry.size, mode=sentry.mode,
+                                         expected_version=existing.version if existing is not None else None)
+        old = _owned(existing)
+        key, key_mode = objects.first_key(store, objects.path_key(dnorm), fresh=existing is not None)
+        token = objects.begin_intent(self.catalog, [(bname, key)] + [(r.backend, r.key) for r in old], "copy")
+        meta = copy_object(store, same.key, key, key_mode)
+        replica = Replica(backend=bname, key=key, size=sentry.size, hash=sentry.hash or same.hash, etag=meta.etag,
+                          state=OK, verified_at=same.verified_at)
+        now = time.time()
+        try:
+            if existing is None:
+                entry = self.catalog.create(
+                    Entry(name=name, type=FILE, parent_id=parent.id, mode=sentry.mode, uid=os.getuid(), gid=os.getgid(),
+                          size=sentry.size, mtime=now, ctime=now, hash=replica.hash, blocks=sentry.blocks,
+                          replicas=[replica])
+                )
+                objects.end_intent(self.catalog, token)
+                return entry
+            changed = existing.copy(size=sentry.size, hash=replica.hash, mtime=now, ctime=now, replicas=[replica],
+                                    mode=sentry.mode, blocks=sentry.blocks)
+            changed.xattrs.pop(LINKED_XATTR, None)
+            entry = self.catalog.update(changed, existing.version)
+        except (AlreadyExists, Conflict, NotFound) as exc:
+            objects.release(self, [replica], dnorm, token)
+            raise Conflict(f"{dnorm}: changed by another writer while it was copied; nothing was written",
+                           path=dnorm) from exc
+        objects.release(self, old, dnorm, token)
+        return entry
 
     def read_to(self, path: str, sink: IO[bytes], progress: Progress | None = None) -> Entry:
         """Write the verified content of ``path`` into the seekable ``sink``."""
@@ -537,37 +761,58 @@ class VDir:
 
         Each file is written to a temp file beside its destination, verified, made durable, then
         renamed into place (a directory's files in batches: synced together, then renamed): a
-        failed or interrupted get never leaves a partial file under the real name.
+        failed or interrupted get never leaves a partial file under the real name.  Nothing is
+        written through a symbolic link below ``dst`` (``NotADirectory``, raised before any
+        byte is written); with ``force`` an existing link is replaced, never its target.
         """
         norm, entry = self._resolve(src)
         dest = Path(os.fsdecode(dst))
+        # below the destination the user named, nothing is followed: every directory a recursive
+        # get writes into is checked with lstat (localout.DestTree), so a symlink the catalog or
+        # an earlier get put there is refused, never written through
+        tree, prefix = localout.DestTree(dest), ""
         if dest.is_dir():
-            dest = dest / (entry.name or "root")
+            tree, prefix = localout.DestTree(dest), entry.name or "root"
+            dest = dest / prefix
         if entry.type != DIR:
             return [self._get_file(norm, entry, dest, force, progress)]
         if not recursive:
             raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
-        if dest.exists() and not dest.is_dir():
+        if prefix:
+            tree.check(prefix)
+        elif dest.exists() and not dest.is_dir():
             raise NotADirectory(f"{dest}: exists and is not a directory")
         items = list(self.catalog.walk(entry.id))
+
+        def local_dir(rel: str) -> str:
+            """The directory (relative to the tree's root) an item at ``rel`` is written into."""
+            return "/".join(p for p in (prefix, rel) if p)
+
+        for d in sorted({local_dir(rel if e.type == DIR else paths.split("/" + rel)[0][1:]) for rel, e in items}):
+            tree.check(d)  # all refusals come before the first byte is written
         if not force:
             for rel, e in items:
                 if e.type == FILE and (dest / rel).exists():
                     raise AlreadyExists(f"{dest / rel}: exists (use --force to overwrite)")
-        dest.mkdir(parents=True, exist_ok=True)
+        if prefix:
+            tree.ensure(prefix)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
         files: list[tuple[str, Entry]] = []
         for rel, e in items:
             target = dest / rel
             if e.type == DIR:
-                target.mkdir(parents=True, exist_ok=True)
+                tree.ensure(local_dir(rel))
             elif e.type == FILE:
                 files.append((rel, e))
             elif e.type == SYMLINK and e.target is not None:
+                tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
                 with contextlib.suppress(FileExistsError):
                     os.symlink(e.target, target)
 
         def one(item: tuple[str, Entry]) -> tuple[Path, Path]:
             rel, e = item
+            tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
             return self._stage_file(paths.join(norm, rel), e, dest / rel, progress, sync=False), dest / rel
 
         # files are staged under temp names in batches; each batch is synced once and renamed
@@ -626,13 +871,14 @@ class VDir:
     # -- namespace changes -------------------------------------------------------------------
     def rm(self, path: str, recursive: bool = False) -> int:
         """Remove a file, symlink or (with ``recursive``) a directory tree; return the number of
-        entries removed.  The catalog entry goes first, then the objects (an object left behind
-        by a failure is an orphan, never a dangling catalog entry)."""
+        entries removed.  The catalog entry goes first, then the objects no entry uses any more
+        (under a write intent: an object left behind by a failure is one fsck may delete, never
+        a dangling catalog entry)."""
         norm, entry = self._resolve(path)
         if norm == "/":
             raise InvalidArgument("refusing to remove the root directory")
         if entry.type != DIR:
-            self._remove_entry(norm, entry)
+            self._remove_entries([(norm, entry)])
             return 1
         if not recursive:
             if self.catalog.list(entry.id, limit=1):
@@ -641,15 +887,22 @@ class VDir:
             return 1
         items = list(self.catalog.walk(entry.id))
         items.sort(key=lambda it: it[0].count("/"), reverse=True)
-        for rel, e in items:
-            self._remove_entry(paths.join(norm, rel), e)
+        for i in range(0, len(items), RM_BATCH):
+            self._remove_entries([(paths.join(norm, rel), e) for rel, e in items[i : i + RM_BATCH]])
         self.catalog.delete(entry.id)
         return len(items) + 1
 
-    def _remove_entry(self, vpath: str, entry: Entry) -> None:
-        removed = self.catalog.delete(entry.id, expected_version=entry.version)
-        if removed.type == FILE:
-            self._delete_objects(removed.replicas, vpath, linked=LINKED_XATTR in removed.xattrs)
+    def _remove_entries(self, batch: list[tuple[str, Entry]]) -> None:
+        """Delete these entries (compare-and-set on the version read), then their objects: one
+        intent, one durability wait and one pass over the objects for the whole batch."""
+        owned = [r for _, e in batch if e.type == FILE and LINKED_XATTR not in e.xattrs for r in e.replicas]
+        token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rm") if owned else None
+        try:
+            for _, e in batch:
+                self.catalog.delete(e.id, expected_version=e.version)
+        finally:
+            if token:
+                objects.release(self, owned, batch[0][0], token)
 
     def mv(self, src: str, dst: str, *, force: bool = False) -> Entry:
         """Rename or move a file or directory (one catalog write, whatever lies below).
@@ -687,9 +940,23 @@ class VDir:
         else:
             sentry, parent, name = _resolved
             dnorm = paths.normalize(dst)
-        moved, replaced = self.catalog.rename(sentry.id, parent.id, name, replace_existing=replace, expected_version=sentry.version)
-        if replaced is not None and replaced.type == FILE:
-            self._delete_objects(replaced.replicas, dnorm, linked=LINKED_XATTR in replaced.xattrs)
+        target = self.catalog.lookup(parent.id, name) if replace else None
+        owned = _owned(target)
+        token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rename") if owned else None
+        try:
+            moved, replaced = self.catalog.rename(sentry.id, parent.id, name, replace_existing=replace,
+                                                  expected_version=sentry.version)
+        except BaseException:
+            if token:
+                objects.end_intent(self.catalog, token)
+            raise
+        if replaced is not None and target is not None and (replaced.id, replaced.version) == (target.id, target.version):
+            objects.release(self, owned, dnorm, token)
+            return moved
+        if token:
+            objects.end_intent(self.catalog, token)
+        if replaced is not None:  # a newer version than the one looked up was replaced
+            objects.release(self, _owned(replaced), dnorm)
         return moved
 
     def update_entry(self, path: str, **changes: Any) -> Entry:
@@ -763,8 +1030,10 @@ class VDir:
                 raise AlreadyExists(f"{norm}: exists (use --force to replace)", path=norm)
             changed = existing.copy(size=size, hash=digest, mtime=time.time(), replicas=[replica], blocks=blocks)
             changed.xattrs[LINKED_XATTR] = b"1"
+            owned = _owned(existing)
+            token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "link") if owned else None
             entry = self.catalog.update(changed, existing.version)
-            self._delete_objects(existing.replicas, norm, linked=LINKED_XATTR in existing.xattrs)
+            objects.release(self, owned, norm, token)
             return entry
         return self.catalog.create(
             Entry(name=name, type=FILE, parent_id=parent.id, size=size, hash=digest, replicas=[replica],
@@ -786,6 +1055,12 @@ class VDir:
         return entries
 
     # -- misc ---------------------------------------------------------------------------------
+    def _path_or_id(self, entry_id: int) -> str:
+        try:
+            return self.catalog.path_of(entry_id)
+        except VDirError:
+            return f"<entry {entry_id}>"
+
     def tmp_dir(self) -> str | None:
         if self.config is None:
             return None
@@ -800,6 +1075,8 @@ class VDir:
 class PutPlan:
     dirs: list[str] = field(default_factory=list)
     files: list[tuple[Path, str, os.stat_result]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """(target, vpath) of the symbolic links to store as links (``put -r`` without ``-L``)."""
 
 
 class _ProgressReader:
@@ -815,6 +1092,26 @@ class _ProgressReader:
 
     def close(self) -> None:
         self.raw.close()
+
+
+class _Concat(io.RawIOBase):
+    """Read several streams one after the other, as one (the old content, then an append)."""
+
+    def __init__(self, parts: list[IO[bytes]] | list[Any]) -> None:
+        super().__init__()
+        self._parts = list(parts)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._parts:
+            data = self._parts[0].read(len(buf))
+            if data:
+                buf[: len(data)] = data
+                return len(data)
+            self._parts.pop(0)
+        return 0
 
 
 def _batches(files: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]]:
@@ -838,9 +1135,21 @@ def _seekable(src: Any) -> bool:
         return False
 
 
-def _fresh_key(path: str) -> str:
-    """A new key beside the path's own name, still recognisable: ``dir/name.~1a2b3c4d``."""
-    return f"{path[1:]}.~{secrets.token_hex(4)}"
+def _owned(entry: Entry | None) -> list[Replica]:
+    """The replicas whose objects vdir wrote for ``entry`` (a linked file's belong to someone else)."""
+    if entry is None or entry.type != FILE or LINKED_XATTR in entry.xattrs:
+        return []
+    return list(entry.replicas)
+
+
+def _link_target(p: Path) -> str:
+    """A local symbolic link's target, as stored in the catalog (verbatim, like ``cp -P``)."""
+    target = os.readlink(p)
+    try:
+        target.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath(f"{p}: link target {os.fsencode(target)!r} is not valid UTF-8") from None
+    return target
 
 
 def _local_name(p: Path) -> str:

@@ -17,6 +17,7 @@ function, :func:`to_errno`.  Whether an operation may be retried is a property o
           ├── InvalidPath (EINVAL)
           │    └── NameTooLong (ENAMETOOLONG)
           ├── InvalidArgument (EINVAL)
+          │    └── InvalidMode (EINVAL)         unsupported open mode; also ValueError
           ├── Conflict (ESTALE)                 compare-and-set lost, or a write condition failed
           ├── PermissionDenied (EACCES)         also PermissionError
           │    └── AuthenticationError (EACCES) wrong or missing credentials
@@ -91,6 +92,10 @@ class NameTooLong(InvalidPath):
 
 class InvalidArgument(VDirError):
     errno_code = _errno.EINVAL
+
+
+class InvalidMode(InvalidArgument, ValueError):
+    """An ``open`` mode vdir does not support; also a ``ValueError``, as ``open()`` raises."""
 
 
 class Conflict(VDirError):

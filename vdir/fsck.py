@@ -4,11 +4,21 @@ For every backend: list its objects once, then compare with the replicas the cat
 
 * **missing**: the catalog lists a replica whose object is not there;
 * **corrupt**: the object's size differs, or (``deep``) its bytes do not hash to the record;
-* **orphan**: an object no replica points at (an interrupted write leaves these; ``gc`` with a
-  minimum age removes them, so an upload still in flight is never taken for one).
+* **lost**: a file with content whose catalog entry lists no replica at all;
+* **orphan**: an object no entry uses that vdir itself wrote: a write intent names it (see
+  :mod:`vdir.objects`), left by an interrupted write or a delete that failed;
+* **temporary**: an unfinished upload vdir started (a local ``.vdir-tmp-*`` file, an incomplete
+  S3 multipart upload, uncommitted Azure blocks...), from a backend's ``Temporaries``
+  capability;
+* **foreign**: an object no entry uses and no intent names: another tool's file, the rest of an
+  imported bucket, anything vdir did not write.  Listed, **never deleted**.
 
-Exit status for the CLI: 0 clean, 1 orphans only, 2 missing or corrupt replicas (or a backend
-that could not be listed).
+With ``gc`` (``vdir fsck --delete-orphans``) orphans and temporaries older than ``min_age``
+seconds are deleted — an orphan only after checking once more that no entry uses it.  Nothing
+else is ever deleted by fsck.
+
+Exit status for the CLI: 0 clean (foreign objects are information, not a fault), 1 orphans or
+temporaries only, 2 missing, corrupt or lost files (or a backend that could not be listed).
 """
 
 from __future__ import annotations
@@ -18,7 +28,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vdir import objects as objs
 from vdir.backends.base import ObjectMeta
+from vdir.catalog.base import FILE, ROOT_ID
+from vdir.core import LINKED_XATTR
 from vdir.errors import VDirError
 from vdir.hashing import hash_stream
 
@@ -27,12 +40,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vdir.fsck")
 
-TMP_PREFIX = ".vdir-tmp/"
+INFO_KINDS = ("foreign",)
+"""Problems that do not change the exit status."""
+CLEANABLE_KINDS = ("orphan", "temporary")
 
 
 @dataclass
 class Problem:
-    kind: str  # missing | corrupt | orphan | unreachable
+    kind: str  # missing | corrupt | lost | orphan | temporary | foreign | unreachable
     backend: str
     key: str = ""
     path: str = ""
@@ -53,9 +68,9 @@ class FsckReport:
 
     @property
     def exit_code(self) -> int:
-        if any(p.kind != "orphan" for p in self.problems):
+        if any(p.kind not in INFO_KINDS + CLEANABLE_KINDS for p in self.problems):
             return 2
-        return 1 if self.problems else 0
+        return 1 if any(p.kind in CLEANABLE_KINDS for p in self.problems) else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,18 +84,33 @@ def fsck(vdir: VDir, *, deep: bool = False, backends: list[str] | None = None, g
     """Check every replica against its backend's listing; see the module docstring."""
     report = FsckReport()
     names = backends or [b.name for b in vdir.catalog.list_backends()]
+    intents = objs.load_intents(vdir.catalog)
+    intended: dict[tuple[str, str], float] = {}
+    for intent in intents:
+        for obj in intent.objects:
+            intended[obj] = min(intent.created, intended.get(obj, intent.created))
+    settled: set[tuple[str, str]] = set()  # objects whose state the catalog and the store agree on
+    referenced: set[tuple[str, str]] = set()
+    listed: set[str] = set()
     seen_files: set[int] = set()
+    now = time.time()
     for name in names:
         try:
             store = vdir.backend(name)
-            objects: dict[str, ObjectMeta] = {m.key: m for m in store.list("") if not m.key.startswith(TMP_PREFIX)}
+            objects: dict[str, ObjectMeta] = {m.key: m for m in store.list("")}
         except VDirError as exc:
             report.problems.append(Problem("unreachable", name, detail=str(exc)))
             continue
+        listed.add(name)
         report.objects += len(objects)
         for entry, replica in vdir.catalog.iter_replicas(name):
             seen_files.add(entry.id)
             report.replicas += 1
+            if LINKED_XATTR not in entry.xattrs:
+                # used by a file vdir stored; an object vdir wrote that only a link uses keeps
+                # its intent, so fsck can delete it once the link goes too
+                settled.add((name, replica.key))
+            referenced.add((name, replica.key))
             meta = objects.pop(replica.key, None)
             path = _path(vdir, entry.id)
             if meta is None:
@@ -99,17 +129,74 @@ def fsck(vdir: VDir, *, deep: bool = False, backends: list[str] | None = None, g
                     continue
                 if digest != expected:
                     report.problems.append(Problem("corrupt", name, replica.key, path, f"hash {digest}, catalog says {expected}"))
-        now = time.time()
         for key, meta in sorted(objects.items()):
-            report.problems.append(Problem("orphan", name, key, detail="no catalog entry points here", size=meta.size))
-            if gc and (meta.mtime is None or now - meta.mtime >= min_age):
-                try:
-                    store.delete(key)
-                    report.deleted_orphans += 1
-                except VDirError as exc:
-                    log.warning("could not delete orphan %s on %s: %s", key, name, exc)
+            since = intended.get((name, key))
+            if since is None:
+                report.problems.append(Problem("foreign", name, key, detail="not written by vdir; never deleted", size=meta.size))
+                continue
+            report.problems.append(Problem("orphan", name, key, detail="written by vdir, used by no entry", size=meta.size))
+            if gc and now - since >= min_age and _delete_orphan(vdir, name, key):
+                report.deleted_orphans += 1
+                settled.add((name, key))
+        for obj in intended.keys() - {(name, k) for k in objects} - referenced:
+            if obj[0] == name:
+                settled.add(obj)  # absent from the store
+        _temporaries(vdir, store, name, intended, report, gc=gc, min_age=min_age, now=now)
+    _lost(vdir, report, seen_files)
+    if gc:
+        for intent in intents:
+            if now - intent.created >= min_age and all(o in settled and o[0] in listed for o in intent.objects):
+                objs.end_intent(vdir.catalog, intent.token)
     report.files = len(seen_files)
     return report
+
+
+def _delete_orphan(vdir: VDir, backend: str, key: str) -> bool:
+    try:
+        if vdir.catalog.replica_users(backend, key):
+            return False  # committed since the listing
+        vdir.backend(backend).delete(key)
+        return True
+    except VDirError as exc:
+        log.warning("could not delete orphan %s on %s: %s", key, backend, exc)
+        return False
+
+
+def _temporaries(vdir: VDir, store: Any, name: str, intended: dict[tuple[str, str], float], report: FsckReport, *,
+                 gc: bool, min_age: float, now: float) -> None:
+    """Unfinished uploads on backends that can list them (the ``Temporaries`` capability)."""
+    from vdir.backends import base
+
+    capability = getattr(base, "Temporaries", None)
+    if capability is None or not isinstance(store, capability):
+        return
+    try:
+        temps = list(store.list_temporaries())
+    except VDirError as exc:
+        report.problems.append(Problem("unreachable", name, detail=f"cannot list unfinished uploads: {exc}"))
+        return
+    for t in temps:
+        # a vdir-named temp file is vdir's by its name; an unfinished upload of another kind
+        # (a multipart upload in a shared bucket) only when an intent names its key
+        ours = t.kind == "tempfile" or (name, t.key) in intended
+        if not ours:
+            report.problems.append(Problem("foreign", name, t.key, detail=f"unfinished {t.kind} not started by vdir", size=t.size))
+            continue
+        report.problems.append(Problem("temporary", name, t.key, detail=f"unfinished {t.kind}", size=t.size))
+        if gc and (t.mtime is None or now - t.mtime >= min_age):
+            try:
+                store.remove_temporary(t)
+                report.deleted_orphans += 1
+            except VDirError as exc:
+                log.warning("could not remove unfinished upload %s on %s: %s", t.key, name, exc)
+
+
+def _lost(vdir: VDir, report: FsckReport, seen: set[int]) -> None:
+    """Files with content and no replica at all: nothing any backend listing would show."""
+    for rel, entry in vdir.catalog.walk(ROOT_ID):
+        if entry.type == FILE and entry.size > 0 and not entry.replicas:
+            seen.add(entry.id)
+            report.problems.append(Problem("lost", "", path="/" + rel, detail="the catalog lists no replica for this file"))
 
 
 def _path(vdir: VDir, entry_id: int) -> str:

@@ -14,10 +14,14 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
+
+from vdir.errors import NotADirectory
 
 log = logging.getLogger("vdir.localout")
 
@@ -46,6 +50,53 @@ def stage(dest: Path, fill: Callable[[IO[bytes]], object], mode: int, mtime: flo
         discard([tmp])
         raise
     return Path(tmp)
+
+
+class DestTree:
+    """The directories below ``root`` that a recursive get writes into, made and checked one
+    component at a time with ``lstat``: a symbolic link (or any non-directory) below ``root`` is
+    refused with ``NotADirectory``, so nothing is ever written through a link, whether the
+    catalog or an earlier get put it there.  ``root`` itself is the user's choice and may be a
+    link (as with ``cp``).  Checked directories are remembered; thread-safe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._checked: set[str] = {""}
+        self._lock = threading.Lock()
+
+    def check(self, rel: str) -> None:
+        """Raise if an existing component of ``rel`` (a directory below root) is not a real
+        directory; missing components are fine.  Creates nothing."""
+        self._walk(rel, create=False)
+
+    def ensure(self, rel: str) -> Path:
+        """Create the directory ``rel`` below root (and its parents), refusing links."""
+        return self._walk(rel, create=True)
+
+    def _walk(self, rel: str, *, create: bool) -> Path:
+        parts = [p for p in rel.split("/") if p]
+        done = ""
+        with self._lock:
+            for part in parts:
+                done = f"{done}/{part}" if done else part
+                if done in self._checked:
+                    continue
+                p = self.root / done
+                try:
+                    st = os.lstat(p)
+                except FileNotFoundError:
+                    if not create:
+                        return self.root / rel
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(p, 0o777)
+                    st = os.lstat(p)  # what is there now (a racing writer may have put a link)
+                if stat.S_ISLNK(st.st_mode):
+                    raise NotADirectory(f"{p}: is a symbolic link; get never writes through links (remove it first)")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise NotADirectory(f"{p}: exists and is not a directory")
+                if create:
+                    self._checked.add(done)
+        return self.root / rel
 
 
 def discard(paths: Iterable[str | Path]) -> None:

@@ -8,6 +8,8 @@ catalog can trust what they get.
 
 from __future__ import annotations
 
+import re
+
 from vdir.errors import InvalidPath, NameTooLong
 
 MAX_NAME_BYTES = 255
@@ -85,3 +87,34 @@ def components(path: str) -> list[str]:
 def is_within(path: str, ancestor: str) -> bool:
     """True when ``path`` is ``ancestor`` or lies below it."""
     return ancestor == "/" or path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
+
+
+_NAMED_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r", "\\": "\\\\"}
+# C0, DEL and C1 controls; bidi controls, line/paragraph separators and BOM (they would mislead a
+# terminal or a reader); lone surrogates (bytes that were not UTF-8, from os.fsdecode)
+_UNSAFE = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff"
+_UNSAFE_RE = re.compile(f"[{_UNSAFE}]")
+_UNSAFE_OR_BACKSLASH_RE = re.compile(f"[{_UNSAFE}\\\\]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    code = ord(ch)
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    if code < 0xA0:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogateescape: show the original byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
+
+
+def printable(text: str, *, backslash: bool = True) -> str:
+    """``text`` safe to show on a terminal: control characters (C0, DEL, C1), bidi controls and
+    undecodable bytes become backslash escapes (``\\n``, ``\\x1b``, ``\\u202e``), as ``ls -b``
+    does, so a name can neither move the cursor, recolour the screen nor fake a second line.
+    With ``backslash`` (names) a backslash is shown as ``\\\\``, so every shown name maps back
+    to one real name; messages that merely quote names use ``backslash=False``.  Text with
+    nothing to escape is returned as it is."""
+    pattern = _UNSAFE_OR_BACKSLASH_RE if backslash else _UNSAFE_RE
+    return pattern.sub(_escape, text) if pattern.search(text) else text

@@ -91,6 +91,7 @@ def _path_from_url(url: str) -> Path:
 
 class LocalBackend(Backend):
     scheme = "file"
+    create_only_atomic = True  # create-only is a hard link / a locked dict: atomic
 
     def __init__(self, name: str, url: str, location: Location | None = None, fsync: bool = True, create: bool = True, **_: Any) -> None:
         super().__init__(name, url, location)

@@ -19,6 +19,7 @@ _etags = itertools.count(1)
 
 
 class MemoryBackend(Backend):
+    create_only_atomic = True  # create-only is a hard link / a locked dict: atomic
     scheme = "memory"
 
     def __init__(self, name: str, url: str, location: Location | None = None, **_: Any) -> None:

@@ -372,14 +372,18 @@ class Catalog(ABC):
         self.close()
 
 
-def open_catalog(url: str) -> Catalog:
-    """Open the catalog named by ``url``: ``sqlite:///path/to/catalog.db`` or ``mongodb://...``."""
+def open_catalog(url: str, *, create: bool = True) -> Catalog:
+    """Open the catalog named by ``url``: ``sqlite:///path/to/catalog.db`` or ``mongodb://...``.
+
+    With ``create=False`` a SQLite file that does not exist is a ``CatalogError`` instead of a
+    new, empty catalog (the front ends open the configured catalog this way; only ``init``
+    creates)."""
     from vdir.errors import ConfigError
 
     if url.startswith("sqlite:"):
         from vdir.catalog.sqlite import SQLiteCatalog
 
-        return SQLiteCatalog(url)
+        return SQLiteCatalog(url, create=create)
     if url.startswith("mongodb://") or url.startswith("mongodb+srv://"):
         from vdir.catalog.mongo import MongoCatalog
 

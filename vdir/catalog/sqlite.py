@@ -204,7 +204,12 @@ def _translate(path: str, exc: sqlite3.Error) -> Exception:
 class SQLiteCatalog(Catalog):
     """Catalog in one SQLite file; ``url`` is ``sqlite:///absolute/path.db`` (or ``sqlite:///:memory:``)."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, *, create: bool = True) -> None:
+        """Open the catalog file; with ``create`` a missing file is made and set up.
+
+        Raises ``CatalogError`` (one line) when the file is missing and ``create`` is false, when
+        its directory is missing, and when the file is not a vdir catalog (another program's
+        SQLite database, or not SQLite at all): such a file is never extended with our tables."""
         self.url = url
         parts = urlsplit(url)
         raw = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
@@ -225,11 +230,39 @@ class SQLiteCatalog(Catalog):
         self._write_lock = threading.RLock()
         if self.path != ":memory:":
             parent = Path(self.path).parent
+            if not create and not os.path.lexists(self.path):
+                raise CatalogError(f"catalog {self.path} does not exist (check 'catalog:' in the config, "
+                                   "or run 'vdir init' to create one)")
             if not parent.is_dir():
                 raise CatalogError(f"catalog {self.path}: directory {parent} does not exist")
             if Path(self.path).is_dir():
                 raise CatalogError(f"catalog {self.path} is a directory, not a SQLite file")
+            if Path(self.path).exists():
+                self._check_is_catalog()
         self._init_schema()
+
+    def _check_is_catalog(self) -> None:
+        """Refuse an existing file that is not a vdir catalog, reading it only (read-only open:
+        not even the WAL switch touches it).  An empty file is accepted as a new catalog."""
+        if os.path.getsize(self.path) == 0:
+            return
+        from urllib.parse import quote
+
+        absolute = "/" + os.path.abspath(self.path).lstrip("/")  # '//x' would be read as a URI authority
+        try:
+            conn = sqlite3.connect(f"file:{quote(absolute)}?mode=ro", uri=True, timeout=self._timeout)
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                schema = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" not in str(exc):  # busy, unreadable...: said as any other open error
+                raise _translate(self.path, exc) from exc
+            raise CatalogError(f"catalog {self.path} is not a vdir catalog (not a SQLite database)") from exc
+        if tables and (schema is None or "entries" not in tables):
+            raise CatalogError(f"catalog {self.path} is not a vdir catalog (a SQLite database of another program; "
+                               f"tables: {', '.join(sorted(tables)[:5])})")
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

@@ -5,13 +5,20 @@ Layout::
 
     lock                      flock'ed by the one mount using the directory
     pending/<id>.data         content of a file written through the mount and not yet committed
-    pending/<id>.json         its record: path, base version and hash, mode, mtime, owner, xattrs
+    pending/<id>.json         its record: path, base entry id, version and hash, mode, mtime, owner, xattrs
+    parked/<id>.data, .json   a record that can never be replayed as it is, moved aside with the reason
     blocks/<kk>/<key>.<n>     read-cache block ``n`` (:data:`BLOCK` bytes) of the content ``key``
 
 A file becomes *pending* on its first write: the record is written (atomically, temp file +
 rename) before the write returns, and the data file holds every byte written.  Both are removed
 once :meth:`~vdir.core.VDir.write_stream` has committed the content, so a mount killed at any
-moment leaves exactly the uncommitted files here, and the next mount uploads them.
+moment leaves exactly the uncommitted files here, and the next mount uploads them (in the
+background, see :mod:`vdir.fuse.writeback`).
+
+Each record remembers what it was based on (the *generation*): the entry id and version for a
+change to an existing file, the parent directory's id for a new one.  A replay never creates a
+path whose entry was removed or replaced since; such a record is *parked*: moved to
+``parked/`` with its reason, reported once, never retried.
 
 Read-cache keys are content hashes (or entry id + version for files whose hash is not known
 yet), so a block can never be served for content it does not belong to: a changed file has a
@@ -64,6 +71,12 @@ class PendingRecord:
     path: str
     base_version: int | None = None
     """Catalog version the content was based on; ``None`` for a file new to the catalog."""
+    base_id: int | None = None
+    """Entry id the content was based on (generation check: a replay never writes to another entry)."""
+    parent_id: int | None = None
+    """For a new file: id of the directory it was created in (a replay never re-creates it)."""
+    parked: str | None = None
+    """Why the record was parked (only in ``parked/``)."""
     base_hash: str | None = None
     """Content hash of that version: a later version with the same hash changed only metadata."""
     replace: bool = False
@@ -111,6 +124,24 @@ class Journal:
         self.forget(record)
         with contextlib.suppress(FileNotFoundError):
             self.data_path(record.id).unlink()
+
+    @property
+    def parked_dir(self) -> Path:
+        return self.root.parent / "parked"
+
+    def park(self, record: PendingRecord, reason: str) -> Path:
+        """Move the record and its data aside to ``parked/`` (never replayed again); the parked
+        data file's path.  Atomic per file (rename within one filesystem)."""
+        self.parked_dir.mkdir(exist_ok=True)
+        record.parked = reason
+        target = self.parked_dir / f"{record.id}.data"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.data_path(record.id), target)
+        tmp = self.parked_dir / f".{record.id}.json.tmp"
+        tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
+        os.replace(tmp, self.parked_dir / f"{record.id}.json")
+        self.forget(record)
+        return target
 
     def records(self) -> list[PendingRecord]:
         """Every saved record, oldest first; unreadable ones are logged and skipped.  Data files

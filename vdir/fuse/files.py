@@ -25,6 +25,7 @@ nothing is lost and nothing is mixed.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import secrets
@@ -32,10 +33,10 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vdir import paths
-from vdir.catalog.base import FILE, Entry
+from vdir.catalog.base import DIR, FILE, Entry
 from vdir.errors import AlreadyExists, Conflict, IntegrityError, NotFound
 from vdir.fuse.cache import BLOCK, CacheDir, PendingRecord
 from vdir.streams import RangedReader, read_verified
@@ -65,18 +66,79 @@ def _current(vd: VDir, path: str) -> Entry | None:
         return None
 
 
-def upload(vd: VDir, record: PendingRecord, data_path: str | os.PathLike[str], written: Entry | None = None) -> Entry:
+class Unreplayable(Exception):
+    """A journal record that can never be committed as it is (the reason is the message): its
+    entry was removed or replaced, its directory is gone, its path was taken.  Parked, never
+    retried."""
+
+
+class _Aborted(Exception):
+    """An upload was cancelled (a streamed one: the file was not written sequentially after
+    all; a background one: the file was changed, renamed or removed meanwhile)."""
+
+
+class _CancellableFile(io.FileIO):
+    """The data file as an upload source that fails with :class:`_Aborted` once ``cancel`` is set."""
+
+    def __init__(self, path: str | os.PathLike[str], cancel: threading.Event) -> None:
+        super().__init__(path, "rb")
+        self._cancel = cancel
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._cancel.is_set():
+            raise _Aborted("upload cancelled")
+        return super().read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        if self._cancel.is_set():
+            raise _Aborted("upload cancelled")
+        return super().readinto(buffer)
+
+    def readall(self) -> bytes:
+        if self._cancel.is_set():
+            raise _Aborted("upload cancelled")
+        return super().readall()
+
+
+def check_generation(vd: VDir, record: PendingRecord) -> Entry | None:
+    """The entry now at ``record.path`` if ``record`` may still be committed there, else
+    :class:`Unreplayable`: a change to an existing file needs that same entry (same id) at the
+    path, a new file needs the directory it was created in (same id)."""
+    current = _current(vd, record.path)
+    if record.base_version is not None:
+        if current is None:
+            raise Unreplayable("the file was removed after this change was made")
+        if current.type != FILE or (record.base_id is not None and current.id != record.base_id):
+            raise Unreplayable("the file was replaced by another one after this change was made")
+        return current
+    parent_path = paths.split(record.path)[0]
+    parent = _current(vd, parent_path)
+    if parent is None or parent.type != DIR or (record.parent_id is not None and parent.id != record.parent_id):
+        raise Unreplayable(f"its directory {parent_path} was removed or replaced after the file was written")
+    if current is not None and not record.replace:
+        raise Unreplayable("the path was taken by another file")
+    return current
+
+
+def upload(vd: VDir, record: PendingRecord, data_path: str | os.PathLike[str], written: Entry | None = None,
+           *, cancel: threading.Event | None = None, replay: bool = False) -> Entry:
     """Commit the content of ``data_path`` at ``record.path`` (the one commit path, used by open
-    files and by the journal resumed at mount time).  Updates ``record`` with the new base.
-    ``written`` is the entry a streamed upload already committed: only metadata is left to do."""
+    files and by the background write-back).  Updates ``record`` with the new base.
+    ``written`` is the entry a streamed upload already committed: only metadata is left to do.
+
+    ``replay`` (a background commit of a file no handle is writing) applies the generation
+    check (:func:`check_generation`, raising :class:`Unreplayable`) and never creates parent
+    directories; ``cancel`` aborts the upload when set (raising :class:`_Aborted`)."""
     size = os.path.getsize(data_path)
     for _ in range(0 if written else 10):
         new = record.base_version is None and not record.replace
+        if replay:
+            check_generation(vd, record)
         try:
-            with open(data_path, "rb") as src:
+            with (_CancellableFile(data_path, cancel) if cancel is not None else open(data_path, "rb")) as src:
                 entry = vd.write_stream(
                     record.path, src, overwrite=not new, size=size, mode=record.mode, mtime=record.mtime,
-                    expected_version=record.base_version, parents=True,
+                    expected_version=record.base_version, parents=not replay,
                 )
             break
         except (Conflict, AlreadyExists):
@@ -84,11 +146,17 @@ def upload(vd: VDir, record: PendingRecord, data_path: str | os.PathLike[str], w
             if current is not None and current.type == FILE and record.base_hash is not None and current.hash == record.base_hash:
                 record.base_version = current.version  # only its metadata changed: retry on it
                 continue
+            if replay:
+                check_generation(vd, record)  # removed or replaced meanwhile: parked, not copied
             copy = _save_conflict_copy(vd, record, data_path)
             raise Conflict(
                 f"{record.path}: changed elsewhere while it was open here; this mount's version was saved as {copy}",
                 path=record.path,
             ) from None
+        except NotFound:
+            if replay and _current(vd, paths.split(record.path)[0]) is None:
+                raise Unreplayable(f"its directory {paths.split(record.path)[0]} was removed") from None
+            raise
     else:
         if written is None:
             raise Conflict(f"{record.path}: kept changing while it was committed", path=record.path)
@@ -105,6 +173,7 @@ def upload(vd: VDir, record: PendingRecord, data_path: str | os.PathLike[str], w
     if changes:
         entry = vd.update_entry(record.path, **changes)
     record.base_version, record.base_hash, record.replace = entry.version, entry.hash, False
+    record.base_id, record.parent_id = entry.id, None
     record.uid = record.gid = None
     record.xattrs = {}
     return entry
@@ -118,46 +187,6 @@ def _save_conflict_copy(vd: VDir, record: PendingRecord, data_path: str | os.Pat
         vd.write_stream(copy, src, mode=record.mode, parents=True)
     log.warning("%s: changed elsewhere while open in this mount; saved this mount's content as %s", record.path, copy)
     return copy
-
-
-def resume(vd: VDir, cache: CacheDir) -> tuple[int, int]:
-    """Upload what a previous mount left in the journal; (committed, still pending).
-
-    A record whose content is already in the catalog (the mount died between the commit and
-    removing the record) is simply dropped; one that cannot be uploaded now stays for next time.
-    """
-    from vdir.hashing import hash_stream
-
-    done = kept = 0
-    for record in cache.journal.records():
-        data = cache.journal.data_path(record.id)
-        try:
-            current = _current(vd, record.path)
-            if current is not None and current.hash is not None and current.type == FILE:
-                with open(data, "rb") as fh:
-                    digest, size = hash_stream(fh)
-                if digest == current.hash and size == current.size:
-                    cache.journal.drop(record)
-                    done += 1
-                    continue
-            entry = upload(vd, record, data)
-            log.warning("resumed the upload of %s left pending by an earlier mount (%d bytes)", record.path, entry.size)
-            cache.journal.drop(record)
-            done += 1
-        except Conflict as exc:
-            log.warning("%s", exc)
-            cache.journal.drop(record)
-            done += 1
-        except FileNotFoundError:
-            cache.journal.drop(record)
-        except OSError as exc:
-            log.warning("%s: upload left pending by an earlier mount failed again, kept for later: %s", record.path, exc)
-            kept += 1
-    return done, kept
-
-
-class _Aborted(Exception):
-    """A streamed upload was cancelled (the file was not written sequentially after all)."""
 
 
 class StreamUpload:
@@ -233,8 +262,11 @@ class StreamUpload:
 class Node:
     """One open file of the mount (see the module docstring).  Thread-safe."""
 
-    def __init__(self, vd: VDir, cache: CacheDir, pool: ThreadPoolExecutor, path: str, entry: Entry | None, mode: int = 0o644) -> None:
+    def __init__(self, vd: VDir, cache: CacheDir, pool: ThreadPoolExecutor, path: str, entry: Entry | None, mode: int = 0o644,
+                 parent_id: int | None = None) -> None:
         self.vd = vd
+        self.parent_id = parent_id
+        """For a new file: id of its directory (recorded in the journal for the generation check)."""
         self.cache = cache
         self.pool = pool
         self.path = path
@@ -248,6 +280,9 @@ class Node:
         self.mtime = entry.mtime if entry else time.time()
         self.record: PendingRecord | None = None
         self.fd: int | None = None
+        self.background = False
+        """Dirty content left to the background write-back (no handle will commit it on close)."""
+        self._bg_cancel: threading.Event | None = None
         # clean reads
         self._reader: RangedReader | None = None
         self._fetch_lock = threading.Lock()
@@ -270,7 +305,28 @@ class Node:
     def is_local(self) -> bool:
         return self.fd is not None
 
+    @classmethod
+    def adopt(cls, vd: VDir, cache: CacheDir, pool: ThreadPoolExecutor, record: PendingRecord, entry: Entry | None) -> Node:
+        """A pending file left in the journal (by this or an earlier mount), served from its data
+        file until the background write-back commits it.  ``entry`` is the catalog entry it
+        changes (``None`` for a new file)."""
+        node = cls(vd, cache, pool, record.path, entry, record.mode if record.mode is not None else 0o644, record.parent_id)
+        node.fd = os.open(cache.journal.data_path(record.id), os.O_RDWR)
+        node.record = record
+        node.size = os.fstat(node.fd).st_size
+        node.mtime = record.mtime if record.mtime is not None else node.mtime
+        node.dirty = node.background = True
+        return node
+
+    def interrupt(self) -> None:
+        """Cancel a background upload of this file (it is about to change, move or go); the
+        caller then takes :attr:`lock`, which the upload gives up promptly."""
+        cancel = self._bg_cancel
+        if cancel is not None:
+            cancel.set()
+
     def set_path(self, path: str) -> None:
+        self.interrupt()
         with self.lock:
             self._cancel_stream()
             self.path = path
@@ -283,11 +339,16 @@ class Node:
     def make_local(self, truncate: bool = False) -> None:
         """Copy the content into a journaled data file (skipped when it is to be truncated)."""
         with self.lock:
-            if self.fd is not None:
+            if self.fd is not None and self.record is not None:
                 return
+            if self.fd is not None:  # parked: its content was moved aside; start again from the catalog's
+                os.close(self.fd)
+                self.fd = None
+                self.size = self.entry.size if self.entry else 0
             entry = self.entry
             record = self.cache.journal.new(
                 self.path, base_version=entry.version if entry else None, base_hash=entry.hash if entry else None,
+                base_id=entry.id if entry else None, parent_id=None if entry else self.parent_id,
                 mode=self.mode, mtime=self.mtime,
             )
             data = self.cache.journal.data_path(record.id)
@@ -315,7 +376,9 @@ class Node:
             self.cache.journal.save(self.record)
 
     def write(self, data: bytes, offset: int) -> int:
+        self.interrupt()
         with self.lock:
+            self.background = False  # a handle writes: its close commits
             self.make_local()
             assert self.fd is not None
             self.mtime = time.time()
@@ -338,7 +401,9 @@ class Node:
             self._stream = None
 
     def truncate(self, length: int) -> None:
+        self.interrupt()
         with self.lock:
+            self.background = False  # committed on close, or at once by ops.truncate
             self.make_local(truncate=length == 0)
             assert self.fd is not None
             if length != self.size:
@@ -351,6 +416,7 @@ class Node:
 
     def touch(self, mtime: float) -> None:
         """Set the modification time (kept through the next commit)."""
+        self.interrupt()
         with self.lock:
             self.mtime = mtime
             if self.record is not None:
@@ -360,6 +426,7 @@ class Node:
 
     def set_owner(self, uid: int | None, gid: int | None) -> None:
         """Owner of a file not in the catalog yet, applied at its first commit."""
+        self.interrupt()
         with self.lock:
             if self.record is None:
                 self.make_local()
@@ -377,6 +444,7 @@ class Node:
 
     def set_xattr(self, name: str, value: bytes) -> None:
         """An extended attribute of a file not in the catalog yet, applied at its first commit."""
+        self.interrupt()
         with self.lock:
             if self.record is None:
                 self.make_local()
@@ -385,16 +453,38 @@ class Node:
             self.mark_dirty()
 
     # -- commit ----------------------------------------------------------------------------
-    def commit(self) -> Entry | None:
+    def commit(self, background: bool = False) -> Entry | None:
         """Upload the local content if it changed; returns the committed entry (or ``None``).
 
         On failure other than a conflict the content stays journaled and dirty, so a later
-        ``close``/``fsync`` or the next mount retries it."""
+        ``close``/``fsync``, the background write-back or the next mount retries it.
+
+        ``background``: a commit by the write-back of a file left pending: the generation check
+        applies (``Unreplayable``), and it gives way (returns ``None``) to a change, rename or
+        removal of the file, or to a handle that wrote since."""
         with self.lock:
-            if not self.dirty or self.unlinked or self.record is None:
+            if not self.dirty or self.unlinked or self.record is None or (background and not self.background):
                 return None
             assert self.fd is not None
             self.record.path, self.record.mtime, self.record.mode = self.path, self.mtime, self.mode
+            if background:
+                cancel = self._bg_cancel = threading.Event()
+                try:
+                    entry = upload(self.vd, self.record, self.cache.journal.data_path(self.record.id), cancel=cancel, replay=True)
+                except Conflict:
+                    self.dirty = False
+                    self.cache.journal.forget(self.record)
+                    raise
+                except Exception:
+                    if cancel.is_set():
+                        return None  # gave way; whoever cancelled decides what happens next
+                    raise
+                finally:
+                    self._bg_cancel = None
+                self.entry = entry
+                self.dirty = self.background = False
+                self.cache.journal.forget(self.record)
+                return entry
             streamed = None
             if self._stream is not None:
                 streamed = self._stream.finish(self.size)
@@ -413,13 +503,26 @@ class Node:
             return entry
 
     def discard(self) -> None:
-        """The file was removed: nothing of it is ever uploaded."""
+        """The file was removed: nothing of it is ever uploaded, and its journal record is gone
+        (so no later mount brings it back)."""
+        self.interrupt()
         with self.lock:
+            self.background = False
             self._cancel_stream()
             self.unlinked = True
             self.dirty = False
             if self.record is not None:
                 self.cache.journal.forget(self.record)
+
+    def park(self, reason: str) -> str:
+        """Move the pending content aside (:meth:`~vdir.fuse.cache.Journal.park`): it is never
+        committed; the parked data file's path.  Reads through open handles go on working."""
+        with self.lock:
+            assert self.record is not None
+            where = self.cache.journal.park(self.record, reason)
+            self.record = None
+            self.dirty = self.background = False
+            return str(where)
 
     def close(self) -> None:
         """Last handle gone: release the data file (kept in the journal if still dirty)."""

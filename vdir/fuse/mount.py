@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import errno
 import hashlib
 import json
 import logging
@@ -113,10 +114,36 @@ def is_mounted(mountpoint: str | os.PathLike[str], fstype: str | None = None) ->
     return found is not None and (fstype is None or found[0] == fstype)
 
 
+def is_dead_mount(path: str) -> bool:
+    """A FUSE mount whose process is gone: every access fails with ``ENOTCONN``."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    return False
+
+
+def clear_dead_mount(path: str) -> None:
+    """Lazily unmount a dead FUSE mount at ``path`` (left by a killed mount process), or say
+    exactly what to run."""
+    for tool, args in (("fusermount3", ["-uz"]), ("fusermount", ["-uz"]), ("umount", ["-l"])):
+        exe = shutil.which(tool)
+        if exe is not None and subprocess.run([exe, *args, path], capture_output=True).returncode == 0:
+            break
+    if path in mounts():
+        raise VDirError(f"{path}: a dead mount (its process was killed) is in the way and could not be removed; "
+                        f"run 'fusermount3 -uz {path}' (or 'umount -l {path}' as root) and mount again")
+    log.warning("%s: removed a dead mount left by a killed mount process", path)
+
+
 def check_mountpoint(mountpoint: str) -> str:
-    """The absolute mount point, or a one-line error saying why it cannot be mounted on."""
+    """The absolute mount point, or a one-line error saying why it cannot be mounted on.  A
+    dead FUSE mount left there by a killed mount process is unmounted (lazily) first."""
     path = os.path.abspath(mountpoint)
     found = mounts().get(path)
+    if found is not None and found[0].startswith("fuse") and is_dead_mount(path):
+        clear_dead_mount(path)
+        found = mounts().get(path)
     if found is not None:
         raise AlreadyExists(f"{path}: already mounted ({found[0]}); unmount it first with 'vdir umount {path}'")
     try:
@@ -190,9 +217,9 @@ def _fuse_class(fuse: ModuleType) -> type:
 def serve(vd: VDir, opts: MountOptions) -> None:
     """Mount and serve in this process until unmounted (``vdir umount``, SIGTERM or SIGINT).
 
-    Files left pending by an earlier mount are uploaded first."""
+    Files left pending by an earlier mount are taken up first (catalog look-ups only: listed and
+    readable from the cache at once) and uploaded in the background while the mount serves."""
     from vdir.fuse.cache import CacheDir
-    from vdir.fuse.files import resume
     from vdir.fuse.ops import VDirOperations
 
     fuse = load_fuse()
@@ -201,11 +228,13 @@ def serve(vd: VDir, opts: MountOptions) -> None:
     check_catalog(vd)
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog.url or str(opts.config))
     cache = CacheDir(cache_root, opts.cache_size)
-    done, kept = resume(vd, cache)
-    if done or kept:
-        log.warning("journal: %d pending upload(s) finished, %d still pending", done, kept)
     ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context,
                          xattrs=opts.xattrs)
+    report = ops.writeback.adopt(cache.journal.records())
+    if report.pending:
+        log.warning("journal: %d upload(s) left pending by an earlier mount, resumed in the background", report.pending)
+    _write_status(cache_root, {"pid": os.getpid(), "pending": report.pending, "parked": report.parked})
+    ops.writeback.start()
     kwargs: dict[str, Any] = dict(
         foreground=True, nothreads=False, fsname=FSNAME, subtype="vdir", default_permissions=True,
         attr_timeout=opts.attr_timeout, entry_timeout=opts.entry_timeout, negative_timeout=0,
@@ -234,6 +263,31 @@ def serve(vd: VDir, opts: MountOptions) -> None:
             if json.loads(registry.read_text()).get("pid") == os.getpid():
                 registry.unlink()
         cache.close()
+
+
+STATUS = "status.json"
+"""In the cache directory: what the mount found in its journal when it started (read by ``start``)."""
+
+
+def _write_status(cache_root: Path, status: dict[str, Any]) -> None:
+    tmp = cache_root / f".{STATUS}.tmp"
+    tmp.write_text(json.dumps(status), encoding="utf-8")
+    os.replace(tmp, cache_root / STATUS)
+
+
+def startup_report(cache_dir: str | os.PathLike[str], pid: int) -> list[str]:
+    """Lines for the user about the journal the mount process ``pid`` started with: uploads
+    resumed in the background, records parked (each reported this once)."""
+    try:
+        status = json.loads((Path(cache_dir) / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if status.get("pid") != pid:
+        return []
+    lines = [f"parked: {line}" for line in status.get("parked", [])]
+    if status.get("pending"):
+        lines.append(f"{status['pending']} upload(s) left pending by an earlier mount continue in the background (see {Path(cache_dir) / 'mount.log'})")
+    return lines
 
 
 def _tune_readahead(mountpoint: str, kib: int = 1024, timeout: float = 30.0) -> None:

@@ -12,6 +12,7 @@ when it is closed or fsync'ed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -26,10 +27,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdir import paths
 from vdir.catalog.base import DIR, FILE, SYMLINK, Entry
-from vdir.errors import InvalidArgument, IsADirectory, NotADirectory, NotFound, ReadOnly, to_errno
+from vdir.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    ReadOnly,
+    to_errno,
+)
 from vdir.fuse.cache import CacheDir
 from vdir.fuse.dirs import TYPE_BITS, DirHandle, MetaCache, mapped
 from vdir.fuse.files import Node
+from vdir.fuse.writeback import WriteBack
 
 if TYPE_CHECKING:
     from vdir.core import VDir
@@ -106,7 +117,11 @@ class VDirOperations:
         self._handles: dict[int, Node] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
+        self._writers: set[int] = set()
+        """Handles opened for writing: only their close (flush) commits."""
         self._recent_misses: dict[int, float] = {}
+        self.writeback = WriteBack(vd, cache, self.pool, self._lock, self._nodes)
+        """Commits pending files in the background (started by :func:`~vdir.fuse.mount.serve`)."""
 
     # -- helpers ---------------------------------------------------------------------------
     def _entry(self, path: str) -> Entry:
@@ -400,18 +415,20 @@ class VDirOperations:
         norm = paths.normalize(path)
         with self._lock:
             node = self._nodes.get(norm)
-            if node is not None and node.is_new:
+            if node is not None:
+                # Settle its write-back first: a background upload gives way, the journal record
+                # goes, so neither this mount nor a later one brings the file back.
                 node.discard()
                 del self._nodes[norm]
-                return 0
+                if node.refs == 0:
+                    node.close()
+                if node.is_new:
+                    return 0
             entry = self.vd.entry(norm)
             if entry.type == DIR:
                 raise IsADirectory(f"{norm}: is a directory", path=norm)
             self.vd.rm(norm)
             self.meta.forget(norm)
-            if node is not None:
-                node.discard()
-                del self._nodes[norm]
         return 0
 
     @fuse_errors
@@ -422,8 +439,16 @@ class VDirOperations:
         src, dst = paths.normalize(old), paths.normalize(new)
         if src == dst:
             return 0
-        with self._lock:
+        with self._lock, contextlib.ExitStack() as held:
+            prefix = src + "/"
+            moving = [p for p in self._nodes if p == src or p.startswith(prefix)]
+            for p in moving:  # background uploads under src give way before the catalog moves
+                self._nodes[p].interrupt()
+            for p in moving:
+                held.enter_context(self._nodes[p].lock)
             node = self._nodes.get(src)
+            if node is not None and node.is_new and self._rekey_new(node, src, dst, flags):
+                return 0
             if node is not None and node.is_new:
                 node.commit()  # a file must be in the catalog to be renamed there
             self.vd.rename(src, dst, replace=not flags & RENAME_NOREPLACE)
@@ -431,14 +456,45 @@ class VDirOperations:
             self.meta.forget(dst, tree=True)
             victim = self._nodes.pop(dst, None)
             if victim is not None and victim is not node:
-                victim.discard()
-            prefix = src + "/"
-            for p in [p for p in self._nodes if p == src or p.startswith(prefix)]:
+                self._drop(victim)
+            for p in moving:
                 moved = self._nodes.pop(p)
                 target = dst + p[len(src):]
                 moved.set_path(target)
                 self._nodes[target] = moved
         return 0
+
+    def _rekey_new(self, node: Node, src: str, dst: str, flags: int) -> bool:
+        """Rename a file not in the catalog yet by moving its pending record to ``dst``, when
+        nothing is there (so a rename never waits for, or fails on, the upload); ``False`` when
+        ``dst`` is taken in the catalog and the ordinary rename must decide."""
+        parent_path, name = paths.split(dst)
+        parent = self._entry(parent_path)
+        if parent.type != DIR:
+            raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+        if self.vd.catalog.lookup(parent.id, name) is not None:
+            return False
+        victim = self._nodes.get(dst)
+        if victim is not None:
+            if flags & RENAME_NOREPLACE:
+                raise AlreadyExists(f"{dst}: exists", path=dst)
+            del self._nodes[dst]
+            self._drop(victim)
+        del self._nodes[src]
+        node.parent_id = parent.id
+        if node.record is not None:
+            node.record.parent_id = parent.id
+        node.set_path(dst)
+        self._nodes[dst] = node
+        self.meta.forget(src)
+        self.meta.forget(dst)
+        return True
+
+    def _drop(self, node: Node) -> None:
+        """A file replaced or removed: settle its write-back (never uploaded, record gone)."""
+        node.discard()
+        if node.refs == 0:
+            node.close()
 
     @fuse_errors
     def symlink(self, path: str, target: str) -> int:
@@ -461,11 +517,13 @@ class VDirOperations:
         raise OSError(errno.EPERM, "only regular files, directories and symbolic links are supported")
 
     # -- files -----------------------------------------------------------------------------
-    def _attach(self, path: str, node: Node) -> int:
+    def _attach(self, path: str, node: Node, flags: int = os.O_RDWR) -> int:
         fh = self._new_fh()
         with self._lock:
             node.refs += 1
             self._handles[fh] = node
+            if flags & (os.O_WRONLY | os.O_RDWR):
+                self._writers.add(fh)
         return fh
 
     @fuse_errors
@@ -487,7 +545,7 @@ class VDirOperations:
                 raise OSError(errno.EEXIST, "file exists")
             else:
                 return self._open(norm, flags)
-            node = Node(self.vd, self.cache, self.pool, norm, None, mode & 0o7777)
+            node = Node(self.vd, self.cache, self.pool, norm, None, mode & 0o7777, parent_id=parent.id)
             uid, gid, _ = self.context()
             node.make_local()
             if (uid, gid) != (os.getuid(), os.getgid()):
@@ -495,7 +553,7 @@ class VDirOperations:
             assert node.record is not None
             node.mark_dirty()
             self._nodes[norm] = node
-            return self._attach(norm, node)
+            return self._attach(norm, node, flags | os.O_WRONLY)
 
     @fuse_errors
     def open(self, path: str, flags: int) -> int:
@@ -514,7 +572,7 @@ class VDirOperations:
                 if node is None or node.entry is None or node.entry.version != entry.version:
                     node = Node(self.vd, self.cache, self.pool, norm, entry)
                     self._nodes[norm] = node
-            fh = self._attach(norm, node)
+            fh = self._attach(norm, node, flags)
         if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
             try:
                 node.truncate(0)
@@ -539,7 +597,15 @@ class VDirOperations:
         if node is not None:
             node.truncate(length)
             if fh is None:  # truncate(2) by name: committed now, like any other change by name
-                node.commit()
+                try:
+                    node.commit()
+                except Exception:
+                    with self._lock:
+                        unheld = node.refs == 0 and node.dirty and not node.unlinked
+                        node.background = node.background or unheld
+                    if unheld:  # no close will come: the write-back retries it
+                        self.writeback.enqueue(node)
+                    raise
                 self.meta.forget(node.path)
             return 0
         if path is None:
@@ -557,46 +623,69 @@ class VDirOperations:
     @fuse_errors
     def flush(self, path: str | None, fh: int) -> int:
         node = self._handles[fh]
-        if node.dirty and node.commit() is not None:
+        if fh in self._writers and node.dirty and not node.background and node.commit() is not None:
             self.meta.forget(node.path)
         return 0
 
     @fuse_errors
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
-        return self.flush(path, fh)
+        node = self._handles[fh]
+        if node.dirty and node.commit() is not None:  # durable: even a file left to the write-back
+            self.meta.forget(node.path)
+        return 0
 
     @fuse_errors
     def release(self, path: str | None, fh: int) -> int:
         with self._lock:
             node = self._handles.pop(fh, None)
+            self._writers.discard(fh)
             if node is None:
                 return 0
             node.refs -= 1
-            last = node.refs == 0
-            if last and self._nodes.get(node.path) is node:
+            if node.refs:
+                return 0
+        try:
+            if node.dirty and not node.background:
+                node.commit()
+                self.meta.forget(node.path)
+        except Conflict:
+            pass  # reported to flush already; this mount's content was saved as a conflict copy
+        except Exception as exc:  # noqa: BLE001 - release has no caller to tell; the write-back retries
+            log.warning("%s: could not commit on close, kept pending (retried in the background): %s", node.path, exc)
+        with self._lock:
+            if node.refs:
+                return 0  # opened again meanwhile
+            pending = node.dirty and not node.unlinked and node.record is not None
+            if pending:
+                node.background = True  # stays listed and readable here until committed
+            elif self._nodes.get(node.path) is node:
                 del self._nodes[node.path]
-        if last:
-            try:
-                if node.dirty:
-                    node.commit()
-                    self.meta.forget(node.path)
-            except Exception as exc:  # noqa: BLE001 - release has no caller to tell; the journal keeps it
-                log.warning("%s: could not commit on close, kept in the journal for the next mount: %s", node.path, exc)
-            finally:
-                node.close()
+        if pending:
+            self.writeback.enqueue(node)
+        else:
+            node.close()
         return 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def destroy(self, path: str) -> None:
         """Unmounted: commit what is still open (what fails stays journaled), stop read-ahead."""
+        self.writeback.stop()
         with self._lock:
             nodes = set(self._handles.values())
+            pending = set(self._nodes.values()) - nodes
             self._handles.clear()
+            self._writers.clear()
             self._nodes.clear()
         for node in nodes:
             try:
-                node.commit()
+                if not node.background:
+                    node.commit()
             except Exception as exc:  # noqa: BLE001 - kept in the journal, resumed by the next mount
                 log.warning("%s: not committed at unmount, kept in the journal: %s", node.path, exc)
             node.close()
+        left = sum(1 for node in pending if node.dirty)
+        for node in pending:
+            node.close()  # dirty ones keep their journal record
+        if left:
+            log.warning("unmounted with %d upload(s) pending; the next mount with this cache directory resumes them", left)
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -10,12 +10,12 @@ at them, and never for linked objects (vdir did not create those).
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vdir import objects
 from vdir.backends.base import Backend, ObjectMeta, PutMode, ServerSideCopy
 from vdir.catalog.base import CORRUPT, MISSING, OK, Entry, Replica
 from vdir.errors import (
@@ -94,12 +94,13 @@ def replicate(vd: VDir, entry_id: int, destination: str, source: str | None = No
         raise IntegrityError(f"{_path(vd, entry)}: no good copy to replicate from")
     src = sources[0]
     src_store, dst_store = vd.backend(src.backend), vd.backend(destination)
-    key = src.key
+    key, mode = objects.first_key(dst_store, src.key)
+    token = objects.begin_intent(vd.catalog, [(destination, key)], "replicate")
     expected = entry.hash
     how = "streamed"
     for attempt in range(2):
         try:
-            copied = _server_copy(src_store, src, dst_store, key)
+            copied = _server_copy(src_store, src, dst_store, key, mode)
             if copied is not None and copied.same_as_source and expected is not None:
                 # the destination computed the same MD5 over the bytes it stored as over the
                 # source version whose hash the catalog records
@@ -114,13 +115,15 @@ def replicate(vd: VDir, entry_id: int, destination: str, source: str | None = No
             else:  # streamed: the destination reads what the source yields, hashing on the way
                 with src_store.get(src.key) as stream:
                     hashing = HashingReader(stream)
-                    meta = dst_store.put(key, hashing, PutMode.CREATE, size=src.size)  # type: ignore[attr-defined,arg-type]
+                    meta = dst_store.put(key, hashing, mode, size=src.size)  # type: ignore[arg-type]
                 digest, size = hashing.hexdigest, hashing.size
             break
         except AlreadyExists:
             if attempt:
                 raise
-            key = f"{src.key}.~{secrets.token_hex(4)}"
+            key, mode = objects.unique_key(src.key), PutMode.OVERWRITE  # type: ignore[attr-defined]
+            objects.end_intent(vd.catalog, token)
+            token = objects.begin_intent(vd.catalog, [(destination, key)], "replicate")
     if size != entry.size or (expected is not None and digest != expected):
         dst_store.delete(key)
         set_replica_state(vd, entry_id, src.backend, src.key, CORRUPT)
@@ -151,13 +154,14 @@ def replicate(vd: VDir, entry_id: int, destination: str, source: str | None = No
     except BaseException:
         dst_store.delete(key)
         raise
+    objects.end_intent(vd.catalog, token)
     if committed is None:
-        dst_store.delete(key)
+        objects.release(vd, [new_replica], _path(vd, entry))
         return Outcome(True, "file changed or already replicated; copy discarded")
     return Outcome(True, f"copied {src.backend} -> {destination} ({how})", size)
 
 
-def _server_copy(src_store: Backend, src: Replica, dst_store: Backend, dst_key: str) -> ObjectMeta | None:
+def _server_copy(src_store: Backend, src: Replica, dst_store: Backend, dst_key: str, mode: PutMode) -> ObjectMeta | None:
     """A copy made by the service itself when both backends are on one (two buckets of one S3,
     two containers of one Azure account...), of the source version the replica records; None
     when not, or when the service refuses to read the source with the destination's
@@ -165,7 +169,7 @@ def _server_copy(src_store: Backend, src: Replica, dst_store: Backend, dst_key: 
     if not isinstance(dst_store, ServerSideCopy):
         return None
     try:
-        return dst_store.server_copy_from(src_store, src.key, dst_key, PutMode("create"), source_etag=src.etag)
+        return dst_store.server_copy_from(src_store, src.key, dst_key, mode, source_etag=src.etag)
     except PermissionDenied as exc:
         if isinstance(exc, AuthenticationError):
             raise
@@ -206,6 +210,7 @@ def trim(vd: VDir, entry_id: int, backend: str, key: str | None, still_wanted: C
     trim is still right for the entry as it is now."""
     removed: list[Replica] = []
     linked = [False]
+    token = objects.begin_intent(vd.catalog, [(backend, key)], "trim") if key is not None else None
 
     def change(e: Entry) -> Entry | None:
         if not still_wanted(e):
@@ -218,15 +223,20 @@ def trim(vd: VDir, entry_id: int, backend: str, key: str | None, still_wanted: C
         e.replicas = keep
         return e
 
-    if _update_replicas(vd, entry_id, change) is None:
-        return Outcome(True, "no longer needed")
-    for r in removed:
-        if linked[0]:
-            continue
-        try:
-            vd.backend(r.backend).delete(r.key)
-        except VDirError as exc:
-            log.warning("trimmed %s from the catalog but could not delete %s on %s (fsck lists it): %s", entry_id, r.key, r.backend, exc)
+    try:
+        changed = _update_replicas(vd, entry_id, change)
+    except BaseException:
+        if token:
+            objects.end_intent(vd.catalog, token)
+        raise
+    if changed is None or linked[0] or not removed:
+        if token:
+            objects.end_intent(vd.catalog, token)
+        return Outcome(True, "no longer needed") if changed is None else Outcome(True, f"trimmed the copy on {backend}")
+    if token and [(r.backend, r.key) for r in removed] != [(backend, key)]:
+        objects.end_intent(vd.catalog, token)
+        token = None
+    objects.release(vd, removed, _path(vd, changed), token)
     return Outcome(True, f"trimmed the copy on {backend}")
 
 
