@@ -340,13 +340,13 @@ class VDir:
                     Entry(
                         name=name, type=FILE, parent_id=parent.id, mode=mode if mode is not None else 0o644,
                         uid=os.getuid(), gid=os.getgid(), size=reader.size, mtime=mtime or now, ctime=now,
-                        hash=reader.hexdigest, replicas=[replica],
+                        hash=reader.hexdigest, replicas=[replica], blocks=reader.block_hashes,
                     )
                 )
             else:
                 changed = existing.copy(
                     size=reader.size, hash=reader.hexdigest, mtime=mtime or now, ctime=now, replicas=[replica],
-                    mode=mode if mode is not None else existing.mode,
+                    mode=mode if mode is not None else existing.mode, blocks=reader.block_hashes,
                 )
                 changed.xattrs.pop(LINKED_XATTR, None)
                 entry = self.catalog.update(changed, existing.version)
@@ -853,14 +853,18 @@ class VDir:
         localout.sync_paths([dest.parent])
         return dest
 
-    def _record_lazy_hash(self, entry: Entry, digest: str) -> None:
-        """A linked object's hash, learned on its first full read, is recorded (best effort)."""
-        changed = entry.copy(hash=digest)
+    def _record_lazy_hash(self, entry: Entry, digest: str, blocks: str | None = None) -> None:
+        """A linked object's hash, learned on its first full read, is recorded (best effort),
+        and so are the block hashes of an entry that has none (compare-and-set on its version:
+        if the entry changed meanwhile nothing is recorded)."""
+        if entry.hash is not None and entry.hash != digest:
+            return
+        changed = entry.copy(hash=digest, blocks=blocks or entry.blocks)
         for r in changed.replicas:
             r.hash = r.hash or digest
         try:
             updated = self.catalog.update(changed, entry.version)
-            entry.hash, entry.version = updated.hash, updated.version
+            entry.hash, entry.version, entry.blocks = updated.hash, updated.version, updated.blocks
         except VDirError as exc:
             log.debug("could not record lazy hash: %s", exc)
 
@@ -1003,16 +1007,17 @@ class VDir:
         return self._link_key(name, key, vpath, compute_hash=compute_hash, force=force)
 
     def _link_key(self, backend: str, key: str, vpath: str, *, compute_hash: bool, force: bool, size: int | None = None, etag: str | None = None) -> Entry:
-        from vdir.hashing import hash_stream
+        from vdir.hashing import hash_stream_blocks
 
         store = self.backend(backend)
         if size is None:
             meta = store.head(key)
             size, etag = meta.size, meta.etag
         digest: str | None = None
+        blocks: str | None = None
         if compute_hash:
             with store.get(key) as stream:
-                digest, size = hash_stream(stream)
+                digest, size, blocks = hash_stream_blocks(stream)
         norm = paths.normalize(vpath)
         parent_path, name = paths.split(norm)
         parent = self._ensure_dir(parent_path)
@@ -1023,7 +1028,7 @@ class VDir:
                 raise IsADirectory(f"{norm}: is a directory", path=norm)
             if not force:
                 raise AlreadyExists(f"{norm}: exists (use --force to replace)", path=norm)
-            changed = existing.copy(size=size, hash=digest, mtime=time.time(), replicas=[replica])
+            changed = existing.copy(size=size, hash=digest, mtime=time.time(), replicas=[replica], blocks=blocks)
             changed.xattrs[LINKED_XATTR] = b"1"
             owned = _owned(existing)
             token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "link") if owned else None
@@ -1032,7 +1037,7 @@ class VDir:
             return entry
         return self.catalog.create(
             Entry(name=name, type=FILE, parent_id=parent.id, size=size, hash=digest, replicas=[replica],
-                  xattrs={LINKED_XATTR: b"1"}, uid=os.getuid(), gid=os.getgid())
+                  xattrs={LINKED_XATTR: b"1"}, uid=os.getuid(), gid=os.getgid(), blocks=blocks)
         )
 
     def import_prefix(self, url: str, vpath: str, *, compute_hash: bool = False, force: bool = False) -> list[Entry]:
