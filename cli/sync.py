@@ -36,6 +36,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         exclude: list[str] = typer.Option(None, "--exclude", metavar="PATTERN", help=EXCLUDE_HELP),
         rules: list[str] = typer.Option(None, "--filter", metavar="RULE", help=FILTER_HELP),
         jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Files transferred in parallel."),
+        backend: str | None = typer.Option(None, "--backend", "-b", metavar="NAME", help="Where files sent into vdir are stored (default: the config's default backend)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (paths relative to SRC/DST)."),
     ) -> None:
         """Make DST the same as SRC, sending only files that differ (like rclone sync).
@@ -57,7 +58,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
             total = vd.sync(source, dest, checksum=checksum, delete=delete, dry_run=True, filter=flt,
                             workers=jobs).bytes if sys.stderr.isatty() else 0
             with out.progress(total, "sync") as tick:
-                report = vd.sync(source, dest, checksum=checksum, delete=delete, filter=flt, workers=jobs, progress=tick)
+                report = vd.sync(source, dest, checksum=checksum, delete=delete, filter=flt, workers=jobs, progress=tick,
+                                 backend=backend)
         if as_json:
             out.json(report.as_dict())
             return

@@ -1126,14 +1126,14 @@ class VDir:
     # -- sync ---------------------------------------------------------------------------------
     def sync(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, checksum: bool = False,
              delete: bool = False, dry_run: bool = False, filter: Filter | None = None, workers: int = 8,
-             progress: Progress | None = None) -> SyncReport:
+             progress: Progress | None = None, backend: str | None = None) -> SyncReport:
         """Make DST equal to SRC, sending only what differs; virtual paths are written
         ``vdir:/path``, anything else is local.  See :mod:`vdir.sync` for what is compared,
         what is atomic and what is raised."""
         from vdir.sync import sync
 
         return sync(self, src, dst, checksum=checksum, delete=delete, dry_run=dry_run, filter=filter, workers=workers,
-                    progress=progress)
+                    progress=progress, backend=backend)
 
     # -- misc ---------------------------------------------------------------------------------
     def _path_or_id(self, entry_id: int) -> str:

@@ -179,11 +179,12 @@ def _local_hash(item: Item) -> str:
 # -- the sync ----------------------------------------------------------------------------------
 def sync(vd: VDir, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, checksum: bool = False,
          delete: bool = False, dry_run: bool = False, filter: Filter | None = None, workers: int = 8,
-         progress: Callable[[int], None] | None = None) -> SyncReport:
+         progress: Callable[[int], None] | None = None, backend: str | None = None) -> SyncReport:
     """Make DST equal to SRC (see the module docstring).  Raises ``NotFound`` for a missing
     source, ``NotADirectory`` when an end is not a directory, ``InvalidArgument`` for a
     local→local sync or when a path is a file on one side and a directory on the other
-    (nothing is changed then)."""
+    (nothing is changed then).  Files sent into vdir are stored on ``backend`` (default: the
+    configured default backend; vdir→vdir: the source replica's backend)."""
     s, d = parse_location(src), parse_location(dst)
     if not s.virtual and not d.virtual:
         raise InvalidArgument(f"both {s} and {d} are local paths; write virtual paths as {PREFIX}/path")
@@ -256,7 +257,7 @@ def sync(vd: VDir, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, 
         def one(rel: str) -> None:
             item, target = sfiles[rel], paths.join(d.path, rel)
             if s.virtual:
-                vd.copy(paths.join(s.path, rel), target, force=True)
+                vd.copy(paths.join(s.path, rel), target, force=True, backend=backend)
                 vd.update_entry(target, mtime=item.mtime)
                 if progress:
                     progress(item.size)
@@ -264,7 +265,7 @@ def sync(vd: VDir, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, 
             assert item.local is not None
             st = os.stat(item.local)
             with open(item.local, "rb") as fh:
-                vd.write_stream(target, fh, overwrite=True, size=st.st_size, mode=stat_mod.S_IMODE(st.st_mode),
+                vd.write_stream(target, fh, backend=backend, overwrite=True, size=st.st_size, mode=stat_mod.S_IMODE(st.st_mode),
                                 mtime=st.st_mtime, progress=progress)
 
         _run(one, send, workers)
