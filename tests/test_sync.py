@@ -140,6 +140,14 @@ def test_sync_local_to_vdir_sends_only_what_changed(vd: VDir, tmp_path: Path) ->
     assert vd.stat("/mirror/sub/b.bin").mtime == pytest.approx(OLD + 10, abs=1e-6)
 
 
+def test_sync_stores_on_the_backend_named(vd: VDir, tmp_path: Path) -> None:
+    src = tree(tmp_path / "src", FILES)
+    vd.sync(src, "vdir:/m", backend="spare")
+    assert {r["backend"] for i in vd.ls("/m", recursive=True) if i.type == "file" for r in i.replicas} == {"spare"}
+    vd.sync("vdir:/m", "vdir:/n", backend="local")
+    assert {r["backend"] for i in vd.ls("/n", recursive=True) if i.type == "file" for r in i.replicas} == {"local"}
+
+
 def test_sync_vdir_to_local_and_vdir_to_vdir(vd: VDir, tmp_path: Path) -> None:
     tree(tmp_path / "src", FILES)
     vd.put(tmp_path / "src", "/data", recursive=True)
