@@ -19,6 +19,7 @@ import click
 import typer
 
 from cli import help as help_screens
+from cli import sync as sync_opts
 from cli.output import Output, SafeFormatter, fmt_size, fmt_time, safe_lines
 from vdir import __version__
 from vdir.paths import printable as shown
@@ -111,6 +112,10 @@ def put(
     backend: str | None = typer.Option(None, "--backend", "-b", metavar="NAME", help="Where the first copy goes (default: the config's default backend)."),
     jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Parallel uploads."),
     dereference: bool = typer.Option(False, "-L", "--dereference", help="Follow symbolic links (default with -r: store them as links, like cp -r)."),
+    include: list[str] = typer.Option(None, "--include", metavar="PATTERN", help=sync_opts.INCLUDE_HELP),
+    exclude: list[str] = typer.Option(None, "--exclude", metavar="PATTERN", help=sync_opts.EXCLUDE_HELP),
+    rules: list[str] = typer.Option(None, "--filter", metavar="RULE", help=sync_opts.FILTER_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help=sync_opts.DRY_RUN_HELP),
 ) -> None:
     """Copy local files into the virtual directory, like cp -r.
 
@@ -123,13 +128,22 @@ def put(
     if len(srcs) > 1 and not dest.endswith("/"):
         dest += "/"
         vd.mkdir(dest, parents=True, exist_ok=True)
-    plans = [vd.plan_put(Path(s), dest, recursive=recursive, force=force, follow_symlinks=dereference) for s in srcs]
+    flt = sync_opts.make_filter(include, exclude, rules)
+    plans = [vd.plan_put(Path(s), dest, recursive=recursive, force=force, follow_symlinks=dereference, filter=flt) for s in srcs]
     total = sum(st.st_size for p in plans for _, _, st in p.files)
+    if dry_run:
+        for p in plans:
+            for _, vpath, st in p.files:
+                out.line(f"would store {shown(vpath)} ({fmt_size(st.st_size)})")
+            for target, vpath in p.links:
+                out.line(f"would link {shown(vpath)} -> {shown(target)}")
+        out.say(f"dry run: would store {sum(len(p.files) for p in plans)} file(s), {fmt_size(total)}")
+        return
     with out.progress(total, "put") as tick:
         count = 0
         for s in srcs:
             count += len(vd.put(Path(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick,
-                                follow_symlinks=dereference))
+                                follow_symlinks=dereference, filter=flt))
     links = sum(len(p.links) for p in plans)
     out.say(f"stored {count} file(s)" + (f", {links} symbolic link(s)" if links else "") + f", {fmt_size(total)}")
 
@@ -141,15 +155,26 @@ def get(
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Copy a directory and everything below it."),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing local files (a symbolic link is replaced, never written through)."),
     jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Parallel downloads."),
+    include: list[str] = typer.Option(None, "--include", metavar="PATTERN", help=sync_opts.INCLUDE_HELP),
+    exclude: list[str] = typer.Option(None, "--exclude", metavar="PATTERN", help=sync_opts.EXCLUDE_HELP),
+    rules: list[str] = typer.Option(None, "--filter", metavar="RULE", help=sync_opts.FILTER_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help=sync_opts.DRY_RUN_HELP),
 ) -> None:
     """Copy a file or directory out of the virtual directory, verified against its hash.
 
     Files appear under their names only once complete and durable. Nothing is written through a
     symbolic link inside DEST."""
     vd = state.vd()
+    flt = sync_opts.make_filter(include, exclude, rules)
+    if dry_run:
+        planned = vd.get(source, dest, recursive=recursive, force=force, filter=flt, dry_run=True)
+        for p in planned:
+            out.line(f"would write {shown(str(p))}")
+        out.say(f"dry run: would fetch {len(planned)} file(s)")
+        return
     total = vd.du(source).bytes
     with out.progress(total, "get") as tick:
-        written = vd.get(source, dest, recursive=recursive, force=force, workers=jobs, progress=tick)
+        written = vd.get(source, dest, recursive=recursive, force=force, workers=jobs, progress=tick, filter=flt)
     out.say(f"fetched {len(written)} file(s), {fmt_size(total)}")
 
 
@@ -232,11 +257,27 @@ def mkdir(
 def rm(
     paths: list[str] = typer.Argument(..., metavar="PATH...", help="Files, links or directories to remove."),
     recursive: bool = typer.Option(False, "-r", "-R", "--recursive", help="Remove directories and everything below them."),
+    include: list[str] = typer.Option(None, "--include", metavar="PATTERN", help=sync_opts.INCLUDE_HELP),
+    exclude: list[str] = typer.Option(None, "--exclude", metavar="PATTERN", help=sync_opts.EXCLUDE_HELP),
+    rules: list[str] = typer.Option(None, "--filter", metavar="RULE", help=sync_opts.FILTER_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help=sync_opts.DRY_RUN_HELP),
 ) -> None:
-    """Remove files, or directories with -r (their objects are deleted from the backends)."""
+    """Remove files, or directories with -r (their objects are deleted from the backends).
+
+    With --include/--exclude/--filter only the matching files below each PATH are removed
+    (directories stay, as with rclone delete)."""
     vd = state.vd()
+    flt = sync_opts.make_filter(include, exclude, rules)
+    if dry_run:
+        count = 0
+        for p in paths:
+            for vpath, _ in vd.plan_rm(p, recursive=recursive, filter=flt):
+                out.line(f"would remove {shown(vpath)}")
+                count += 1
+        out.say(f"dry run: would remove {count} entr{'y' if count == 1 else 'ies'}")
+        return
     for p in paths:
-        vd.rm(p, recursive=recursive)
+        vd.rm(p, recursive=recursive, filter=flt)
 
 
 @app.command()
@@ -365,7 +406,7 @@ def _register_plugins() -> None:
     """Commands of other parts (mount, placement, compute) register themselves here."""
     import importlib
 
-    for mod in ("cli.mount", "cli.placement", "cli.compute"):
+    for mod in ("cli.mount", "cli.placement", "cli.compute", "cli.sync"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:

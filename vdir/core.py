@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from vdir import localout, objects, paths
 from vdir.backends import Backend, Location, PutMode, open_backend
@@ -46,8 +46,12 @@ from vdir.errors import (
     NotFound,
     VDirError,
 )
+from vdir.filters import Filter
 from vdir.hashing import HashingReader
 from vdir.streams import RangedReader, SpoolWriter, ordered_replicas, read_verified
+
+if TYPE_CHECKING:
+    from vdir.sync import SyncReport
 
 log = logging.getLogger("vdir")
 
@@ -394,6 +398,8 @@ class VDir:
         workers: int = 8,
         progress: Progress | None = None,
         follow_symlinks: bool = False,
+        filter: Filter | None = None,
+        dry_run: bool = False,
     ) -> list[Entry]:
         """Store a local file, directory (with ``recursive``), bytes or a binary stream at ``dst``.
 
@@ -402,14 +408,21 @@ class VDir:
         input leaves nothing written half-way.  With ``recursive``, symbolic links (the source
         itself included) are stored as links, as ``cp -r`` copies them; ``follow_symlinks``
         stores what they point to instead (``cp -rL``).  The returned list holds the files.
+        Each file keeps its local modification time (as ``cp -p`` and rclone do).
+
+        ``filter`` (:mod:`vdir.filters`) picks what is taken below a source directory (paths
+        relative to it; a single file is matched by its name); ``dry_run`` checks and plans
+        everything (see :meth:`plan_put`), writes nothing and returns ``[]``.
         """
         if isinstance(src, (bytes, bytearray, memoryview)):
             data = bytes(src)
             return [self.write_stream(dst, io.BytesIO(data), backend=backend, overwrite=force, size=len(data), progress=progress)]
         if not isinstance(src, (str, os.PathLike)):
             return [self.write_stream(dst, src, backend=backend, overwrite=force, progress=progress)]
-        plan = self.plan_put(src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks)
+        plan = self.plan_put(src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks, filter=filter)
         bname = self.choose_backend(backend)
+        if dry_run:
+            return []
         for d in plan.dirs:
             self.mkdir(d, parents=True, exist_ok=True)
         for target, vpath in plan.links:
@@ -425,7 +438,7 @@ class VDir:
             with open(local, "rb") as fh:
                 return self.write_stream(
                     vpath, fh, backend=bname, overwrite=force, size=st.st_size,
-                    mode=stat_mod.S_IMODE(st.st_mode), progress=progress,
+                    mode=stat_mod.S_IMODE(st.st_mode), mtime=st.st_mtime, progress=progress,
                 )
 
         if len(plan.files) <= 1 or workers <= 1:
@@ -434,11 +447,12 @@ class VDir:
             return list(pool.map(one, plan.files))
 
     def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
-                 follow_symlinks: bool = False) -> PutPlan:
+                 follow_symlinks: bool = False, filter: Filter | None = None) -> PutPlan:
         """Work out (and check) every file, directory and symbolic link a local ``put`` will
         create.  With ``recursive`` and without ``follow_symlinks`` links are planned as links
         (never as the empty directory a symlinked directory used to become); with it, a link
-        back to a directory above it is refused (``InvalidArgument``: a loop)."""
+        back to a directory above it is refused (``InvalidArgument``: a loop).  ``filter`` leaves
+        out what it does not match (relative to a source directory; a single file by its name)."""
         local = Path(os.fsdecode(src))
         try:
             keep_link = recursive and not follow_symlinks and local.is_symlink()
@@ -461,6 +475,10 @@ class VDir:
         elif into_dir:
             target = paths.join(target, base)
         plan = PutPlan()
+        if filter is not None and not filter.empty and not stat_mod.S_ISDIR(st.st_mode):
+            if not filter.matches(base, False):
+                return plan
+            filter = None
         if stat_mod.S_ISLNK(st.st_mode):
             plan.links.append((_link_target(local), target))
         elif stat_mod.S_ISDIR(st.st_mode):
@@ -471,6 +489,10 @@ class VDir:
             for root, dirnames, filenames in os.walk(local, followlinks=follow_symlinks):
                 dirnames.sort()
                 rel_root = Path(root).relative_to(local)
+                if filter is not None:  # prune left-out directories before walking into them
+                    rel_dir = "" if str(rel_root) == "." else rel_root.as_posix()
+                    dirnames[:] = [d for d in dirnames if filter.matches(f"{rel_dir}/{d}" if rel_dir else d, True)]
+                    filenames = [f for f in filenames if filter.matches(f"{rel_dir}/{f}" if rel_dir else f, False)]
                 vroot = target if str(rel_root) == "." else paths.join(target, "/".join(_local_name(Path(p)) for p in rel_root.parts))
                 if follow_symlinks:
                     rst = os.stat(root)
@@ -755,7 +777,8 @@ class VDir:
             shutil.copyfileobj(spool, out, 1024 * 1024)
 
     def get(self, src: str, dst: str | os.PathLike[str], *, recursive: bool = False, force: bool = False,
-            workers: int = 8, progress: Progress | None = None) -> list[Path]:
+            workers: int = 8, progress: Progress | None = None, filter: Filter | None = None,
+            dry_run: bool = False) -> list[Path]:
         """Copy a file (or, with ``recursive``, a directory) to the local filesystem, up to
         ``workers`` files at a time.
 
@@ -764,8 +787,15 @@ class VDir:
         failed or interrupted get never leaves a partial file under the real name.  Nothing is
         written through a symbolic link below ``dst`` (``NotADirectory``, raised before any
         byte is written); with ``force`` an existing link is replaced, never its target.
+        Each file gets the modification time the catalog records (as ``cp -p`` does).
+
+        ``filter`` (:mod:`vdir.filters`) picks what is taken below a source directory (paths
+        relative to it; a single file is matched by its name).  ``dry_run`` makes every check,
+        writes nothing and returns the local files that would be written.
         """
         norm, entry = self._resolve(src)
+        if filter is not None and filter.empty:
+            filter = None
         dest = Path(os.fsdecode(dst))
         # below the destination the user named, nothing is followed: every directory a recursive
         # get writes into is checked with lstat (localout.DestTree), so a symlink the catalog or
@@ -775,6 +805,12 @@ class VDir:
             tree, prefix = localout.DestTree(dest), entry.name or "root"
             dest = dest / prefix
         if entry.type != DIR:
+            if filter is not None and not filter.matches(entry.name, False):
+                return []
+            if dry_run:
+                if dest.exists() and not force:
+                    raise AlreadyExists(f"{dest}: exists (use --force to overwrite)")
+                return [dest]
             return [self._get_file(norm, entry, dest, force, progress)]
         if not recursive:
             raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
@@ -782,7 +818,7 @@ class VDir:
             tree.check(prefix)
         elif dest.exists() and not dest.is_dir():
             raise NotADirectory(f"{dest}: exists and is not a directory")
-        items = list(self.catalog.walk(entry.id))
+        items = [(rel, e) for rel, e in self.catalog.walk(entry.id) if filter is None or filter.matches(rel, e.type == DIR)]
 
         def local_dir(rel: str) -> str:
             """The directory (relative to the tree's root) an item at ``rel`` is written into."""
@@ -794,6 +830,8 @@ class VDir:
             for rel, e in items:
                 if e.type == FILE and (dest / rel).exists():
                     raise AlreadyExists(f"{dest / rel}: exists (use --force to overwrite)")
+        if dry_run:
+            return [dest / rel for rel, e in items if e.type == FILE]
         if prefix:
             tree.ensure(prefix)
         else:
@@ -869,11 +907,24 @@ class VDir:
             log.debug("could not record lazy hash: %s", exc)
 
     # -- namespace changes -------------------------------------------------------------------
-    def rm(self, path: str, recursive: bool = False) -> int:
+    def rm(self, path: str, recursive: bool = False, *, filter: Filter | None = None, dry_run: bool = False) -> int:
         """Remove a file, symlink or (with ``recursive``) a directory tree; return the number of
         entries removed.  The catalog entry goes first, then the objects no entry uses any more
         (under a write intent: an object left behind by a failure is one fsck may delete, never
-        a dangling catalog entry)."""
+        a dangling catalog entry).
+
+        With ``filter`` (:mod:`vdir.filters`), only the files and links it matches are removed
+        (paths relative to ``path``; a single file by its name) and directories stay, as with
+        ``rclone delete``.  ``dry_run`` removes nothing and returns how many entries would go;
+        :meth:`plan_rm` lists them."""
+        if dry_run or (filter is not None and not filter.empty):
+            doomed = self.plan_rm(path, recursive, filter=filter)
+            if dry_run:
+                return len(doomed)
+            if filter is not None and not filter.empty:
+                for i in range(0, len(doomed), RM_BATCH):
+                    self._remove_entries(doomed[i : i + RM_BATCH])
+                return len(doomed)
         norm, entry = self._resolve(path)
         if norm == "/":
             raise InvalidArgument("refusing to remove the root directory")
@@ -891,6 +942,29 @@ class VDir:
             self._remove_entries([(paths.join(norm, rel), e) for rel, e in items[i : i + RM_BATCH]])
         self.catalog.delete(entry.id)
         return len(items) + 1
+
+    def plan_rm(self, path: str, recursive: bool = False, *, filter: Filter | None = None) -> list[tuple[str, Entry]]:
+        """(path, entry) of everything ``rm`` with these arguments removes, deepest first; raises
+        what ``rm`` raises for bad arguments, having changed nothing."""
+        norm, entry = self._resolve(path)
+        if norm == "/" and (filter is None or filter.empty):
+            raise InvalidArgument("refusing to remove the root directory")
+        if filter is not None and not filter.empty:
+            if entry.type != DIR:
+                return [(norm, entry)] if filter.matches(entry.name, False) else []
+            if not recursive:
+                raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
+            return [(paths.join(norm, rel), e) for rel, e in self.catalog.walk(entry.id)
+                    if e.type != DIR and filter.matches(rel, False)]
+        if entry.type != DIR:
+            return [(norm, entry)]
+        if not recursive:
+            if self.catalog.list(entry.id, limit=1):
+                raise DirectoryNotEmpty(f"{norm}: directory not empty (use -r)", path=norm)
+            return [(norm, entry)]
+        items = [(paths.join(norm, rel), e) for rel, e in self.catalog.walk(entry.id)]
+        items.sort(key=lambda it: it[0].count("/"), reverse=True)
+        return items + [(norm, entry)]
 
     def _remove_entries(self, batch: list[tuple[str, Entry]]) -> None:
         """Delete these entries (compare-and-set on the version read), then their objects: one
@@ -1053,6 +1127,18 @@ class VDir:
             target = paths.normalize(paths.join(base, rel))
             entries.append(self._link_key(name, meta.key, target, compute_hash=compute_hash, force=force, size=meta.size, etag=meta.etag))
         return entries
+
+    # -- sync ---------------------------------------------------------------------------------
+    def sync(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, checksum: bool = False,
+             delete: bool = False, dry_run: bool = False, filter: Filter | None = None, workers: int = 8,
+             progress: Progress | None = None, backend: str | None = None) -> SyncReport:
+        """Make DST equal to SRC, sending only what differs; virtual paths are written
+        ``vdir:/path``, anything else is local.  See :mod:`vdir.sync` for what is compared,
+        what is atomic and what is raised."""
+        from vdir.sync import sync
+
+        return sync(self, src, dst, checksum=checksum, delete=delete, dry_run=dry_run, filter=filter, workers=workers,
+                    progress=progress, backend=backend)
 
     # -- misc ---------------------------------------------------------------------------------
     def _path_or_id(self, entry_id: int) -> str:
