@@ -23,11 +23,12 @@ def backends_of(vd: VDir, path: str) -> list[str]:
     return sorted(r.backend for r in vd.entry(path).replicas if r.state == OK)
 
 
-def start_daemons(cli_env: dict[str, str], config: Path, n: int, journal: Path, *extra: str) -> list[subprocess.Popen[bytes]]:
-    """``n`` daemon processes (nodes node0..) logging beside the journal (a file, not a pipe
-    nobody reads: a chatty daemon would block on a full pipe)."""
+def start_daemons(cli_env: dict[str, str], config: Path, n: int, journal: Path, *extra: str,
+                  first: int = 0) -> list[subprocess.Popen[bytes]]:
+    """``n`` daemon processes (nodes node{first}..) logging beside the journal (a file, not a
+    pipe nobody reads: a chatty daemon would block on a full pipe)."""
     procs = []
-    for i in range(n):
+    for i in range(first, first + n):
         with open(journal.with_name(f"{journal.stem}-node{i}.log"), "ab") as log:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "cli", "--config", str(config), "placement", "run", "--workers", "2", "--lease", "3",

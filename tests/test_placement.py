@@ -264,12 +264,15 @@ def test_three_daemons_share_the_queue_and_survive_kill_9(cli: CLI, tmp_path: Pa
         vd.put(d, p)
     apply_policy(vd.catalog, "rules:\n  - match: /datasets/**\n    copies: 3\n    where: name=local | name=aws1 | name=azure\n")
     journal = tmp_path / "journal.txt"
-    procs = start_daemons(cli.env, config, 3, journal)
+    # node0 starts alone, so it surely holds work when it is killed (with all three started at
+    # once, the other two could empty the queue before node0's first claim)
+    procs = start_daemons(cli.env, config, 1, journal)
     try:
-        # kill one daemon with SIGKILL once it holds work; its tasks come back after the lease
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(t.lease_owner == "node0" for t in vd.catalog.list_tasks("running")):
             time.sleep(0.01)
+        procs += start_daemons(cli.env, config, 2, journal, first=1)
+        # kill it with SIGKILL while it holds work; its tasks come back after the lease
         procs[0].send_signal(signal.SIGKILL)
         held = {t.id for t in vd.catalog.list_tasks("running") if t.lease_owner == "node0"}
         wait_until_in_place(vd)
