@@ -107,7 +107,7 @@ def init(catalog: str | None = typer.Option(None, "--catalog", metavar="URL", he
 @app.command()
 def put(
     sources: list[str] = typer.Argument(..., metavar="SRC... DEST", help="Local files or directories, then the vdir destination (a trailing / puts them inside it)."),
-    recursive: bool = typer.Option(False, "-r", "--recursive", help="Copy directories."),
+    recursive: bool = typer.Option(False, "-r", "-R", "--recursive", help="Copy directories."),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing files."),
     backend: str | None = typer.Option(None, "--backend", "-b", metavar="NAME", help="Where the first copy goes (default: the config's default backend)."),
     jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Parallel uploads."),
@@ -154,7 +154,7 @@ def _put_stdin(vd: Any, srcs: list[str], dest: str, *, backend: str | None, forc
 def get(
     source: str = typer.Argument(..., metavar="SRC", autocompletion=complete_vpath, help="Virtual path of a file, or of a directory with -r."),
     dest: str = typer.Argument(".", metavar="DEST", help="Local destination (file or directory; - for standard output)."),
-    recursive: bool = typer.Option(False, "-r", "--recursive", help="Copy a directory and everything below it."),
+    recursive: bool = typer.Option(False, "-r", "-R", "--recursive", help="Copy a directory and everything below it."),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing local files (a symbolic link is replaced, never written through)."),
     jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Parallel downloads."),
 ) -> None:

@@ -307,3 +307,29 @@ def test_progress_bar_and_summaries_use_binary_units() -> None:
         text = " ".join(str(c.render(task)) for c in p.columns if not isinstance(c, str))
     assert "3.0/8.0 MiB" in text and "MB" not in text.replace("MiB", "")
 
+
+
+def test_short_options_mean_the_same_in_every_command() -> None:
+    import typer
+
+    from cli.main import app
+
+    def commands(c: Any, path: str) -> list[tuple[str, Any]]:
+        found = [(path, c)]
+        for name, sub in getattr(c, "commands", {}).items():
+            found += commands(sub, f"{path} {name}")
+        return found
+
+    meanings: dict[str, set[str]] = {}
+    for path, c in commands(typer.main.get_command(app), "vdir"):
+        for p in c.params:
+            names = [*p.opts, *p.secondary_opts]
+            long = next((o for o in names if o.startswith("--")), "")
+            for short in (o for o in names if len(o) == 2):
+                meanings.setdefault(short, set()).add(long if not (path, short) == ("vdir ls", "-r") else "ls")
+            if long == "--recursive" and path != "vdir ls":
+                assert {"-r", "-R"} <= set(names), path  # both, as cp and rm accept
+            if long == "--force":
+                assert "-f" in names, path
+    assert meanings["-f"] == {"--force"} and meanings["-h"] == {"--human-readable"}
+    assert meanings["-R"] == {"--recursive"} and meanings["-r"] == {"--recursive", "ls"}  # ls -r: reverse, as ls(1)
