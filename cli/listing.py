@@ -165,7 +165,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         pairs = [pair for plan in plans for pair in plan]
         if len({d for _, d in pairs}) != len(pairs):
             raise InvalidArgument("two sources would be copied to the same destination")
-        total = sum(vd.entry(s).size for s, _ in pairs)
+        total = sum(vd.du(s).bytes for s in srcs)
         if dry_run:
             for s, d in pairs:
                 out.line(f"would copy {shown(s)} -> {shown(d)}")

@@ -454,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     from vdir.errors import VDirError
 
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["-h"]:  # `vdir -h`: help; after a command -h is --human-readable (ls, du, find, tree)
+        args = ["--help", *args[1:]]
     verbose = "-v" in args or "--verbose" in args or bool(os.environ.get("VDIR_DEBUG"))
     command = typer.main.get_command(app)
     help_screens.install(command)

@@ -188,6 +188,7 @@ def test_ls_globs_several_paths_sorting_and_sizes(cli: CLI) -> None:
 def test_h_is_human_readable_and_help_is_help(cli: CLI) -> None:
     ok(cli, "init")
     assert ok(cli, "ls", "--help").startswith("Usage: vdir ls")
+    assert ok(cli, "-h").startswith("Usage: vdir [OPTIONS] COMMAND")  # before a command, -h is still help
     assert ok(cli, "ls", "-h", "/") == ""  # not the help screen
     assert "file(s)" in ok(cli, "du", "-h", "/")
     assert ok(cli, "find", "-h", "-l", "/") .strip().endswith("/")
@@ -223,7 +224,7 @@ def test_find_and_tree(cli: CLI) -> None:
         vd.update_entry("/d/sub/x.tmp", mtime=time.time())
     assert ok(cli, "find", "/d", "--name", "*.tmp").split() == ["/d/sub/deep/y.tmp", "/d/sub/x.tmp", "/d/z.tmp"]
     assert ok(cli, "find", "/d", "--size", "+1k").split() == ["/d/big.bin"]
-    assert ok(cli, "find", "/d", "--size=-1k", "--type", "f", "--name", "?.csv").split() == ["/d/a.csv", "/d/b.csv"]
+    assert ok(cli, "find", "/d", "--size", "-1k", "--type", "f", "--name", "?.csv").split() == ["/d/a.csv", "/d/b.csv"]
     assert ok(cli, "find", "/d", "--newer", "2h").split() == ["/d/", "/d/sub/", "/d/sub/deep/", "/d/sub/x.tmp"]  # dirs were made now
     assert ok(cli, "find", "/d", "--newer", "/d/a.csv", "--type", "f").split() == ["/d/sub/x.tmp"]
     assert ok(cli, "find", "/d", "--type", "d", "--maxdepth", "1").split() == ["/d/", "/d/sub/"]
@@ -333,3 +334,8 @@ def test_short_options_mean_the_same_in_every_command() -> None:
                 assert "-f" in names, path
     assert meanings["-f"] == {"--force"} and meanings["-h"] == {"--human-readable"}
     assert meanings["-R"] == {"--recursive"} and meanings["-r"] == {"--recursive", "ls"}  # ls -r: reverse, as ls(1)
+
+
+def test_glob_below_a_file_matches_nothing(vd: VDir) -> None:
+    fill(vd)
+    assert vd.glob("/d/a.csv/*") == [] and vd.glob("/d/a.csv/x") == []

@@ -254,8 +254,12 @@ class VDir:
         component lists one directory, only ``**`` walks a subtree.  No match: ``[]``.
         Raises ``InvalidPath`` for a malformed pattern."""
         norm = paths.normalize(pattern)
-        if self.exists(norm) or not paths.has_magic(norm):
-            return [norm] if self.exists(norm) else []
+        try:
+            self.catalog.resolve(norm)
+            return [norm]  # exists as written: taken literally
+        except (NotFound, NotADirectory):
+            if not paths.has_magic(norm):
+                return []
         found: set[str] = set()
         parts = paths.components(norm)
         self._glob_from("/", self.catalog.root(), parts, found)
