@@ -291,6 +291,12 @@ def test_completion_of_virtual_paths(cli: CLI) -> None:
     env = {**cli.env, "_VDIR_COMPLETE": "complete_bash", "COMP_WORDS": "vdir cp -r /d/sub/", "COMP_CWORD": "3"}
     proc = subprocess.run([sys.executable, "-m", "cli"], env=env, cwd=cli.home, capture_output=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.decode().split() == ["/d/sub/deep/", "/d/sub/x.tmp"], proc
+    for shell, extra, want in (("zsh", {}, ['"/d/sub/deep/"', '"/d/sub/x.tmp"']),
+                               ("fish", {"_TYPER_COMPLETE_FISH_ACTION": "get-args"}, ["/d/sub/deep/", "/d/sub/x.tmp"])):
+        env = {**cli.env, "_VDIR_COMPLETE": f"complete_{shell}", "_TYPER_COMPLETE_ARGS": "vdir ls /d/sub/", **extra}
+        proc = subprocess.run([sys.executable, "-m", "cli"], env=env, cwd=cli.home, capture_output=True, timeout=60)
+        assert proc.returncode == 0 and all(w in proc.stdout.decode() for w in want), (shell, proc)
+        assert "/d/a.csv" not in proc.stdout.decode()
     script = ok(cli, "--show-completion", "bash")
     assert "_VDIR_COMPLETE=complete_bash" in script and "complete " in script
 
