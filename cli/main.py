@@ -20,6 +20,7 @@ import typer
 
 from cli import help as help_screens
 from cli import sync as sync_opts
+from cli.listing import complete_vpath, expand_paths, outermost
 from cli.output import Output, SafeFormatter, fmt_size, fmt_time, safe_lines
 from vdir import __version__
 from vdir.paths import printable as shown
@@ -30,7 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["--help"]},  # -h is --human-readable, as in ls and du
 )
 backend_app = typer.Typer(help="Register, list and remove storage backends.", no_args_is_help=True)
 app.add_typer(backend_app, name="backend")
@@ -107,7 +108,7 @@ def init(catalog: str | None = typer.Option(None, "--catalog", metavar="URL", he
 @app.command()
 def put(
     sources: list[str] = typer.Argument(..., metavar="SRC... DEST", help="Local files or directories, then the vdir destination (a trailing / puts them inside it)."),
-    recursive: bool = typer.Option(False, "-r", "--recursive", help="Copy directories."),
+    recursive: bool = typer.Option(False, "-r", "-R", "--recursive", help="Copy directories."),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing files."),
     backend: str | None = typer.Option(None, "--backend", "-b", metavar="NAME", help="Where the first copy goes (default: the config's default backend)."),
     jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Parallel uploads."),
@@ -125,6 +126,9 @@ def put(
         raise click.UsageError("put needs at least one source and a destination")
     *srcs, dest = sources
     vd = state.vd()
+    if "-" in srcs:
+        _put_stdin(vd, srcs, dest, backend=backend, force=force)
+        return
     if len(srcs) > 1 and not dest.endswith("/"):
         dest += "/"
         vd.mkdir(dest, parents=True, exist_ok=True)
@@ -148,11 +152,23 @@ def put(
     out.say(f"stored {count} file(s)" + (f", {links} symbolic link(s)" if links else "") + f", {fmt_size(total)}")
 
 
+def _put_stdin(vd: Any, srcs: list[str], dest: str, *, backend: str | None, force: bool) -> None:
+    """``put - DEST``: standard input streamed to one file (hashed as it passes; committed only
+    once all of it is stored, so an interrupted pipe writes nothing)."""
+    if srcs != ["-"]:
+        raise click.UsageError("put -: standard input is the only source then")
+    if dest.endswith("/"):
+        raise click.UsageError("put -: DEST must name the file (standard input has no name)")
+    with out.progress(0, "put") as tick:
+        entry = vd.put(sys.stdin.buffer, dest, backend=backend, force=force, progress=tick)[0]
+    out.say(f"stored 1 file(s), {fmt_size(entry.size)}")
+
+
 @app.command()
 def get(
-    source: str = typer.Argument(..., metavar="SRC", help="Virtual path of a file, or of a directory with -r."),
-    dest: str = typer.Argument(".", metavar="DEST", help="Local destination (file or directory)."),
-    recursive: bool = typer.Option(False, "-r", "--recursive", help="Copy a directory and everything below it."),
+    source: str = typer.Argument(..., metavar="SRC", autocompletion=complete_vpath, help="Virtual path of a file, or of a directory with -r."),
+    dest: str = typer.Argument(".", metavar="DEST", help="Local destination (file or directory; - for standard output)."),
+    recursive: bool = typer.Option(False, "-r", "-R", "--recursive", help="Copy a directory and everything below it."),
     force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing local files (a symbolic link is replaced, never written through)."),
     jobs: int = typer.Option(8, "--jobs", "-j", metavar="N", help="Parallel downloads."),
     include: list[str] = typer.Option(None, "--include", metavar="PATTERN", help=sync_opts.INCLUDE_HELP),
@@ -165,6 +181,12 @@ def get(
     Files appear under their names only once complete and durable. Nothing is written through a
     symbolic link inside DEST."""
     vd = state.vd()
+    if dest == "-":  # verified bytes only: cat_to spools, checks the hash, then writes
+        if recursive:
+            raise click.UsageError("get -r cannot write a directory to standard output")
+        vd.cat_to(source, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
     flt = sync_opts.make_filter(include, exclude, rules)
     if dry_run:
         planned = vd.get(source, dest, recursive=recursive, force=force, filter=flt, dry_run=True)
@@ -179,7 +201,7 @@ def get(
 
 
 @app.command()
-def cat(paths: list[str] = typer.Argument(..., metavar="PATH...", help="Virtual paths of files.")) -> None:
+def cat(paths: list[str] = typer.Argument(..., metavar="PATH...", autocompletion=complete_vpath, help="Virtual paths of files.")) -> None:
     """Write files' verified contents to standard output."""
     vd = state.vd()
     for p in paths:
@@ -190,31 +212,67 @@ def cat(paths: list[str] = typer.Argument(..., metavar="PATH...", help="Virtual 
 # -- listing ----------------------------------------------------------------------------------
 @app.command()
 def ls(
-    path: str = typer.Argument("/", metavar="PATH", help="Directory (or file) to list."),
+    paths: list[str] = typer.Argument(None, metavar="[PATH]...", autocompletion=complete_vpath,
+                                      help="Directories, files or globs ('/d/*.csv') to list (default: /)."),
     long: bool = typer.Option(False, "-l", "--long", help="Type, size, mtime, hash and replicas."),
+    human: bool = typer.Option(False, "-h", "--human-readable", help="With -l, sizes in KiB, MiB, GiB."),
     recursive: bool = typer.Option(False, "-R", "--recursive", help="List everything below PATH, with full paths."),
+    by_time: bool = typer.Option(False, "-t", help="Sort by modification time, newest first."),
+    by_size: bool = typer.Option(False, "-S", help="Sort by size, largest first."),
+    reverse: bool = typer.Option(False, "-r", "--reverse", help="Reverse the order."),
+    one: bool = typer.Option(False, "-1", help="One name a line (always so; accepted for habit)."),
+    directory: bool = typer.Option(False, "-d", "--directory", help="List directories themselves, not their contents."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored)."),
 ) -> None:
-    """List a directory. Control characters in names are shown as backslash escapes."""
-    items = state.vd().iter_ls(path, recursive=recursive)
+    """List directories, or files. Globs are expanded by vdir (quote them); a path that exists as
+    written is taken literally. Files named come first, then each directory's contents (under a
+    "PATH:" heading when there are several). Control characters in names are shown as
+    backslash escapes."""
+    vd = state.vd()
+    targets = expand_paths(vd, paths or ["/"])
+    infos = [vd.stat(p) for p in targets]
+    singles = [i for i in infos if directory or i.type != "dir"]
+    dirs = [i for i in infos if not directory and i.type == "dir"]
+
+    def order(items: list[Any]) -> list[Any]:
+        if by_size:
+            items = sorted(items, key=lambda i: -i.size)  # stable: ties keep the name order
+        elif by_time:
+            items = sorted(items, key=lambda i: -i.mtime)
+        return items[::-1] if reverse else items
+
+    singles = order(sorted(singles, key=lambda i: i.path))
     if as_json:
-        out.json([i.as_dict() for i in items])
+        rows = [i.as_dict() for i in singles]
+        for d in dirs:
+            rows += [i.as_dict() for i in order(list(vd.iter_ls(d.path, recursive=recursive)))]
+        out.json(rows)
         return
-    for i in items:
-        name = shown(i.path if recursive else i.name)
+
+    def show(i: Any, name: str) -> None:
         if not long:
-            out.line(name + ("/" if i.type == "dir" else ""))
-            continue
+            out.line(name + ("/" if i.type == "dir" and name != "/" else ""))
+            return
         kind = {"dir": "d", "file": "-", "symlink": "l"}.get(i.type, "?")
         mode = kind + stat_mod.filemode(i.mode)[1:]
         reps = shown(",".join(r["backend"] + ("" if r["state"] == "ok" else f"({r['state']})") for r in i.replicas))
         h = (i.hash or "-")[:16] if i.type == "file" else "-"
         tail = f" -> {shown(i.target)}" if i.target else ""
-        out.line(f"{mode} {fmt_size(i.size, exact=True):>12} {fmt_time(i.mtime)} {h:16} {reps or '-':12} {name}{'/' if i.type == 'dir' else ''}{tail}")
+        size = fmt_size(i.size, exact=not human)
+        out.line(f"{mode} {size:>12} {fmt_time(i.mtime)} {h:16} {reps or '-':12} {name}{'/' if i.type == 'dir' and name != '/' else ''}{tail}")
+
+    for i in singles:
+        show(i, shown(i.path))
+    headings = len(infos) > 1
+    for n, d in enumerate(dirs):
+        if headings:
+            out.line(("\n" if singles or n else "") + f"{shown(d.path)}:")
+        for i in order(list(vd.iter_ls(d.path, recursive=recursive))):
+            show(i, shown(i.path if recursive else i.name))
 
 
 @app.command()
-def stat(path: str = typer.Argument(..., metavar="PATH", help="Virtual path."), as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored).")) -> None:
+def stat(path: str = typer.Argument(..., metavar="PATH", autocompletion=complete_vpath, help="Virtual path."), as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored).")) -> None:
     """Everything the catalog knows about one path."""
     info = state.vd().stat(path)
     if as_json:
@@ -230,7 +288,9 @@ def stat(path: str = typer.Argument(..., metavar="PATH", help="Virtual path."), 
 
 
 @app.command()
-def du(path: str = typer.Argument("/", metavar="PATH", help="Directory to sum up."), as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored).")) -> None:
+def du(path: str = typer.Argument("/", metavar="PATH", autocompletion=complete_vpath, help="Directory to sum up."),
+       human: bool = typer.Option(False, "-h", "--human-readable", help="Accepted for habit: sizes are always shown in KiB, MiB, GiB, bytes beside."),
+       as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored).")) -> None:
     """Files, bytes, and bytes stored per backend, under a path."""
     u = state.vd().du(path)
     if as_json:
@@ -244,7 +304,7 @@ def du(path: str = typer.Argument("/", metavar="PATH", help="Directory to sum up
 # -- namespace --------------------------------------------------------------------------------
 @app.command()
 def mkdir(
-    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Directories to create."),
+    paths: list[str] = typer.Argument(..., metavar="PATH...", autocompletion=complete_vpath, help="Directories to create."),
     parents: bool = typer.Option(False, "-p", "--parents", help="Create missing parents; no error if it exists."),
 ) -> None:
     """Create directories."""
@@ -255,7 +315,7 @@ def mkdir(
 
 @app.command()
 def rm(
-    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Files, links or directories to remove."),
+    paths: list[str] = typer.Argument(..., metavar="PATH...", autocompletion=complete_vpath, help="Files, links or directories to remove, or globs ('/d/**/*.tmp')."),
     recursive: bool = typer.Option(False, "-r", "-R", "--recursive", help="Remove directories and everything below them."),
     include: list[str] = typer.Option(None, "--include", metavar="PATTERN", help=sync_opts.INCLUDE_HELP),
     exclude: list[str] = typer.Option(None, "--exclude", metavar="PATTERN", help=sync_opts.EXCLUDE_HELP),
@@ -268,21 +328,22 @@ def rm(
     (directories stay, as with rclone delete)."""
     vd = state.vd()
     flt = sync_opts.make_filter(include, exclude, rules)
+    targets = outermost(expand_paths(vd, paths))
     if dry_run:
         count = 0
-        for p in paths:
+        for p in targets:
             for vpath, _ in vd.plan_rm(p, recursive=recursive, filter=flt):
                 out.line(f"would remove {shown(vpath)}")
                 count += 1
         out.say(f"dry run: would remove {count} entr{'y' if count == 1 else 'ies'}")
         return
-    for p in paths:
+    for p in targets:
         vd.rm(p, recursive=recursive, filter=flt)
 
 
 @app.command()
-def mv(source: str = typer.Argument(..., metavar="SRC", help="Virtual path to move."),
-       dest: str = typer.Argument(..., metavar="DEST", help="New path, or an existing directory to move into."),
+def mv(source: str = typer.Argument(..., metavar="SRC", autocompletion=complete_vpath, help="Virtual path to move."),
+       dest: str = typer.Argument(..., metavar="DEST", autocompletion=complete_vpath, help="New path, or an existing directory to move into."),
        force: bool = typer.Option(False, "-f", "--force", help="Replace an existing file.")) -> None:
     """Rename or move a file or directory (a catalog change; no bytes move)."""
     state.vd().mv(source, dest, force=force)
@@ -406,7 +467,7 @@ def _register_plugins() -> None:
     """Commands of other parts (mount, placement, compute) register themselves here."""
     import importlib
 
-    for mod in ("cli.mount", "cli.placement", "cli.compute", "cli.sync"):
+    for mod in ("cli.listing", "cli.mount", "cli.placement", "cli.compute", "cli.sync"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
@@ -435,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     from vdir.errors import VDirError
 
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["-h"]:  # `vdir -h`: help; after a command -h is --human-readable (ls, du, find, tree)
+        args = ["--help", *args[1:]]
     verbose = "-v" in args or "--verbose" in args or bool(os.environ.get("VDIR_DEBUG"))
     command = typer.main.get_command(app)
     help_screens.install(command)

@@ -54,6 +54,21 @@ def fmt_size(n: int, exact: bool = False) -> str:
     return f"{n} B"
 
 
+def progress_columns() -> list[Any]:
+    """The progress bar's columns: label, bar, done/total and speed, all in binary units
+    (KiB, MiB, GiB: the unit of every size vdir prints)."""
+    from rich.progress import BarColumn, DownloadColumn, ProgressColumn, Task
+    from rich.text import Text
+
+    class BinarySpeedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{fmt_size(int(speed))}/s", style="progress.data.speed")
+
+    return ["[progress.description]{task.description}", BarColumn(), DownloadColumn(binary_units=True),
+            BinarySpeedColumn()]
+
+
 def fmt_time(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
@@ -86,10 +101,9 @@ class Output:
             with lock:
                 done[0] += n
                 if not bar and sys.stderr.isatty() and time.monotonic() - start > 1.0:
-                    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+                    from rich.progress import Progress
 
-                    p = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), transient=True)
+                    p = Progress(*progress_columns(), transient=True)
                     p.start()
                     bar["p"], bar["t"] = p, p.add_task(label, total=total or None)
                 if bar:

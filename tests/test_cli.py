@@ -78,7 +78,7 @@ def test_user_errors_are_one_line(cli: CLI, tmp_path: Path) -> None:
     assert "into itself" in fails(cli, "mv", "/d", "/d/e")
     assert "is a directory" in fails(cli, "put", str(tmp_path), "/dir")
     fails(cli, "put", str(tmp_path / "f"), code=2)  # usage error: no destination
-    assert "unexpected extra argument" in fails(cli, "ls", "/", "/x", code=2)  # typer's own usage errors too
+    assert "unexpected extra argument" in fails(cli, "stat", "/", "/x", code=2)  # typer's own usage errors too
 
 
 def test_non_utf8_local_names(cli: CLI, tmp_path: Path) -> None:

@@ -245,6 +245,129 @@ class VDir:
                 usage.per_backend[r.backend] = usage.per_backend.get(r.backend, 0) + r.size
         return usage
 
+    # -- globs, find, copy plans (what ls/rm/cp/find/tree in every front end use) ------------
+    def glob(self, pattern: str) -> list[str]:
+        """The paths matching ``pattern``, sorted (byte order).  Within a component ``*`` matches
+        any run of characters, ``?`` one, ``[...]`` a set (``[!...]`` negated); a component that
+        is ``**`` matches any number of directories (zero or more), and as the last component
+        everything below.  A leading ``.`` is matched like any character.
+
+        **Literal names stay reachable**: a pattern that exists as written is that one path (as
+        fsspec and gsutil do), and ``[*]``, ``[?]``, ``[[]`` match the characters themselves.
+        Only what the pattern needs is read: literal components are looked up, a wildcard
+        component lists one directory, only ``**`` walks a subtree.  No match: ``[]``.
+        Raises ``InvalidPath`` for a malformed pattern."""
+        norm = paths.normalize(pattern)
+        try:
+            self.catalog.resolve(norm)
+            return [norm]  # exists as written: taken literally
+        except (NotFound, NotADirectory):
+            if not paths.has_magic(norm):
+                return []
+        found: set[str] = set()
+        parts = paths.components(norm)
+        self._glob_from("/", self.catalog.root(), parts, found)
+        return sorted(found, key=lambda p: p.encode("utf-8", "surrogateescape"))
+
+    def _glob_from(self, base: str, entry: Entry, parts: list[str], found: set[str]) -> None:
+        if not parts:
+            found.add(base)
+            return
+        if entry.type != DIR:
+            return
+        head, rest = parts[0], parts[1:]
+        if head == "**":
+            if not rest:  # everything below
+                for rel, _child in self.catalog.walk(entry.id):
+                    found.add(paths.join(base, rel))
+                return
+            self._glob_from(base, entry, rest, found)  # zero directories
+            for rel, child in self.catalog.walk(entry.id):
+                if child.type == DIR:
+                    self._glob_from(paths.join(base, rel), child, rest, found)
+            return
+        if not paths.has_magic(head):
+            named = self.catalog.lookup(entry.id, head)
+            if named is not None:
+                self._glob_from(paths.join(base, head), named, rest, found)
+            return
+        matcher = paths.name_matcher(head.replace("**", "*"))
+        for child in self.catalog.iter_children(entry.id):
+            if matcher.fullmatch(child.name):
+                self._glob_from(paths.join(base, child.name), child, rest, found)
+
+    def find(self, path: str = "/", *, name: str | None = None, size: str | int | None = None,
+             newer: float | str | None = None, type: str | None = None, maxdepth: int | None = None,
+             ) -> Iterator[Info]:
+        """Walk ``path`` (itself first, then below it, depth first, by name), yielding what
+        passes every filter given, like find(1):
+
+        - ``name``: a glob the last component must match (see :meth:`glob`);
+        - ``size``: ``"+100M"`` more than, ``"-1k"`` less than, ``"4k"`` exactly that many bytes
+          (suffixes k, M, G, T are binary: KiB, MiB...; an int means exactly);
+        - ``newer``: modified after this time (seconds since the epoch) or, for a ``str``, after
+          the virtual path it names was modified;
+        - ``type``: ``"f"``/``"file"``, ``"d"``/``"dir"``, ``"l"``/``"symlink"``;
+        - ``maxdepth``: how far below ``path`` to go (0: ``path`` alone); a walk never reads
+          directories below this depth.
+
+        Raises ``NotFound`` for a missing ``path`` (or ``newer`` path), ``InvalidArgument`` for a
+        malformed filter."""
+        norm, top = self._resolve(path)
+        wanted = _find_type(type)
+        matcher = paths.name_matcher(name) if name is not None else None
+        size_test = _size_test(size)
+        since = newer if not isinstance(newer, str) else self.stat(newer).mtime
+
+        def keep(entry: Entry) -> bool:
+            return ((wanted is None or entry.type == wanted)
+                    and (matcher is None or bool(matcher.fullmatch(entry.name or "/")))
+                    and (size_test is None or size_test(entry.size))
+                    and (since is None or entry.mtime > since))
+
+        if keep(top):
+            yield Info.of(norm, top)
+        if top.type != DIR or maxdepth == 0:
+            return
+        stack: list[tuple[str, int, Iterator[Entry]]] = [(norm, 1, self.catalog.iter_children(top.id))]
+        while stack:
+            base, depth, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                continue
+            cpath = paths.join(base, child.name)
+            if keep(child):
+                yield Info.of(cpath, child)
+            if child.type == DIR and (maxdepth is None or depth < maxdepth):
+                stack.append((cpath, depth + 1, self.catalog.iter_children(child.id)))
+
+    def plan_copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False) -> list[tuple[str, str]]:
+        """(source, destination) of every file and symbolic link :meth:`copy` would write, after
+        the checks ``copy`` makes before moving a byte (same errors); nothing is changed."""
+        snorm, sentry = self._resolve(src)
+        dnorm = paths.normalize(dst)
+        try:
+            dentry: Entry | None = self.catalog.resolve(dnorm)
+        except NotFound:
+            dentry = None
+        if dentry is not None and dentry.type == DIR and dentry.id != sentry.id and snorm != "/":
+            dnorm = paths.join(dnorm, sentry.name)
+        if sentry.type != DIR:
+            self._check_copy_target(dnorm, force, sentry.type)
+            return [(snorm, dnorm)]
+        if not recursive:
+            raise IsADirectory(f"{snorm}: is a directory (use -r)", path=snorm)
+        if paths.is_within(dnorm, snorm):
+            raise InvalidArgument(f"cannot copy {snorm} into itself ({dnorm})")
+        self._check_dir_target(dnorm)
+        plan = []
+        for rel, e in self.catalog.walk(sentry.id):
+            self._check_copy_target(paths.join(dnorm, rel), force, e.type)
+            if e.type != DIR:
+                plan.append((paths.join(snorm, rel), paths.join(dnorm, rel)))
+        return plan
+
     # -- directories -------------------------------------------------------------------------
     def mkdir(self, path: str, parents: bool = False, exist_ok: bool = False, mode: int = 0o755) -> Entry:
         norm = paths.normalize(path)
@@ -1212,6 +1335,44 @@ def _batches(files: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]
             batch, size = [], 0
     if batch:
         yield batch
+
+
+_SIZE_UNITS = {"": 1, "c": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"100M"`` -> bytes; suffixes k, M, G, T (optionally ``iB``) are binary, ``c`` or none bytes.
+    ``InvalidArgument`` for anything else."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTcCbB]?)(?:i?[bB])?\s*", text)
+    if m is None:
+        raise InvalidArgument(f"{text!r} is not a size (like 100M, 1k, 512)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def _size_test(size: str | int | None) -> Callable[[int], bool] | None:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return lambda n: n == size
+    text = size.strip()
+    sign = text[:1] if text[:1] in "+-" else ""
+    limit = parse_size(text[1:] if sign else text)
+    if sign == "+":
+        return lambda n: n > limit
+    if sign == "-":
+        return lambda n: n < limit
+    return lambda n: n == limit
+
+
+def _find_type(kind: str | None) -> str | None:
+    if kind is None:
+        return None
+    types = {"f": FILE, "file": FILE, "d": DIR, "dir": DIR, "l": SYMLINK, "symlink": SYMLINK}
+    if kind not in types:
+        raise InvalidArgument(f"type {kind!r} is not one of f (file), d (dir), l (symlink)")
+    return types[kind]
 
 
 def _seekable(src: Any) -> bool:

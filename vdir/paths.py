@@ -118,3 +118,22 @@ def printable(text: str, *, backslash: bool = True) -> str:
     nothing to escape is returned as it is."""
     pattern = _UNSAFE_OR_BACKSLASH_RE if backslash else _UNSAFE_RE
     return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+# -- globs --------------------------------------------------------------------------------------
+_MAGIC_RE = re.compile(r"[*?\[]")
+
+
+def has_magic(pattern: str) -> bool:
+    """True when ``pattern`` holds a glob character (``*``, ``?`` or ``[``)."""
+    return _MAGIC_RE.search(pattern) is not None
+
+
+def name_matcher(pattern: str) -> re.Pattern[str]:
+    """One path component's glob as a compiled regex: ``*`` any run of characters, ``?`` one,
+    ``[...]`` a set (``[!...]`` negated); case-sensitive.  ``[*]`` stands for a
+    literal ``*`` (likewise ``[?]``, ``[[]``).  A leading ``.`` is matched like any character
+    (as fsspec and gsutil do, unlike a shell)."""
+    import fnmatch
+
+    return re.compile(fnmatch.translate(pattern), re.S)
