@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 
+from cli import sync as sync_opts
 from cli.output import fmt_size, fmt_time
 from vdir import paths as vpaths
 from vdir.errors import InvalidArgument, NotADirectory, NotFound
@@ -130,6 +131,9 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         force: bool = typer.Option(False, "-f", "--force", help="Overwrite existing files."),
         backend: str | None = typer.Option(None, "--backend", "-b", metavar="NAME", help="Where the copies go (default: the backend of each source's copy)."),
         dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Print what would be copied; change nothing."),
+        include: list[str] = typer.Option(None, "--include", metavar="PATTERN", help=sync_opts.INCLUDE_HELP),
+        exclude: list[str] = typer.Option(None, "--exclude", metavar="PATTERN", help=sync_opts.EXCLUDE_HELP),
+        rules: list[str] = typer.Option(None, "--filter", metavar="RULE", help=sync_opts.FILTER_HELP),
     ) -> None:
         """Copy files or directories inside the virtual directory, like cp.
 
@@ -161,7 +165,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
                 return vpaths.join(dnorm, vpaths.split(vpaths.normalize(src))[1])
             return dnorm
 
-        plans = [vd.plan_copy(s, target(s), recursive=recursive, force=force) for s in srcs]
+        flt = sync_opts.make_filter(include, exclude, rules)
+        plans = [vd.plan_copy(s, target(s), recursive=recursive, force=force, filter=flt) for s in srcs]
         pairs = [pair for plan in plans for pair in plan]
         if len({d for _, d in pairs}) != len(pairs):
             raise InvalidArgument("two sources would be copied to the same destination")
@@ -174,7 +179,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         if into and dentry is None:
             vd.mkdir(dnorm, parents=True, exist_ok=True)
         for s in srcs:
-            vd.copy(s, target(s), recursive=recursive, force=force, backend=backend)
+            vd.copy(s, target(s), recursive=recursive, force=force, backend=backend, filter=flt)
         out.say(f"copied {len(pairs)} file(s), {fmt_size(total)}")
 
     @app.command()

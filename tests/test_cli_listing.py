@@ -345,3 +345,18 @@ def test_short_options_mean_the_same_in_every_command() -> None:
 def test_glob_below_a_file_matches_nothing(vd: VDir) -> None:
     fill(vd)
     assert vd.glob("/d/a.csv/*") == [] and vd.glob("/d/a.csv/x") == []
+
+
+def test_cp_takes_filters(cli: CLI, tmp_path: Path) -> None:
+    src = tmp_path / "t"
+    (src / "sub").mkdir(parents=True)
+    for rel in ("a.csv", "b.tmp", "sub/c.csv", "sub/d.tmp"):
+        (src / rel).write_text(rel)
+    cli.run("init", check=True)
+    cli.run("put", "-r", str(src), "/t", check=True)
+    dry = cli.run("cp", "-r", "--exclude", "*.tmp", "-n", "/t", "/u", check=True).stdout.decode()
+    assert "a.csv" in dry and "tmp" not in dry.replace("/t", "")
+    assert cli.run("stat", "/u").returncode != 0  # the dry run changed nothing
+    cli.run("cp", "-r", "--exclude", "*.tmp", "/t", "/u", check=True)
+    found = cli.run("find", "/u", "--type", "f", check=True).stdout.decode().split()
+    assert sorted(found) == ["/u/a.csv", "/u/sub/c.csv"]

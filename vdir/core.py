@@ -46,7 +46,7 @@ from vdir.errors import (
     NotFound,
     VDirError,
 )
-from vdir.filters import Filter
+from vdir.filters import Filter, allows
 from vdir.hashing import HashingReader
 from vdir.streams import RangedReader, SpoolWriter, ordered_replicas, read_verified
 
@@ -342,9 +342,18 @@ class VDir:
             if child.type == DIR and (maxdepth is None or depth < maxdepth):
                 stack.append((cpath, depth + 1, self.catalog.iter_children(child.id)))
 
-    def plan_copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False) -> list[tuple[str, str]]:
+    def plan_copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
+                  filter: Filter | None = None) -> list[tuple[str, str]]:
         """(source, destination) of every file and symbolic link :meth:`copy` would write, after
         the checks ``copy`` makes before moving a byte (same errors); nothing is changed."""
+        _, _, _, items = self._copy_plan(src, dst, recursive=recursive, force=force, filter=filter)
+        return [(s, d) for s, d, e in items if e.type != DIR]
+
+    def _copy_plan(self, src: str, dst: str, *, recursive: bool, force: bool,
+                   filter: Filter | None) -> tuple[str, Entry, str, list[tuple[str, str, Entry]]]:
+        """Resolve a copy like ``cp`` (into an existing directory), check every destination, and
+        list (source, destination, source entry) of what it writes; the top directory itself
+        is not in the list."""
         snorm, sentry = self._resolve(src)
         dnorm = paths.normalize(dst)
         try:
@@ -355,18 +364,19 @@ class VDir:
             dnorm = paths.join(dnorm, sentry.name)
         if sentry.type != DIR:
             self._check_copy_target(dnorm, force, sentry.type)
-            return [(snorm, dnorm)]
+            return snorm, sentry, dnorm, [(snorm, dnorm, sentry)]
         if not recursive:
             raise IsADirectory(f"{snorm}: is a directory (use -r)", path=snorm)
         if paths.is_within(dnorm, snorm):
             raise InvalidArgument(f"cannot copy {snorm} into itself ({dnorm})")
         self._check_dir_target(dnorm)
-        plan = []
+        items = []
         for rel, e in self.catalog.walk(sentry.id):
+            if not allows(filter, rel, e.type == DIR):
+                continue
             self._check_copy_target(paths.join(dnorm, rel), force, e.type)
-            if e.type != DIR:
-                plan.append((paths.join(snorm, rel), paths.join(dnorm, rel)))
-        return plan
+            items.append((paths.join(snorm, rel), paths.join(dnorm, rel), e))
+        return snorm, sentry, dnorm, items
 
     # -- directories -------------------------------------------------------------------------
     def mkdir(self, path: str, parents: bool = False, exist_ok: bool = False, mode: int = 0o755) -> Entry:
@@ -775,7 +785,7 @@ class VDir:
         self.catalog.delete(entry.id, expected_version=entry.version)
 
     def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
-             backend: str | None = None) -> list[Entry]:
+             backend: str | None = None, filter: Filter | None = None) -> list[Entry]:
         """Copy a file, or with ``recursive`` a directory tree, inside the virtual directory, like
         ``cp`` (``-r``): if ``dst`` is an existing directory the source goes inside it.
 
@@ -786,35 +796,19 @@ class VDir:
         through, verified against the source's hash (``IntegrityError``: nothing is committed).
         Each file is committed like any write (fresh key, then a create-only catalog insert, or
         with ``force`` a compare-and-set replace).  Every destination is checked before any
-        byte moves; ``AlreadyExists`` for an existing file unless ``force``.  Returns the new
-        entries (files, symlinks and directories).
+        byte moves; ``AlreadyExists`` for an existing file unless ``force``.  ``filter`` takes
+        only matching paths below a copied directory.  Returns the new entries (files, symlinks
+        and directories).
         """
-        snorm, sentry = self._resolve(src)
-        dnorm = paths.normalize(dst)
-        try:
-            dentry: Entry | None = self.catalog.resolve(dnorm)
-        except NotFound:
-            dentry = None
-        if dentry is not None and dentry.type == DIR and dentry.id != sentry.id and snorm != "/":
-            dnorm = paths.join(dnorm, sentry.name)
+        snorm, sentry, dnorm, items = self._copy_plan(src, dst, recursive=recursive, force=force, filter=filter)
         if sentry.type != DIR:
-            self._check_copy_target(dnorm, force, sentry.type)
             return [self._copy_one(snorm, sentry, dnorm, force, backend)]
-        if not recursive:
-            raise IsADirectory(f"{snorm}: is a directory (use recursive)", path=snorm)
-        if paths.is_within(dnorm, snorm):
-            raise InvalidArgument(f"cannot copy {snorm} into itself ({dnorm})")
-        items = list(self.catalog.walk(sentry.id))
-        self._check_dir_target(dnorm)
-        for rel, e in items:
-            self._check_copy_target(paths.join(dnorm, rel), force, e.type)
         out = [self.mkdir(dnorm, parents=True, exist_ok=True)]
-        for rel, e in items:
-            target = paths.join(dnorm, rel)
+        for s, d, e in items:
             if e.type == DIR:
-                out.append(self.mkdir(target, parents=True, exist_ok=True))
+                out.append(self.mkdir(d, parents=True, exist_ok=True))
             else:
-                out.append(self._copy_one(paths.join(snorm, rel), e, target, force, backend))
+                out.append(self._copy_one(s, e, d, force, backend))
         return out
 
     def _check_copy_target(self, vpath: str, force: bool, kind: str) -> None:
