@@ -235,7 +235,7 @@ class GitHubBackend(Backend):
         path = self._path(key)
         if size is not None and size > self.max_size:
             raise NotSupported(f"github backend {self.name!r}: {key!r} is {size} bytes; GitHub files are limited to {self.max_size}")
-        data = src.read(self.max_size + 1)
+        data = _read_up_to(src, self.max_size + 1)
         if len(data) > self.max_size:
             raise NotSupported(f"github backend {self.name!r}: {key!r} is over {self.max_size} bytes, GitHub's file size limit")
         sha = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -329,3 +329,17 @@ class GitHubBackend(Backend):
 
 
 __all__ = ["GitHubBackend", "github"]
+
+
+def _read_up_to(src: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``src``, reading until it ends (a raw stream's ``read(n)`` may
+    return fewer bytes than are left: one short read must not store a truncated file)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < limit:
+        chunk = src.read(min(limit - got, 8 * 1024 * 1024))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
