@@ -38,30 +38,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from bench.mount import _drop_cache, _wait
 from vdir.fuse.mount import is_mounted
 
 MIB = 1024 * 1024
 KIB = 1024
 
 Opener = Callable[[], IO[bytes]]
-
-
-def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not ready after {timeout}s")
-        time.sleep(0.02)
-
-
-def _drop_cache(path: Path) -> None:
-    """Evict one file from the page cache (no global drop_caches needed)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def sequential(open_: Opener, size: int) -> float:

@@ -3,12 +3,14 @@ memory is measured in a fresh child process."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,3 +110,16 @@ def measure_round_trip(setup: str, size: int, *args: str, announce_size: bool = 
     assert out.returncode == 0, out.stderr[-3000:]
     peak, up, down = out.stdout.split()[-3:]
     return int(peak), up, down
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str = "1m") -> Iterator[Path]:
+    """A small tmpfs mounted at ``where`` (a folder that really fills up); needs root, as the
+    test machines and CI run."""
+    assert os.geteuid() == 0, "mounting a tmpfs needs root"
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

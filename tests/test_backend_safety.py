@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tmpfs
 from tests.servers.vdirs import CLI
 from vdir.admin import add_backend
 from vdir.backends.local import LocalBackend
@@ -102,16 +103,8 @@ def test_a_config_file_elsewhere_may_have_backends_beside_it_not_above_it(cli: C
 # -- item 15: a full backend is ENOSPC -----------------------------------------------------------
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root, as the test machines and CI run)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    where = tmp_path / "tiny"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True)
-    try:
+    with tmpfs(tmp_path / "tiny") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_full_local_backend_raises_nospace(tiny_fs: Path) -> None:

@@ -8,21 +8,7 @@ from pathlib import Path
 
 import xxhash
 
-from tests.servers.vdirs import CLI
-
-
-def ok(cli: CLI, *args: str | bytes) -> str:
-    return cli.run(*args, check=True).stdout.decode()
-
-
-def fails(cli: CLI, *args: str | bytes, code: int = 1) -> str:
-    proc = cli.run(*args)
-    err = proc.stderr.decode()
-    assert proc.returncode == code, (proc.returncode, err)
-    assert err.startswith("vdir: error: "), err
-    assert len(err.strip().splitlines()) == 1, err  # one line
-    assert "Traceback" not in err
-    return err
+from tests.servers.vdirs import CLI, fails, ok
 
 
 def test_version_says_which_program(cli: CLI) -> None:

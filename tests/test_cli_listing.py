@@ -16,25 +16,15 @@ from typing import Any
 import pytest
 
 import vdir
-from tests.servers.vdirs import CLI
+from tests.servers.vdirs import CLI, fails, ok
 from vdir.core import VDir
 from vdir.errors import InvalidArgument, NotFound
 
 TREE = ["/d/a.csv", "/d/b.csv", "/d/c.txt", "/d/z.tmp", "/d/sub/x.tmp", "/d/sub/deep/y.tmp", "/d/sub/deep/keep.txt"]
 
 
-def ok(cli: CLI, *args: str, input: bytes | None = None) -> str:
-    proc = cli.run(*args, input=input)
-    assert proc.returncode == 0, (args, proc.stderr.decode())
-    return proc.stdout.decode()
 
 
-def fails(cli: CLI, *args: str, code: int = 1) -> str:
-    proc = cli.run(*args)
-    err = proc.stderr.decode()
-    assert proc.returncode == code, (args, proc.returncode, err)
-    assert err.startswith("vdir: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def fill(vd: VDir, names: list[str] = TREE) -> None:

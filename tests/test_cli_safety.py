@@ -14,21 +14,7 @@ import pytest
 import yaml
 
 import vdir
-from tests.servers.vdirs import CLI
-
-
-def ok(cli: CLI, *args: str | bytes) -> str:
-    return cli.run(*args, check=True).stdout.decode()
-
-
-def fails(cli: CLI, *args: str | bytes, code: int = 1) -> str:
-    proc = cli.run(*args)
-    err = proc.stderr.decode()
-    assert proc.returncode == code, (proc.returncode, err)
-    assert err.startswith("vdir: error: "), err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    return err
+from tests.servers.vdirs import CLI, fails, ok
 
 
 def config_file(cli: CLI) -> Path:

@@ -25,6 +25,7 @@ import pytest
 
 import vdir
 from tests.faultproxy import FaultProxy
+from tests.helpers import tmpfs
 from tests.mounts import force_unmount, fuse_usable, mounted, wait_for
 from tests.servers.s3 import S3Server
 from tests.test_mount import World, world  # noqa: F401 - the fixture
@@ -251,16 +252,8 @@ def test_mount_comes_back_at_once_after_kill_with_upload_pending(s3: World, prox
 # -- item 15 (mount side): a full backend is ENOSPC, not EIO ----------------------------------------
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a backend folder that really fills up."""
-    if os.geteuid() != 0:
-        pytest.fail("needs root to mount a tmpfs")
-    root = tmp_path / "tiny"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], check=True)
-    try:
-        yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], check=False)
+    with tmpfs(tmp_path / "tiny") as where:
+        yield where
 
 
 def test_full_backend_is_enospc_through_the_mount(world: World, tiny_disk: Path) -> None:  # noqa: F811

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,17 +19,14 @@ from pathlib import Path
 import pytest
 
 import vdir
-from tests.servers.vdirs import CLI
+from tests.helpers import race, tmpfs
+from tests.servers.vdirs import CLI, ok
 from vdir import objects
 from vdir.backends import Backend
 from vdir.catalog.base import BackendRecord, Entry, Replica, open_catalog
 from vdir.core import VDir
 from vdir.errors import Conflict
 from vdir.fsck import fsck
-
-
-def ok(cli: CLI, *args: str) -> str:
-    return cli.run(*args, check=True).stdout.decode()
 
 
 def data_dir(cli: CLI) -> Path:
@@ -164,22 +160,10 @@ def test_two_creators_of_one_new_path_never_lose_the_winners_bytes(any_backend: 
     vd._backends[any_backend.name] = any_backend  # the fixture's opened backend (emulator credentials)
     gate = threading.Barrier(2)
     payloads = {0: b"A" * 70_000, 1: b"B" * 90_000}
-    results: dict[int, object] = {}
-
-    def writer(i: int) -> None:
-        try:
-            results[i] = vd.write_stream("/race.bin", _GatedBytes(payloads[i], gate), size=len(payloads[i]))
-        except Exception as exc:  # noqa: BLE001
-            results[i] = exc
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    losers = [r for r in results.values() if isinstance(r, Exception)]
+    results = race(2, lambda i: vd.write_stream("/race.bin", _GatedBytes(payloads[i], gate), size=len(payloads[i])))
+    losers = [r for r in results if isinstance(r, Exception)]
     assert len(losers) == 1 and isinstance(losers[0], Conflict), results
-    winner = next(i for i, r in results.items() if not isinstance(r, Exception))
+    winner = next(i for i, r in enumerate(results) if not isinstance(r, Exception))
     assert vd.cat("/race.bin") == payloads[winner]
     entry = vd.entry("/race.bin")
     assert any_backend.get_bytes(entry.replicas[0].key) == payloads[winner]
@@ -281,10 +265,7 @@ def test_objects_are_deleted_only_after_a_durable_commit(vd: VDir, monkeypatch: 
 
 
 def test_a_full_catalog_disk_says_so(cli: CLI, tmp_path: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "2m") as small:
         catalog = small / "catalog.db"
         conf = cli.home / ".config" / "vdir" / "config.yaml"
         ok(cli, "init", "--catalog", f"sqlite:///{catalog}")
@@ -306,6 +287,4 @@ def test_a_full_catalog_disk_says_so(cli: CLI, tmp_path: Path) -> None:
         err = proc.stderr.decode()
         assert "full" in err and "rollback" not in err.lower(), err
         assert err.count("\n") == 1, err
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 

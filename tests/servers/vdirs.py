@@ -64,3 +64,21 @@ def cli(tmp_path: Path) -> CLI:
         COLUMNS="200",
     )
     return CLI(env=env, home=home)
+
+
+def ok(cli: CLI, *args: str | bytes, input: bytes | None = None) -> str:
+    """Run ``vdir ARGS``; it must succeed; its standard output."""
+    proc = cli.run(*args, input=input)
+    assert proc.returncode == 0, (args, proc.stderr.decode(errors="replace"))
+    return proc.stdout.decode()
+
+
+def fails(cli: CLI, *args: str | bytes, code: int = 1) -> str:
+    """Run ``vdir ARGS``; it must fail with ``code`` and one ``vdir: error:`` line, no traceback."""
+    proc = cli.run(*args)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, (args, proc.returncode, err)
+    assert err.startswith("vdir: error: "), err
+    assert len(err.strip().splitlines()) == 1, err  # one line
+    assert "Traceback" not in err
+    return err
