@@ -121,7 +121,21 @@ def parse_when(text: str, now: float | None = None) -> float | str:
 
 
 def register(app: typer.Typer, state: Any, out: Any) -> None:
-    """Add ``cp``, ``find`` and ``tree`` to ``app``."""
+    """Add ``cp``, ``find``, ``tree`` and ``completion`` to ``app``."""
+
+    @app.command()
+    def completion(
+        shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh or fish."),
+    ) -> None:
+        """Print the shell's completion script (virtual paths included): eval "$(vdir completion bash)".
+
+        Unlike --show-completion, which guesses the shell from the processes above it, this
+        names it, so it works from scripts, make and CI too."""
+        from typer._completion_shared import get_completion_script
+
+        if shell not in ("bash", "zsh", "fish"):
+            raise InvalidArgument(f"completion: unknown shell {shell!r} (use bash, zsh or fish)")
+        out.line(get_completion_script(prog_name="vdir", complete_var="_VDIR_COMPLETE", shell=shell).rstrip("\n"))
 
     @app.command()
     def cp(

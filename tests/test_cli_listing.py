@@ -277,7 +277,7 @@ def test_completion_of_virtual_paths(cli: CLI) -> None:
         assert path_completions(vd, "/d/sub/d") == ["/d/sub/deep/"]
         assert path_completions(vd, "d") == ["d/"]
         assert path_completions(vd, "/nothing/x") == [] and path_completions(vd, "/d/a.csv/") == []
-    # the shell protocol itself, as the script `vdir --show-completion bash` installs calls it
+    # the shell protocol itself, as the script `vdir completion bash` installs calls it
     env = {**cli.env, "_VDIR_COMPLETE": "complete_bash", "COMP_WORDS": "vdir cp -r /d/sub/", "COMP_CWORD": "3"}
     proc = subprocess.run([sys.executable, "-m", "cli"], env=env, cwd=cli.home, capture_output=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.decode().split() == ["/d/sub/deep/", "/d/sub/x.tmp"], proc
@@ -287,8 +287,10 @@ def test_completion_of_virtual_paths(cli: CLI) -> None:
         proc = subprocess.run([sys.executable, "-m", "cli"], env=env, cwd=cli.home, capture_output=True, timeout=60)
         assert proc.returncode == 0 and all(w in proc.stdout.decode() for w in want), (shell, proc)
         assert "/d/a.csv" not in proc.stdout.decode()
-    script = ok(cli, "--show-completion", "bash")
+    script = ok(cli, "completion", "bash")  # the shell named, not guessed from the processes above
     assert "_VDIR_COMPLETE=complete_bash" in script and "complete " in script
+    assert "compdef" in ok(cli, "completion", "zsh") and "complete --command vdir" in ok(cli, "completion", "fish")
+    fails(cli, "completion", "tcsh")
 
 
 def test_progress_bar_and_summaries_use_binary_units() -> None:
