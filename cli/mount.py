@@ -25,7 +25,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
     ) -> None:
         """Mount the virtual directory at MOUNTPOINT (a FUSE filesystem); returns once it is ready."""
         from vdir.fuse import mount as m
-        from vdir.fuse.cache import parse_size
+        from vdir.units import parse_size
 
         size = parse_size(cache_size)
         if attr_timeout < 0 or entry_timeout < 0:

@@ -49,6 +49,7 @@ from vdir.errors import (
 from vdir.filters import Filter, allows
 from vdir.hashing import HashingReader
 from vdir.streams import RangedReader, SpoolWriter, ordered_replicas, read_verified
+from vdir.units import parse_size
 
 if TYPE_CHECKING:
     from vdir.sync import SyncReport
@@ -1329,20 +1330,6 @@ def _batches(files: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]
             batch, size = [], 0
     if batch:
         yield batch
-
-
-_SIZE_UNITS = {"": 1, "c": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``"100M"`` -> bytes; suffixes k, M, G, T (optionally ``iB``) are binary, ``c`` or none bytes.
-    ``InvalidArgument`` for anything else."""
-    import re
-
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTcCbB]?)(?:i?[bB])?\s*", text)
-    if m is None:
-        raise InvalidArgument(f"{text!r} is not a size (like 100M, 1k, 512)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
 
 
 def _size_test(size: str | int | None) -> Callable[[int], bool] | None:

@@ -123,6 +123,7 @@ from vdir.errors import (
     VDirError,
 )
 from vdir.retry import backoff_delay
+from vdir.units import parse_size
 
 T = TypeVar("T")
 log = logging.getLogger("vdir.backends.s3")
@@ -151,20 +152,6 @@ RACY_CONDITION_SERVERS = ("werkzeug",)
 serves as Werkzeug: two racing multipart creators of one key both win), so never create-only."""
 FILER_SERVERS = ("seaweedfs",)
 """``Server`` headers of S3 servers that list in directory order and keep empty folders."""
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
-
-
-def parse_size(value: int | str, what: str) -> int:
-    """``8388608``, ``"8MiB"``, ``"8M"``, ``"512k"`` -> bytes (binary units)."""
-    if isinstance(value, int):
-        return value
-    match = _SIZE.match(str(value))
-    if not match:
-        raise ConfigError(f"s3 option {what}={value!r} is not a size (e.g. 8MiB)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}[unit])
-
-
 def parse_number(value: float | str, what: str, kind: type[int] | type[float] = int) -> Any:
     try:
         return kind(value)
@@ -302,8 +289,8 @@ class S3Backend(Backend):
         prefix = unquote(parts.path).strip("/")
         self.prefix = prefix + "/" if prefix else ""
         self.region = region
-        self.part_size = parse_size(part_size, "part_size")
-        self.multipart_threshold = parse_size(multipart_threshold, "multipart_threshold")
+        self.part_size = parse_size(part_size, error=ConfigError, what="s3 option part_size")
+        self.multipart_threshold = parse_size(multipart_threshold, error=ConfigError, what="s3 option multipart_threshold")
         if self.part_size < MIN_PART:
             raise ConfigError(f"s3 backend {name!r}: part_size must be at least 5 MiB (S3's minimum part size)")
         self.multipart_threshold = min(max(self.multipart_threshold, 1), MAX_COPY)  # PutObject takes 5 GiB at most

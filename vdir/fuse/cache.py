@@ -33,7 +33,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import secrets
 import threading
 import time
@@ -42,26 +41,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vdir.errors import AlreadyExists, InvalidArgument
+from vdir.errors import AlreadyExists
 
 log = logging.getLogger("vdir.fuse")
 
 BLOCK = 4 * 1024 * 1024
 """Read-cache block size: the unit fetched from a backend (and so the read-ahead step)."""
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.I)
-
-
-def parse_size(text: str | int) -> int:
-    """``"10G"``, ``"512MiB"``, ``"1.5g"``, ``"4096"`` -> bytes (powers of 1024)."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE.match(text)
-    if not m:
-        raise InvalidArgument(f"{text!r} is not a size (try 512M, 10G, 1T)")
-    number, unit = float(m.group(1)), m.group(2).lower()
-    return int(number * 1024 ** " kmgtp".index(unit or " "))
-
 
 @dataclass
 class PendingRecord:

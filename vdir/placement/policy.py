@@ -36,15 +36,17 @@ import yaml
 
 from vdir.catalog.base import BackendRecord, Entry
 from vdir.errors import InvalidArgument
+from vdir.units import parse_size
 
 ATTRIBUTES = ("name", "cloud", "region", "tier", "cost")
 SPREADS = ("none", "cloud", "region")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
-
-
 class PolicyError(InvalidArgument):
     """A policy that cannot be used; the message names the file and line."""
+
+
+def _size(value: Any) -> int:
+    return parse_size(value if isinstance(value, int) else str(value), error=PolicyError)
 
 
 # -- backend expressions ------------------------------------------------------------------------
@@ -250,15 +252,6 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def parse_size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?b?)\s*", str(value).lower())
-    if not m:
-        raise PolicyError(f"{value!r} is not a size (e.g. 512K, 10MB, 2G)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-
-
 def _fmt_age(seconds: float) -> str:
     for unit in ("y", "w", "d", "h", "m"):
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
@@ -342,7 +335,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         rules.append(Rule(
             name=name, match=match, copies=copies,
             where=field_value("where", lambda v: parse_expr(str(v))) or Expr("all", text="*"),
-            spread=spread, min_size=field_value("min_size", parse_size), max_size=field_value("max_size", parse_size),
+            spread=spread, min_size=field_value("min_size", _size), max_size=field_value("max_size", _size),
             older_than=field_value("older_than", parse_duration), tags={str(k): str(v) for k, v in tags.items()},
             lifecycle=lifecycle, line=line,
         ))
