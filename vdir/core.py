@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from vdir import localout, objects, paths
+from vdir import copying, linking, localin, localout, objects, paths
+from vdir import find as find_mod
 from vdir.backends import Backend, Location, PutMode, open_backend
-from vdir.backends.base import ServerSideCopy, copy_object
 from vdir.catalog.base import DIR, FILE, OK, SYMLINK, BackendRecord, Catalog, Entry, Replica
 from vdir.config import Config
 from vdir.errors import (
@@ -46,19 +46,17 @@ from vdir.errors import (
     NotFound,
     VDirError,
 )
-from vdir.filters import Filter, allows
+from vdir.filters import Filter
 from vdir.hashing import HashingReader
-from vdir.streams import RangedReader, SpoolWriter, ordered_replicas, read_verified
-from vdir.units import parse_size
+from vdir.localin import PutPlan
+from vdir.objects import LINKED_XATTR
+from vdir.streams import RangedReader, SpoolWriter, read_verified
 
 if TYPE_CHECKING:
     from vdir.sync import SyncReport
 
 log = logging.getLogger("vdir")
 
-LINKED_XATTR = "vdir.linked"
-"""Set on entries registered with ``link``/``import``: their objects belong to someone else and
-are never deleted by vdir."""
 
 Progress = Callable[[int], None]
 RM_BATCH = 500
@@ -246,138 +244,35 @@ class VDir:
                 usage.per_backend[r.backend] = usage.per_backend.get(r.backend, 0) + r.size
         return usage
 
-    # -- globs, find, copy plans (what ls/rm/cp/find/tree in every front end use) ------------
+    # -- globs, find, copy (vdir/find.py, vdir/copying.py; every front end uses these) ------
     def glob(self, pattern: str) -> list[str]:
-        """The paths matching ``pattern``, sorted (byte order).  Within a component ``*`` matches
-        any run of characters, ``?`` one, ``[...]`` a set (``[!...]`` negated); a component that
-        is ``**`` matches any number of directories (zero or more), and as the last component
-        everything below.  A leading ``.`` is matched like any character.
+        return find_mod.glob(self, pattern)
 
-        **Literal names stay reachable**: a pattern that exists as written is that one path (as
-        fsspec and gsutil do), and ``[*]``, ``[?]``, ``[[]`` match the characters themselves.
-        Only what the pattern needs is read: literal components are looked up, a wildcard
-        component lists one directory, only ``**`` walks a subtree.  No match: ``[]``.
-        Raises ``InvalidPath`` for a malformed pattern."""
-        norm = paths.normalize(pattern)
-        try:
-            self.catalog.resolve(norm)
-            return [norm]  # exists as written: taken literally
-        except (NotFound, NotADirectory):
-            if not paths.has_magic(norm):
-                return []
-        found: set[str] = set()
-        parts = paths.components(norm)
-        self._glob_from("/", self.catalog.root(), parts, found)
-        return sorted(found, key=lambda p: p.encode("utf-8", "surrogateescape"))
-
-    def _glob_from(self, base: str, entry: Entry, parts: list[str], found: set[str]) -> None:
-        if not parts:
-            found.add(base)
-            return
-        if entry.type != DIR:
-            return
-        head, rest = parts[0], parts[1:]
-        if head == "**":
-            if not rest:  # everything below
-                for rel, _child in self.catalog.walk(entry.id):
-                    found.add(paths.join(base, rel))
-                return
-            self._glob_from(base, entry, rest, found)  # zero directories
-            for rel, child in self.catalog.walk(entry.id):
-                if child.type == DIR:
-                    self._glob_from(paths.join(base, rel), child, rest, found)
-            return
-        if not paths.has_magic(head):
-            named = self.catalog.lookup(entry.id, head)
-            if named is not None:
-                self._glob_from(paths.join(base, head), named, rest, found)
-            return
-        matcher = paths.name_matcher(head.replace("**", "*"))
-        for child in self.catalog.iter_children(entry.id):
-            if matcher.fullmatch(child.name):
-                self._glob_from(paths.join(base, child.name), child, rest, found)
+    glob.__doc__ = find_mod.glob.__doc__
 
     def find(self, path: str = "/", *, name: str | None = None, size: str | int | None = None,
              newer: float | str | None = None, type: str | None = None, maxdepth: int | None = None,
              ) -> Iterator[Info]:
-        """Walk ``path`` (itself first, then below it, depth first, by name), yielding what
-        passes every filter given, like find(1):
+        return find_mod.find(self, path, name=name, size=size, newer=newer, type=type, maxdepth=maxdepth)
 
-        - ``name``: a glob the last component must match (see :meth:`glob`);
-        - ``size``: ``"+100M"`` more than, ``"-1k"`` less than, ``"4k"`` exactly that many bytes
-          (suffixes k, M, G, T are binary: KiB, MiB...; an int means exactly);
-        - ``newer``: modified after this time (seconds since the epoch) or, for a ``str``, after
-          the virtual path it names was modified;
-        - ``type``: ``"f"``/``"file"``, ``"d"``/``"dir"``, ``"l"``/``"symlink"``;
-        - ``maxdepth``: how far below ``path`` to go (0: ``path`` alone); a walk never reads
-          directories below this depth.
-
-        Raises ``NotFound`` for a missing ``path`` (or ``newer`` path), ``InvalidArgument`` for a
-        malformed filter."""
-        norm, top = self._resolve(path)
-        wanted = _find_type(type)
-        matcher = paths.name_matcher(name) if name is not None else None
-        size_test = _size_test(size)
-        since = newer if not isinstance(newer, str) else self.stat(newer).mtime
-
-        def keep(entry: Entry) -> bool:
-            return ((wanted is None or entry.type == wanted)
-                    and (matcher is None or bool(matcher.fullmatch(entry.name or "/")))
-                    and (size_test is None or size_test(entry.size))
-                    and (since is None or entry.mtime > since))
-
-        if keep(top):
-            yield Info.of(norm, top)
-        if top.type != DIR or maxdepth == 0:
-            return
-        stack: list[tuple[str, int, Iterator[Entry]]] = [(norm, 1, self.catalog.iter_children(top.id))]
-        while stack:
-            base, depth, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                stack.pop()
-                continue
-            cpath = paths.join(base, child.name)
-            if keep(child):
-                yield Info.of(cpath, child)
-            if child.type == DIR and (maxdepth is None or depth < maxdepth):
-                stack.append((cpath, depth + 1, self.catalog.iter_children(child.id)))
+    find.__doc__ = find_mod.find.__doc__
 
     def plan_copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
                   filter: Filter | None = None) -> list[tuple[str, str]]:
-        """(source, destination) of every file and symbolic link :meth:`copy` would write, after
-        the checks ``copy`` makes before moving a byte (same errors); nothing is changed."""
-        _, _, _, items = self._copy_plan(src, dst, recursive=recursive, force=force, filter=filter)
-        return [(s, d) for s, d, e in items if e.type != DIR]
+        return copying.plan_copy(self, src, dst, recursive=recursive, force=force, filter=filter)
 
-    def _copy_plan(self, src: str, dst: str, *, recursive: bool, force: bool,
-                   filter: Filter | None) -> tuple[str, Entry, str, list[tuple[str, str, Entry]]]:
-        """Resolve a copy like ``cp`` (into an existing directory), check every destination, and
-        list (source, destination, source entry) of what it writes; the top directory itself
-        is not in the list."""
-        snorm, sentry = self._resolve(src)
-        dnorm = paths.normalize(dst)
-        try:
-            dentry: Entry | None = self.catalog.resolve(dnorm)
-        except NotFound:
-            dentry = None
-        if dentry is not None and dentry.type == DIR and dentry.id != sentry.id and snorm != "/":
-            dnorm = paths.join(dnorm, sentry.name)
-        if sentry.type != DIR:
-            self._check_copy_target(dnorm, force, sentry.type)
-            return snorm, sentry, dnorm, [(snorm, dnorm, sentry)]
-        if not recursive:
-            raise IsADirectory(f"{snorm}: is a directory (use -r)", path=snorm)
-        if paths.is_within(dnorm, snorm):
-            raise InvalidArgument(f"cannot copy {snorm} into itself ({dnorm})")
-        self._check_dir_target(dnorm)
-        items = []
-        for rel, e in self.catalog.walk(sentry.id):
-            if not allows(filter, rel, e.type == DIR):
-                continue
-            self._check_copy_target(paths.join(dnorm, rel), force, e.type)
-            items.append((paths.join(snorm, rel), paths.join(dnorm, rel), e))
-        return snorm, sentry, dnorm, items
+    plan_copy.__doc__ = copying.plan_copy.__doc__
+
+    def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
+             backend: str | None = None, filter: Filter | None = None) -> list[Entry]:
+        return copying.copy(self, src, dst, recursive=recursive, force=force, backend=backend, filter=filter)
+
+    copy.__doc__ = copying.copy.__doc__
+
+
+
+
+
 
     # -- directories -------------------------------------------------------------------------
     def mkdir(self, path: str, parents: bool = False, exist_ok: bool = False, mode: int = 0o755) -> Entry:
@@ -582,92 +477,10 @@ class VDir:
 
     def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
                  follow_symlinks: bool = False, filter: Filter | None = None) -> PutPlan:
-        """Work out (and check) every file, directory and symbolic link a local ``put`` will
-        create.  With ``recursive`` and without ``follow_symlinks`` links are planned as links
-        (never as the empty directory a symlinked directory used to become); with it, a link
-        back to a directory above it is refused (``InvalidArgument``: a loop).  ``filter`` leaves
-        out what it does not match (relative to a source directory; a single file by its name)."""
-        local = Path(os.fsdecode(src))
-        try:
-            keep_link = recursive and not follow_symlinks and local.is_symlink()
-            st = local.lstat() if keep_link else local.stat()
-        except FileNotFoundError:
-            raise NotFound(f"{os.fsdecode(src)}: no such local file or directory") from None
-        except PermissionError:
-            raise VDirError(f"{os.fsdecode(src)}: permission denied") from None
-        target = paths.normalize(dst)
-        base = _local_name(local)
-        into_dir = dst.endswith("/")
-        try:
-            dest_entry: Entry | None = self.catalog.resolve(target)
-        except NotFound:
-            dest_entry = None
-        if dest_entry is not None and dest_entry.type == DIR:
-            target = paths.join(target, base)
-        elif into_dir and dest_entry is not None:
-            raise NotADirectory(f"{target}: not a directory", path=target)
-        elif into_dir:
-            target = paths.join(target, base)
-        plan = PutPlan()
-        if filter is not None and not filter.empty and not stat_mod.S_ISDIR(st.st_mode):
-            if not filter.matches(base, False):
-                return plan
-            filter = None
-        if stat_mod.S_ISLNK(st.st_mode):
-            plan.links.append((_link_target(local), target))
-        elif stat_mod.S_ISDIR(st.st_mode):
-            if not recursive:
-                raise IsADirectory(f"{local}: is a directory (use -r to copy directories)")
-            plan.dirs.append(target)
-            seen = {str(local): (st.st_dev, st.st_ino)}  # directory -> identity, for loop checks with -L
-            for root, dirnames, filenames in os.walk(local, followlinks=follow_symlinks):
-                dirnames.sort()
-                rel_root = Path(root).relative_to(local)
-                if filter is not None:  # prune left-out directories before walking into them
-                    rel_dir = "" if str(rel_root) == "." else rel_root.as_posix()
-                    dirnames[:] = [d for d in dirnames if filter.matches(f"{rel_dir}/{d}" if rel_dir else d, True)]
-                    filenames = [f for f in filenames if filter.matches(f"{rel_dir}/{f}" if rel_dir else f, False)]
-                vroot = target if str(rel_root) == "." else paths.join(target, "/".join(_local_name(Path(p)) for p in rel_root.parts))
-                if follow_symlinks:
-                    rst = os.stat(root)
-                    seen[root] = (rst.st_dev, rst.st_ino)
-                ancestors = {seen[str(p)] for p in (Path(root), *Path(root).parents) if str(p) in seen}
-                for d in list(dirnames):
-                    full = Path(root) / d
-                    vpath = paths.join(vroot, _local_name(Path(d)))
-                    if not full.is_symlink():
-                        plan.dirs.append(vpath)
-                    elif not follow_symlinks:
-                        plan.links.append((_link_target(full), vpath))
-                    else:
-                        dst_ = full.stat()
-                        if (dst_.st_dev, dst_.st_ino) in ancestors:
-                            raise InvalidArgument(f"{full}: symbolic link loop (it points to a directory above it)")
-                        plan.dirs.append(vpath)
-                for f in sorted(filenames):
-                    full = Path(root) / f
-                    fst = full.lstat()
-                    if stat_mod.S_ISLNK(fst.st_mode):
-                        if not follow_symlinks:
-                            plan.links.append((_link_target(full), paths.join(vroot, _local_name(Path(f)))))
-                            continue
-                        try:
-                            fst = full.stat()
-                        except FileNotFoundError:
-                            raise NotFound(f"{full}: dangling symbolic link (-L follows links)") from None
-                    if stat_mod.S_ISREG(fst.st_mode):
-                        plan.files.append((full, paths.join(vroot, _local_name(Path(f))), fst))
-        elif stat_mod.S_ISREG(st.st_mode):
-            plan.files.append((local, target, st))
-        else:
-            raise InvalidArgument(f"{local}: not a regular file or directory")
-        for d in plan.dirs:
-            self._check_dir_target(d)
-        for _, vpath, _ in plan.files:
-            self._check_file_target(vpath, force)
-        for _, vpath in plan.links:
-            self._check_file_target(vpath, force)
-        return plan
+        return localin.plan_put(self, src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks,
+                                filter=filter)
+
+    plan_put.__doc__ = localin.plan_put.__doc__
 
     def _check_dir_target(self, vpath: str) -> None:
         try:
@@ -692,10 +505,10 @@ class VDir:
         """``rb``: a seekable reader (ranged reads, replica failover, hash checked when read in
         full).  ``wb``: a writer whose content is committed on ``close``.  ``xb``: create only
         (``AlreadyExists`` at open if the path exists, and at ``close`` if another writer created
-        it meanwhile: the commit itself is create-only).  ``ab``: append (see :meth:`_open_append`).
+        it meanwhile: the commit itself is create-only).  ``ab``: append (see :func:`vdir.copying.open_append`).
         Any other mode raises ``InvalidMode`` (a ``ValueError``)."""
         if mode in ("ab", "a"):
-            return self._open_append(path, backend=backend, buffering=buffering)
+            return copying.open_append(self, path, backend=backend, buffering=buffering)
         if mode in ("rb", "r"):
             norm, entry = self._resolve(path)
             if entry.type == DIR:
@@ -708,69 +521,13 @@ class VDir:
                 self._check_file_target(norm, force=False)
             return io.BufferedWriter(  # type: ignore[type-var]
                 SpoolWriter(lambda f, n: self.write_stream(norm, f, backend=backend, overwrite=overwrite, size=n)
-                            if overwrite else self._write_new(norm, f, n, backend), self.tmp_dir()),
+                            if overwrite else copying.write_new(self, norm, f, n, backend), self.tmp_dir()),
                 buffer_size=buffering,
             )
         raise InvalidMode(f"unsupported open mode {mode!r} (use 'rb', 'wb', 'ab' or 'xb')")
 
-    # -- append, exclusive create, copy, rmdir (what the fsspec front end needs, for everyone) --
-    def _open_append(self, path: str, *, backend: str | None = None, buffering: int = 1024 * 1024) -> IO[bytes]:
-        """A writer whose bytes are appended to ``path`` on ``close`` (``path`` is created if missing).
 
-        The written bytes spool to a local temp file; on ``close`` the new content (the old
-        content, read back and verified as it streams, followed by the spool) is written as a
-        new object and committed with compare-and-set on the version seen at open: if the file
-        changed meanwhile, ``close`` raises ``Conflict`` and the other writer's content stays.
-        A file that was missing at open is committed create-only (``Conflict`` if someone
-        created it meanwhile).  The file stays on its backend unless ``backend`` names another.
-        """
-        norm = paths.normalize(path)
-        try:
-            old: Entry | None = self.catalog.resolve(norm)
-        except NotFound:
-            old = None
-        if old is not None and old.type == DIR:
-            raise IsADirectory(f"{norm}: is a directory", path=norm)
-        if old is not None and old.type != FILE:
-            raise InvalidArgument(f"{norm}: not a regular file (cannot append to a {old.type})", path=norm)
-        return io.BufferedWriter(  # type: ignore[type-var]
-            SpoolWriter(lambda tail, n: self._commit_append(norm, old, tail, n, backend), self.tmp_dir()),
-            buffer_size=buffering,
-        )
 
-    def _commit_append(self, norm: str, old: Entry | None, tail: IO[bytes], n: int, backend: str | None) -> Entry:
-        if old is None:
-            try:
-                return self.write_stream(norm, tail, backend=backend, size=n)
-            except (AlreadyExists, Conflict):
-                raise Conflict(f"{norm}: created by another writer while this one was appending; nothing was written",
-                               path=norm) from None
-        try:
-            current: Entry | None = self.catalog.resolve(norm)
-        except NotFound:
-            current = None
-        if current is None or current.id != old.id or current.version != old.version:
-            # removed, replaced or rewritten since open (write_stream's compare-and-set below
-            # covers a change during the upload; this covers an entry that is gone or new)
-            raise Conflict(f"{norm}: changed since it was opened for appending; nothing was written", path=norm)
-        if backend is None and old.replicas:
-            backend = old.replicas[0].backend
-        head = RangedReader(self, norm, old)  # a whole sequential read: hash-checked at its end
-        try:
-            return self.write_stream(norm, _Concat([head, tail]), backend=backend,  # type: ignore[arg-type]
-                                     overwrite=True, size=old.size + n, mode=old.mode, expected_version=old.version)
-        finally:
-            head.close()
-
-    def _write_new(self, norm: str, src: IO[bytes], size: int | None, backend: str | None) -> Entry:
-        """``write_stream`` create-only: ``AlreadyExists`` also when another writer created the
-        path while this one uploaded (the catalog insert is unique, so exactly one wins)."""
-        try:
-            return self.write_stream(norm, src, backend=backend, overwrite=False, size=size)
-        except Conflict as exc:
-            if isinstance(exc.__cause__, AlreadyExists):
-                raise AlreadyExists(f"{norm}: created by another writer meanwhile; nothing was written", path=norm) from exc
-            raise
 
     def rmdir(self, path: str) -> None:
         """Remove an empty directory: ``NotADirectory`` for anything else, ``DirectoryNotEmpty``
@@ -785,92 +542,8 @@ class VDir:
             raise DirectoryNotEmpty(f"{norm}: directory not empty", path=norm)
         self.catalog.delete(entry.id, expected_version=entry.version)
 
-    def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
-             backend: str | None = None, filter: Filter | None = None) -> list[Entry]:
-        """Copy a file, or with ``recursive`` a directory tree, inside the virtual directory, like
-        ``cp`` (``-r``): if ``dst`` is an existing directory the source goes inside it.
 
-        Each copied file gets its own new object (the two paths never share bytes), on
-        ``backend`` if given, else on the backend of the source's first healthy replica.  Where
-        the source has a replica on that backend and the backend copies server-side, no byte
-        passes through vdir and the copy's hash is the source's; otherwise the bytes stream
-        through, verified against the source's hash (``IntegrityError``: nothing is committed).
-        Each file is committed like any write (fresh key, then a create-only catalog insert, or
-        with ``force`` a compare-and-set replace).  Every destination is checked before any
-        byte moves; ``AlreadyExists`` for an existing file unless ``force``.  ``filter`` takes
-        only matching paths below a copied directory.  Returns the new entries (files, symlinks
-        and directories).
-        """
-        snorm, sentry, dnorm, items = self._copy_plan(src, dst, recursive=recursive, force=force, filter=filter)
-        if sentry.type != DIR:
-            return [self._copy_one(snorm, sentry, dnorm, force, backend)]
-        out = [self.mkdir(dnorm, parents=True, exist_ok=True)]
-        for s, d, e in items:
-            if e.type == DIR:
-                out.append(self.mkdir(d, parents=True, exist_ok=True))
-            else:
-                out.append(self._copy_one(s, e, d, force, backend))
-        return out
 
-    def _check_copy_target(self, vpath: str, force: bool, kind: str) -> None:
-        if kind == DIR:
-            self._check_dir_target(vpath)
-        else:
-            self._check_file_target(vpath, force)
-
-    def _copy_one(self, snorm: str, sentry: Entry, dnorm: str, force: bool, backend: str | None) -> Entry:
-        parent_path, name = paths.split(dnorm)
-        parent = self._ensure_dir(parent_path)
-        existing = self.catalog.lookup(parent.id, name)
-        if existing is not None:
-            if existing.type == DIR:
-                raise IsADirectory(f"{dnorm}: is a directory", path=dnorm)
-            if not force:
-                raise AlreadyExists(f"{dnorm}: exists (use force to overwrite)", path=dnorm)
-            if existing.id == sentry.id:
-                return existing  # a file copied onto itself
-        if sentry.type == SYMLINK:
-            if existing is not None:
-                self._remove_entries([(dnorm, existing)])
-            return self.symlink(sentry.target or "", dnorm)
-        healthy = [r for r in ordered_replicas(self, sentry) if r.state == OK]
-        bname = self.choose_backend(backend or (healthy[0].backend if healthy else None))
-        store = self.backend(bname)
-        same = next((r for r in healthy if r.backend == bname), None)
-        if same is None or not isinstance(store, ServerSideCopy):
-            # streamed: a whole sequential read, checked against the source's hash at its end;
-            # a mismatch fails the upload, so nothing is stored or committed.  Wrapped so the
-            # upload sees a one-pass stream (a rewind and retry would skip the hash check).
-            with RangedReader(self, snorm, sentry) as reader:
-                return self.write_stream(dnorm, _Concat([reader]), backend=bname,  # type: ignore[arg-type]
-                                         overwrite=force, size=sentry.size, mode=sentry.mode,
-                                         expected_version=existing.version if existing is not None else None)
-        old = _owned(existing)
-        key, key_mode = objects.first_key(store, objects.path_key(dnorm), fresh=existing is not None)
-        token = objects.begin_intent(self.catalog, [(bname, key)] + [(r.backend, r.key) for r in old], "copy")
-        meta = copy_object(store, same.key, key, key_mode)
-        replica = Replica(backend=bname, key=key, size=sentry.size, hash=sentry.hash or same.hash, etag=meta.etag,
-                          state=OK, verified_at=same.verified_at)
-        now = time.time()
-        try:
-            if existing is None:
-                entry = self.catalog.create(
-                    Entry(name=name, type=FILE, parent_id=parent.id, mode=sentry.mode, uid=os.getuid(), gid=os.getgid(),
-                          size=sentry.size, mtime=now, ctime=now, hash=replica.hash, blocks=sentry.blocks,
-                          replicas=[replica])
-                )
-                objects.end_intent(self.catalog, token)
-                return entry
-            changed = existing.copy(size=sentry.size, hash=replica.hash, mtime=now, ctime=now, replicas=[replica],
-                                    mode=sentry.mode, blocks=sentry.blocks)
-            changed.xattrs.pop(LINKED_XATTR, None)
-            entry = self.catalog.update(changed, existing.version)
-        except (AlreadyExists, Conflict, NotFound) as exc:
-            objects.release(self, [replica], dnorm, token)
-            raise Conflict(f"{dnorm}: changed by another writer while it was copied; nothing was written",
-                           path=dnorm) from exc
-        objects.release(self, old, dnorm, token)
-        return entry
 
     def read_to(self, path: str, sink: IO[bytes], progress: Progress | None = None) -> Entry:
         """Write the verified content of ``path`` into the seekable ``sink``."""
@@ -1133,7 +806,7 @@ class VDir:
             sentry, parent, name = _resolved
             dnorm = paths.normalize(dst)
         target = self.catalog.lookup(parent.id, name) if replace else None
-        owned = _owned(target)
+        owned = objects.owned(target)
         token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rename") if owned else None
         try:
             moved, replaced = self.catalog.rename(sentry.id, parent.id, name, replace_existing=replace,
@@ -1148,7 +821,7 @@ class VDir:
         if token:
             objects.end_intent(self.catalog, token)
         if replaced is not None:  # a newer version than the one looked up was replaced
-            objects.release(self, _owned(replaced), dnorm)
+            objects.release(self, objects.owned(replaced), dnorm)
         return moved
 
     def update_entry(self, path: str, **changes: Any) -> Entry:
@@ -1191,60 +864,14 @@ class VDir:
         return best
 
     def link(self, url: str, vpath: str, *, compute_hash: bool = False, force: bool = False) -> Entry:
-        """Register an object that already exists on a backend at ``vpath`` without copying it.
-        Its hash is computed now with ``compute_hash``, otherwise on its first full read."""
-        name, key = self.backend_for_url(url)
-        if not key:
-            raise InvalidArgument(f"{url}: names the backend's root, not an object (use 'vdir import')")
-        return self._link_key(name, key, vpath, compute_hash=compute_hash, force=force)
+        return linking.link(self, url, vpath, compute_hash=compute_hash, force=force)
 
-    def _link_key(self, backend: str, key: str, vpath: str, *, compute_hash: bool, force: bool, size: int | None = None, etag: str | None = None) -> Entry:
-        from vdir.hashing import hash_stream_blocks
-
-        store = self.backend(backend)
-        if size is None:
-            meta = store.head(key)
-            size, etag = meta.size, meta.etag
-        digest: str | None = None
-        blocks: str | None = None
-        if compute_hash:
-            with store.get(key) as stream:
-                digest, size, blocks = hash_stream_blocks(stream)
-        norm = paths.normalize(vpath)
-        parent_path, name = paths.split(norm)
-        parent = self._ensure_dir(parent_path)
-        existing = self.catalog.lookup(parent.id, name)
-        replica = Replica(backend=backend, key=key, size=size, hash=digest, etag=etag, state=OK, verified_at=time.time() if digest else None)
-        if existing is not None:
-            if existing.type == DIR:
-                raise IsADirectory(f"{norm}: is a directory", path=norm)
-            if not force:
-                raise AlreadyExists(f"{norm}: exists (use --force to replace)", path=norm)
-            changed = existing.copy(size=size, hash=digest, mtime=time.time(), replicas=[replica], blocks=blocks)
-            changed.xattrs[LINKED_XATTR] = b"1"
-            owned = _owned(existing)
-            token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "link") if owned else None
-            entry = self.catalog.update(changed, existing.version)
-            objects.release(self, owned, norm, token)
-            return entry
-        return self.catalog.create(
-            Entry(name=name, type=FILE, parent_id=parent.id, size=size, hash=digest, replicas=[replica],
-                  xattrs={LINKED_XATTR: b"1"}, uid=os.getuid(), gid=os.getgid(), blocks=blocks)
-        )
+    link.__doc__ = linking.link.__doc__
 
     def import_prefix(self, url: str, vpath: str, *, compute_hash: bool = False, force: bool = False) -> list[Entry]:
-        """Index every object under a backend prefix into ``vpath`` (no bytes copied)."""
-        name, prefix = self.backend_for_url(url.rstrip("/") + "/")
-        store = self.backend(name)
-        base = paths.normalize(vpath)
-        entries: list[Entry] = []
-        for meta in store.list(prefix):
-            rel = meta.key[len(prefix) :]
-            if not rel or rel.startswith(".vdir-tmp/") or rel.endswith("/"):
-                continue
-            target = paths.normalize(paths.join(base, rel))
-            entries.append(self._link_key(name, meta.key, target, compute_hash=compute_hash, force=force, size=meta.size, etag=meta.etag))
-        return entries
+        return linking.import_prefix(self, url, vpath, compute_hash=compute_hash, force=force)
+
+    import_prefix.__doc__ = linking.import_prefix.__doc__
 
     # -- sync ---------------------------------------------------------------------------------
     def sync(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, checksum: bool = False,
@@ -1275,14 +902,6 @@ class VDir:
         return str(d)
 
 
-@dataclass
-class PutPlan:
-    dirs: list[str] = field(default_factory=list)
-    files: list[tuple[Path, str, os.stat_result]] = field(default_factory=list)
-    links: list[tuple[str, str]] = field(default_factory=list)
-    """(target, vpath) of the symbolic links to store as links (``put -r`` without ``-L``)."""
-
-
 class _ProgressReader:
     def __init__(self, raw: IO[bytes] | BinaryIO, progress: Progress) -> None:
         self.raw = raw
@@ -1298,24 +917,6 @@ class _ProgressReader:
         self.raw.close()
 
 
-class _Concat(io.RawIOBase):
-    """Read several streams one after the other, as one (the old content, then an append)."""
-
-    def __init__(self, parts: list[IO[bytes]] | list[Any]) -> None:
-        super().__init__()
-        self._parts = list(parts)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
-        while self._parts:
-            data = self._parts[0].read(len(buf))
-            if data:
-                buf[: len(data)] = data
-                return len(data)
-            self._parts.pop(0)
-        return 0
 
 
 def _batches(files: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]]:
@@ -1332,28 +933,8 @@ def _batches(files: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]
         yield batch
 
 
-def _size_test(size: str | int | None) -> Callable[[int], bool] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return lambda n: n == size
-    text = size.strip()
-    sign = text[:1] if text[:1] in "+-" else ""
-    limit = parse_size(text[1:] if sign else text)
-    if sign == "+":
-        return lambda n: n > limit
-    if sign == "-":
-        return lambda n: n < limit
-    return lambda n: n == limit
 
 
-def _find_type(kind: str | None) -> str | None:
-    if kind is None:
-        return None
-    types = {"f": FILE, "file": FILE, "d": DIR, "dir": DIR, "l": SYMLINK, "symlink": SYMLINK}
-    if kind not in types:
-        raise InvalidArgument(f"type {kind!r} is not one of f (file), d (dir), l (symlink)")
-    return types[kind]
 
 
 def _seekable(src: Any) -> bool:
@@ -1361,30 +942,3 @@ def _seekable(src: Any) -> bool:
         return bool(src.seekable()) and isinstance(src.tell(), int)
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _owned(entry: Entry | None) -> list[Replica]:
-    """The replicas whose objects vdir wrote for ``entry`` (a linked file's belong to someone else)."""
-    if entry is None or entry.type != FILE or LINKED_XATTR in entry.xattrs:
-        return []
-    return list(entry.replicas)
-
-
-def _link_target(p: Path) -> str:
-    """A local symbolic link's target, as stored in the catalog (verbatim, like ``cp -P``)."""
-    target = os.readlink(p)
-    try:
-        target.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidPath(f"{p}: link target {os.fsencode(target)!r} is not valid UTF-8") from None
-    return target
-
-
-def _local_name(p: Path) -> str:
-    """A local file name as a vdir name; non-UTF-8 names are refused with the name shown."""
-    name = p.name
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidPath(f"local name {os.fsencode(name)!r} is not valid UTF-8; rename it first") from None
-    return paths.check_name(name)

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from vdir import objects as objs
 from vdir.backends.base import ObjectMeta
 from vdir.catalog.base import FILE, ROOT_ID
-from vdir.core import LINKED_XATTR
 from vdir.errors import VDirError
 from vdir.hashing import hash_stream
+from vdir.objects import LINKED_XATTR
 
 if TYPE_CHECKING:
     from vdir.core import VDir

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import xxhash
 
 from vdir.backends.base import Backend, PutMode
-from vdir.catalog.base import Catalog, Replica
+from vdir.catalog.base import FILE, Catalog, Entry, Replica
 from vdir.errors import VDirError
 from vdir.paths import MAX_NAME_BYTES
 
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vdir")
 
+LINKED_XATTR = "vdir.linked"
+"""Set on entries registered with ``link``/``import``: their objects belong to someone else and
+are never deleted by vdir."""
 INTENTS = "intents"
 """Record collection holding write intents."""
 MAX_KEY_BYTES = 768
@@ -126,6 +129,14 @@ def load_intents(catalog: Catalog) -> list[Intent]:
 
 
 # -- deletion --------------------------------------------------------------------------------
+
+
+def owned(entry: Entry | None) -> list[Replica]:
+    """The replicas whose objects vdir wrote for ``entry`` (a linked file's belong to someone else)."""
+    if entry is None or entry.type != FILE or LINKED_XATTR in entry.xattrs:
+        return []
+    return list(entry.replicas)
+
 
 
 def delete_unused(vd: VDir, replicas: Iterable[Replica], path: str) -> bool:
