@@ -84,7 +84,7 @@ def test_failed_put_leaves_the_catalog_as_it_was(world: VDir, proxy: FaultProxy,
     assert not world.exists("/d/new.bin")
     assert world.cat("/d/keep.bin") == b"old content"
     report = fsck(world)
-    assert not [p for p in report.problems if p.kind != "orphan"]
+    assert not [p for p in report.problems if p.kind not in ("orphan", "temporary")]
     if fault != "slow server":  # a request that timed out here may still complete there later: an orphan fsck lists
         assert sorted(m.key for m in world.backend("aws").list("")) == objects  # nothing half-written
         assert report.exit_code == 0
