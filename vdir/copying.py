@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import io
-import os
-import time
 from typing import IO, TYPE_CHECKING, Any
 
 from vdir import objects, paths
@@ -14,7 +12,6 @@ from vdir.backends.base import ServerSideCopy, copy_object
 from vdir.catalog.base import DIR, FILE, OK, SYMLINK, Entry, Replica
 from vdir.errors import AlreadyExists, Conflict, InvalidArgument, IsADirectory, NotFound
 from vdir.filters import Filter, allows
-from vdir.objects import LINKED_XATTR
 from vdir.streams import RangedReader, SpoolWriter, ordered_replicas
 
 if TYPE_CHECKING:
@@ -188,26 +185,8 @@ def _copy_one(vd: VDir, snorm: str, sentry: Entry, dnorm: str, force: bool, back
     meta = copy_object(store, same.key, key, key_mode)
     replica = Replica(backend=bname, key=key, size=sentry.size, hash=sentry.hash or same.hash, etag=meta.etag,
                       state=OK, verified_at=same.verified_at)
-    now = time.time()
-    try:
-        if existing is None:
-            entry = vd.catalog.create(
-                Entry(name=name, type=FILE, parent_id=parent.id, mode=sentry.mode, uid=os.getuid(), gid=os.getgid(),
-                      size=sentry.size, mtime=now, ctime=now, hash=replica.hash, blocks=sentry.blocks,
-                      replicas=[replica])
-            )
-            objects.end_intent(vd.catalog, token)
-            return entry
-        changed = existing.copy(size=sentry.size, hash=replica.hash, mtime=now, ctime=now, replicas=[replica],
-                                mode=sentry.mode, blocks=sentry.blocks)
-        changed.xattrs.pop(LINKED_XATTR, None)
-        entry = vd.catalog.update(changed, existing.version)
-    except (AlreadyExists, Conflict, NotFound) as exc:
-        objects.release(vd, [replica], dnorm, token)
-        raise Conflict(f"{dnorm}: changed by another writer while it was copied; nothing was written",
-                       path=dnorm) from exc
-    objects.release(vd, old, dnorm, token)
-    return entry
+    return vd._commit(dnorm, parent, existing, replica, token, old, mode=sentry.mode, mtime=None,
+                      blocks=sentry.blocks, what="copying")
 
 
 class _Concat(io.RawIOBase):

@@ -354,7 +354,7 @@ class VDir:
                 raise Conflict(f"{norm}: changed since it was read (version {existing.version})", path=norm)
         bname = self.choose_backend(backend)
         store = self.backend(bname)
-        old = [] if existing is None or LINKED_XATTR in existing.xattrs else existing.replicas
+        old = objects.owned(existing)
         base = objects.path_key(norm)
         first, first_mode = objects.first_key(store, base, fresh=existing is not None or not _seekable(src))
         # the intent names the new object and the ones it replaces: whatever a crash leaves,
@@ -366,26 +366,35 @@ class VDir:
             moved = objects.begin_intent(self.catalog, [(bname, key)] + [(r.backend, r.key) for r in old], "put")
             objects.end_intent(self.catalog, token)
             token = moved
+        return self._commit(norm, parent, existing, replica, token, old, mode=mode, mtime=mtime,
+                            blocks=reader.block_hashes, what="uploading")
+
+    def _commit(self, norm: str, parent: Entry, existing: Entry | None, replica: Replica, token: str,
+                old: list[Replica], *, mode: int | None, mtime: float | None, blocks: str | None, what: str) -> Entry:
+        """Step 3 of the write protocol for a new object already stored: a create-only insert,
+        or compare-and-set on ``existing``; then the replaced objects go (``old``, under the
+        intent ``token``).  A lost race removes the new object and raises ``Conflict``."""
         now = time.time()
+        name = paths.split(norm)[1]
         try:
             if existing is None:
                 entry = self.catalog.create(
                     Entry(
                         name=name, type=FILE, parent_id=parent.id, mode=mode if mode is not None else 0o644,
-                        uid=os.getuid(), gid=os.getgid(), size=reader.size, mtime=mtime or now, ctime=now,
-                        hash=reader.hexdigest, replicas=[replica], blocks=reader.block_hashes,
+                        uid=os.getuid(), gid=os.getgid(), size=replica.size, mtime=mtime or now, ctime=now,
+                        hash=replica.hash, replicas=[replica], blocks=blocks,
                     )
                 )
             else:
                 changed = existing.copy(
-                    size=reader.size, hash=reader.hexdigest, mtime=mtime or now, ctime=now, replicas=[replica],
-                    mode=mode if mode is not None else existing.mode, blocks=reader.block_hashes,
+                    size=replica.size, hash=replica.hash, mtime=mtime or now, ctime=now, replicas=[replica],
+                    mode=mode if mode is not None else existing.mode, blocks=blocks,
                 )
                 changed.xattrs.pop(LINKED_XATTR, None)
                 entry = self.catalog.update(changed, existing.version)
         except (AlreadyExists, Conflict, NotFound) as exc:
             objects.release(self, [replica], norm, token)
-            raise Conflict(f"{norm}: changed by another writer while this one was uploading; nothing was written", path=norm) from exc
+            raise Conflict(f"{norm}: changed by another writer while this one was {what}; nothing was written", path=norm) from exc
         except BaseException:
             # the commit's outcome is unknown (e.g. catalog unreachable): the intent stays, and
             # fsck deletes the object only if no entry turns out to use it
