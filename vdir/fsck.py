@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vdir import objects as objs
-from vdir.backends.base import ObjectMeta
+from vdir.backends.base import ObjectMeta, Temporaries
 from vdir.catalog.base import FILE, ROOT_ID
 from vdir.errors import VDirError
 from vdir.hashing import hash_stream
@@ -165,10 +165,7 @@ def _delete_orphan(vdir: VDir, backend: str, key: str) -> bool:
 def _temporaries(vdir: VDir, store: Any, name: str, intended: dict[tuple[str, str], float], report: FsckReport, *,
                  gc: bool, min_age: float, now: float) -> None:
     """Unfinished uploads on backends that can list them (the ``Temporaries`` capability)."""
-    from vdir.backends import base
-
-    capability = getattr(base, "Temporaries", None)
-    if capability is None or not isinstance(store, capability):
+    if not isinstance(store, Temporaries):
         return
     try:
         temps = list(store.list_temporaries())

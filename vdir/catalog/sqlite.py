@@ -49,6 +49,7 @@ from vdir.errors import (
     DirectoryNotEmpty,
     InvalidArgument,
     IsADirectory,
+    NoSpace,
     NotADirectory,
     NotFound,
     TransientError,
@@ -193,7 +194,7 @@ def _translate(path: str, exc: sqlite3.Error) -> Exception:
     """The one place SQLite errors become vdir errors."""
     text = str(exc)
     if "database or disk is full" in text:
-        return CatalogError(f"catalog {path}: the disk is full ({text}); nothing was written")
+        return NoSpace(f"catalog {path}: the disk is full ({text}); nothing was written")
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return TransientError(f"catalog {path} is busy (another writer holds it): {text}")
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
