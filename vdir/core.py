@@ -717,31 +717,11 @@ class VDir:
         (paths relative to ``path``; a single file by its name) and directories stay, as with
         ``rclone delete``.  ``dry_run`` removes nothing and returns how many entries would go;
         :meth:`plan_rm` lists them."""
-        if dry_run or (filter is not None and not filter.empty):
-            doomed = self.plan_rm(path, recursive, filter=filter)
-            if dry_run:
-                return len(doomed)
-            if filter is not None and not filter.empty:
-                for i in range(0, len(doomed), RM_BATCH):
-                    self._remove_entries(doomed[i : i + RM_BATCH])
-                return len(doomed)
-        norm, entry = self._resolve(path)
-        if norm == "/":
-            raise InvalidArgument("refusing to remove the root directory")
-        if entry.type != DIR:
-            self._remove_entries([(norm, entry)])
-            return 1
-        if not recursive:
-            if self.catalog.list(entry.id, limit=1):
-                raise DirectoryNotEmpty(f"{norm}: directory not empty (use -r)", path=norm)
-            self.catalog.delete(entry.id, expected_version=entry.version)
-            return 1
-        items = list(self.catalog.walk(entry.id))
-        items.sort(key=lambda it: it[0].count("/"), reverse=True)
-        for i in range(0, len(items), RM_BATCH):
-            self._remove_entries([(paths.join(norm, rel), e) for rel, e in items[i : i + RM_BATCH]])
-        self.catalog.delete(entry.id)
-        return len(items) + 1
+        doomed = self.plan_rm(path, recursive, filter=filter)  # deepest first: a directory after its contents
+        if not dry_run:
+            for i in range(0, len(doomed), RM_BATCH):
+                self._remove_entries(doomed[i : i + RM_BATCH])
+        return len(doomed)
 
     def plan_rm(self, path: str, recursive: bool = False, *, filter: Filter | None = None) -> list[tuple[str, Entry]]:
         """(path, entry) of everything ``rm`` with these arguments removes, deepest first; raises
@@ -769,7 +749,7 @@ class VDir:
     def _remove_entries(self, batch: list[tuple[str, Entry]]) -> None:
         """Delete these entries (compare-and-set on the version read), then their objects: one
         intent, one durability wait and one pass over the objects for the whole batch."""
-        owned = [r for _, e in batch if e.type == FILE and LINKED_XATTR not in e.xattrs for r in e.replicas]
+        owned = [r for _, e in batch for r in objects.owned(e)]
         token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rm") if owned else None
         try:
             for _, e in batch:
