@@ -733,6 +733,70 @@ def test_crossed_directory_moves_make_no_cycle(catalog: Catalog, second: Catalog
         _crossed_moves_round(catalog, second, mkdir(catalog, f"a{round_}"), mkdir(catalog, f"b{round_}"))
 
 
+def test_directory_times_follow_create_remove_rename(catalog: Catalog) -> None:
+    """A directory's mtime/ctime move forward when an entry is created, removed or renamed in it;
+    its version does not change (a compare-and-set on the directory itself still holds)."""
+    old = time.time() - 1000
+    a = catalog.create(Entry(name="a", type=DIR, parent_id=ROOT_ID, mtime=old, ctime=old))
+    b = catalog.create(Entry(name="b", type=DIR, parent_id=ROOT_ID, mtime=old, ctime=old))
+
+    def times(d: Entry) -> tuple[float, float, int]:
+        e = catalog.get(d.id)
+        return e.mtime, e.ctime, e.version
+
+    f = mkfile(catalog, "f", a.id)
+    assert times(a)[0] > old and times(a)[1] > old and times(a)[2] == 1
+    for what, step, dirs in [
+        ("rename within", lambda: catalog.rename(f.id, a.id, "g"), [a]),
+        ("move across", lambda: catalog.rename(f.id, b.id, "g"), [a, b]),
+        ("delete", lambda: catalog.delete(f.id), [b]),
+    ]:
+        for d in dirs:
+            catalog.update(catalog.get(d.id).copy(mtime=old, ctime=old), catalog.get(d.id).version)
+        before = {d.id: times(d) for d in dirs}
+        step()
+        for d in dirs:
+            mtime, ctime, version = times(d)
+            assert mtime > old and ctime > old, what
+            assert version == before[d.id][2], what
+    assert catalog.update(catalog.get(a.id), catalog.get(a.id).version).version == catalog.get(a.id).version
+
+
+def test_reader_never_misses_a_name_replaced_by_rename(catalog: Catalog, second: Catalog) -> None:
+    """rename over an existing entry is one atomic step: a reader polling the destination name
+    sees the old entry or the new one, never nothing."""
+    d = mkdir(catalog, "d")
+    mkfile(catalog, "current", d.id, size=0)
+    rounds = 40
+    done = threading.Event()
+    reading = threading.Event()
+    missing: list[int] = []
+    seen: set[int] = set()
+
+    def writer() -> None:
+        try:
+            assert reading.wait(30)
+            for i in range(1, rounds + 1):
+                tmp = mkfile(catalog, f"tmp{i}", d.id, size=i)
+                catalog.rename(tmp.id, d.id, "current", replace_existing=True)
+        finally:
+            done.set()
+
+    def reader() -> None:
+        while not done.is_set():
+            found = second.lookup(d.id, "current")
+            if found is None:
+                missing.append(1)
+            else:
+                seen.add(found.size)
+            reading.set()
+
+    run_threads([writer, reader])
+    assert missing == [] and seen  # the reader looked while the writer replaced, and always found it
+    assert catalog.lookup(d.id, "current").size == rounds  # type: ignore[union-attr]
+    assert names(catalog.list(d.id)) == ["current"]
+
+
 # -- engine specific ---------------------------------------------------------------------------
 
 
@@ -746,25 +810,6 @@ def test_mongo_unreachable_is_one_line_without_password() -> None:
     message = str(info.value)
     assert "s3cret" not in message and "\n" not in message
     assert "127.0.0.1" in message
-
-
-def test_mongo_replace_without_transactions(mongo_catalog_url: str) -> None:
-    """The ordered (no transaction) path used on a standalone MongoDB server."""
-    with open_catalog(mongo_catalog_url) as cat:
-        cat._transactions = False  # type: ignore[attr-defined]
-        src = mkfile(cat, "src", size=1)
-        dst = mkfile(cat, "dst", size=2)
-        moved, replaced = cat.rename(src.id, ROOT_ID, "dst", replace_existing=True)
-        assert replaced is not None and replaced.id == dst.id and moved.name == "dst"
-        assert names(cat.list(ROOT_ID)) == ["dst"]
-        d1, d2 = mkdir(cat, "d1"), mkdir(cat, "d2")
-        mkfile(cat, "in", d1.id)
-        moved, replaced = cat.rename(d1.id, ROOT_ID, "d2", replace_existing=True)
-        assert replaced is not None and replaced.id == d2.id
-        assert cat.resolve("/d2/in").parent_id == d1.id
-        with pytest.raises(Conflict):
-            cat.rename(moved.id, ROOT_ID, "dst", replace_existing=True, expected_version=1)
-        assert names(cat.list(ROOT_ID)) == ["d2", "dst"]
 
 
 def test_mongo_listing_resumes_after_lost_cursor(mongo_catalog_url: str) -> None:

@@ -42,19 +42,21 @@ from __future__ import annotations
 import builtins
 import os
 import re
-import threading
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 try:
     import bson
     import pymongo
-    from pymongo import ReturnDocument
+    from pymongo import ReadPreference, ReturnDocument, UpdateOne
     from pymongo.client_session import ClientSession
     from pymongo.errors import (
         AutoReconnect,
+        BulkWriteError,
         ConfigurationError,
         ConnectionFailure,
         CursorNotFound,
@@ -62,8 +64,10 @@ try:
         ExecutionTimeout,
         OperationFailure,
         PyMongoError,
+        ServerSelectionTimeoutError,
         WTimeoutError,
     )
+    from pymongo.read_concern import ReadConcern
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     from vdir.errors import MissingDependency
 
@@ -101,11 +105,36 @@ from vdir.errors import (
 T = TypeVar("T")
 
 DEFAULT_DATABASE = "vdir"
-ID_BLOCK = 64
-"""Entry ids reserved per round trip to ``counters``."""
 RETRIES = 20
 """Attempts of a write whose compare-and-set lost against a concurrent writer (no expected_version)."""
 PAGE = 500
+
+SERVER_SELECTION_TIMEOUT_MS = 45_000
+"""How long an operation waits for a primary (``serverSelectionTimeoutMS``): longer than an
+election (typically 10-30 s), so a step-down is a pause."""
+CONNECT_TIMEOUT_MS = 10_000
+"""``connectTimeoutMS``: opening one TCP/TLS connection."""
+SOCKET_TIMEOUT_MS = 60_000
+"""``socketTimeoutMS``: the longest one command may wait for its reply (a half-open connection
+to a dead primary fails after this, and is retried)."""
+DEADLINE_MS = 60_000
+"""The overall budget of one catalog operation, all retries included; ``timeoutMS`` in the URL
+sets it (and then also turns on pymongo's own per-operation timeout)."""
+OPS_KEPT = 32
+"""Operation tokens a directory remembers (``ops``): how a retried create/delete/rename whose
+first reply was lost tells "my write applied" from "it did not"."""
+_RETRY_CODES = {
+    91,  # ShutdownInProgress
+    112,  # WriteConflict
+    189,  # PrimarySteppedDown
+    251,  # NoSuchTransaction (the server forgot a transaction, e.g. after a step-down)
+    10107,  # NotWritablePrimary
+    11600,  # InterruptedAtShutdown
+    11602,  # InterruptedDueToReplStateChange
+    13435,  # NotPrimaryNoSecondaryOk
+    13436,  # NotPrimaryOrSecondary
+}
+_RETRY_LABELS = ("RetryableWriteError", "TransientTransactionError", "UnknownTransactionCommitResult")
 
 _ENTRY_FIELDS = ("type", "mode", "uid", "gid", "size", "mtime", "ctime", "hash", "target", "blocks")
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
@@ -113,6 +142,11 @@ _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
 
 class _Retry(Exception):
     """Internal: a compare-and-set on a version we read (not one the caller gave) lost; read again."""
+
+
+class _Mismatch(Exception):
+    """Internal: a write in a transaction matched fewer documents than it must; the transaction
+    is aborted and the caller reads to learn why."""
 
 
 def redact(url: str) -> str:
@@ -164,34 +198,106 @@ def _to_backend(d: dict[str, Any]) -> BackendRecord:
                          region=d["region"], tier=d["tier"], cost=d["cost"], created=d["created"])
 
 
-class MongoCatalog(Catalog):
-    """Catalog in a MongoDB database; ``url`` is ``mongodb://[user:pass@]host[:port]/[database][?options]``."""
+def _url_options(url: str) -> dict[str, str]:
+    """The URL's query options, names lower-cased (MongoDB URI option names are case-insensitive)."""
+    query = url.partition("?")[2].partition("#")[0]
+    return {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)}
 
-    def __init__(self, url: str, *, server_selection_timeout_ms: int = 5000) -> None:
+
+def _retryable(exc: BaseException) -> bool:
+    """True for the errors of a failover or a dropped connection: worth trying again (the write
+    may or may not have been applied; every write below can tell)."""
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return False  # already waited serverSelectionTimeoutMS for a primary
+    if isinstance(exc, (AutoReconnect, ConnectionFailure)):  # incl. NetworkTimeout, NotPrimaryError
+        return True
+    if isinstance(exc, PyMongoError) and any(exc.has_error_label(label) for label in _RETRY_LABELS):
+        return True
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors") or []
+        return bool(errors) and errors[0].get("code") in _RETRY_CODES
+    return isinstance(exc, OperationFailure) and exc.code in _RETRY_CODES
+
+
+def _duplicate_index(exc: PyMongoError) -> str | None:
+    """For a duplicate-key error (plain or inside a bulk write): which unique index, ``"_id"`` or
+    ``"parent_name"`` (``None`` if it is not a duplicate-key error)."""
+    details: dict[str, Any] = getattr(exc, "details", None) or {}
+    if isinstance(exc, BulkWriteError):
+        errors = details.get("writeErrors") or []
+        details = errors[0] if errors else {}
+    elif not isinstance(exc, DuplicateKeyError):
+        return None
+    if details.get("code", 11000) != 11000:
+        return None
+    pattern = details.get("keyPattern") or {}
+    text = str(details.get("errmsg", exc))
+    if "_id" in pattern or "index: _id_" in text:
+        return "_id"
+    return "parent_name"
+
+
+def _touch_parts(parent_id: int, token: int, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The write every create/remove/rename makes to the directory it changes: mtime/ctime move
+    forward (the version does not change), and the operation's token joins ``ops``.  Filtered on
+    "is a directory" and "token not yet there", so a match count of 1 means the parent exists,
+    holds entries, and this operation was not applied before.  It also makes two operations on
+    one directory *write* a common document, which is what turns MongoDB's snapshot isolation
+    into serialisable outcomes here (rmdir vs create, crossed moves: see the module docstring)."""
+    return (
+        {"_id": parent_id, "type": DIR, "ops": {"$ne": token}},
+        {"$max": {"mtime": now, "ctime": now}, "$push": {"ops": {"$each": [token], "$slice": -OPS_KEPT}}},
+    )
+
+
+def _touch(parent_id: int, token: int, now: float) -> UpdateOne:
+    """``_touch_parts`` as a bulk-write operation."""
+    return UpdateOne(*_touch_parts(parent_id, token, now))
+
+
+class MongoCatalog(Catalog):
+    """Catalog in a MongoDB database; ``url`` is ``mongodb://[user:pass@]host[:port]/[database][?options]``.
+
+    Needs a replica set (a one-node one will do) or a sharded cluster: every multi-document
+    change is a transaction.  Standard URI options tune it (``w``, ``journal``,
+    ``serverSelectionTimeoutMS``, ``connectTimeoutMS``, ``socketTimeoutMS``, ``timeoutMS``,
+    ``readPreference``); see docs/operations.md for the defaults."""
+
+    def __init__(self, url: str) -> None:
         self.url = url
         self._safe_url = redact(url)
-        self._ids_lock = threading.Lock()
-        self._next_id = 0
-        self._id_limit = 0
+        given = _url_options(url)
         options: dict[str, Any] = {}
-        if "serverselectiontimeoutms" not in url.lower():
-            options["serverSelectionTimeoutMS"] = server_selection_timeout_ms
-        query = url.partition("?")[2].lower()
-        if "w=" not in query and "journal=" not in query:
+        defaults = {"serverselectiontimeoutms": ("serverSelectionTimeoutMS", SERVER_SELECTION_TIMEOUT_MS),
+                    "connecttimeoutms": ("connectTimeoutMS", CONNECT_TIMEOUT_MS),
+                    "sockettimeoutms": ("socketTimeoutMS", SOCKET_TIMEOUT_MS)}
+        for key, (name, value) in defaults.items():
+            if key not in given:
+                options[name] = value
+        if "w" not in given and "journal" not in given:
             # a commit acknowledged by one node can be rolled back by a failover after the core
             # has deleted the objects the old version used: acknowledge only majority-journaled
             # writes (make_durable then has nothing left to do)
             options.update(w="majority", journal=True)
+        try:
+            self._deadline = float(given["timeoutms"]) / 1000 if given.get("timeoutms") else DEADLINE_MS / 1000
+        except ValueError:
+            raise ConfigError(f"catalog {self._safe_url}: timeoutMS must be a number of milliseconds") from None
+        if self._deadline <= 0:
+            self._deadline = DEADLINE_MS / 1000
         with self._errors():
             self._client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url, **options)
         try:
             with self._errors():
                 self._db = self._client.get_default_database(DEFAULT_DATABASE)
                 self._entries = self._db["entries"]
+                # reads that decide a write go to the primary whatever readPreference the URL
+                # sets for plain reads (a secondary may be behind)
+                self._primary = self._db.get_collection("entries", read_preference=ReadPreference.PRIMARY)
                 self._counters = self._db["counters"]
                 self._backends = self._db["backends"]
                 self._tasks = self._db["tasks"]
-                self._records = self._db["records"]
+                self._records = self._db.get_collection("records", read_preference=ReadPreference.PRIMARY)
                 try:
                     hello = self._client.admin.command("hello")
                 except OperationFailure:  # servers before 4.4.2 only know the legacy name
@@ -199,6 +305,11 @@ class MongoCatalog(Catalog):
                 self._transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid") and (
                     hello.get("logicalSessionTimeoutMinutes") is not None
                 )
+                if not self._transactions:
+                    raise ConfigError(
+                        f"catalog {self._safe_url} is a standalone MongoDB server; vdir needs a replica set (one node is"
+                        " enough: start mongod with --replSet rs0, then run rs.initiate() once in mongosh)"
+                    )
                 self._init_schema()
         except BaseException:
             self._client.close()
@@ -210,7 +321,7 @@ class MongoCatalog(Catalog):
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         text = text.split(", Timeout:")[0].split(", full error:")[0][:300]
         where = f"catalog {self._safe_url}"
-        if isinstance(exc, DuplicateKeyError):
+        if isinstance(exc, DuplicateKeyError) or (isinstance(exc, BulkWriteError) and _duplicate_index(exc)):
             return AlreadyExists(f"{where}: duplicate key ({text})")
         if isinstance(exc, (ExecutionTimeout, WTimeoutError)):
             return Timeout(f"{where}: timed out ({text})")
@@ -218,6 +329,8 @@ class MongoCatalog(Catalog):
             return BackendUnavailable(f"{where} is unreachable: {text}")
         if isinstance(exc, OperationFailure) and exc.code in _AUTH_CODES:
             return AuthenticationError(f"{where}: not authorized ({text})")
+        if isinstance(exc, OperationFailure) and exc.code in _RETRY_CODES:
+            return BackendUnavailable(f"{where} has no primary to write to: {text}")
         if isinstance(exc, ConfigurationError):
             return ConfigError(f"{where}: {text}")
         if isinstance(exc, bson.errors.BSONError):
@@ -230,6 +343,46 @@ class MongoCatalog(Catalog):
             yield
         except (PyMongoError, bson.errors.BSONError) as exc:
             raise self._translate(exc) from exc
+
+    def _retrying(self, fn: Callable[[], T], what: str) -> T:
+        """Run ``fn`` until it returns: again after a lost compare-and-set (``_Retry``, at most
+        ``RETRIES`` times), and again after a failover or dropped connection, with backoff, until
+        the operation's deadline (``timeoutMS``, default 60 s).  The one retry loop of this
+        engine; ``fn`` must be safe to repeat when its previous attempt's outcome is unknown
+        (each write carries a token for that, see ``_touch``)."""
+        deadline = time.monotonic() + self._deadline
+        lost = 0
+        delay = 0.05
+        while True:
+            try:
+                return fn()
+            except _Retry:
+                lost += 1
+                if lost >= RETRIES:
+                    raise Conflict(f"{what}: kept changing under concurrent writers; try again") from None
+            except (PyMongoError, bson.errors.BSONError) as exc:
+                if not _retryable(exc) or time.monotonic() + delay > deadline:
+                    raise self._translate(exc) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _transaction(self, body: Callable[[ClientSession], T]) -> T:
+        """One attempt at ``body`` inside a transaction (snapshot reads, the client's majority
+        write concern), committed if it returns, aborted if it raises.  Retrying is
+        ``_retrying``'s job: a transient error here is raised to it."""
+        with self._client.start_session() as session:
+            session.start_transaction(read_concern=ReadConcern("snapshot"), read_preference=ReadPreference.PRIMARY)
+            try:
+                result = body(session)
+            except BaseException:
+                if session.in_transaction:
+                    try:
+                        session.abort_transaction()
+                    except PyMongoError:
+                        pass  # the server aborts a transaction whose statement failed, or forgets it
+                raise
+            session.commit_transaction()
+            return result
 
     # -- set-up ------------------------------------------------------------------------------
     def _init_schema(self) -> None:
@@ -264,18 +417,20 @@ class MongoCatalog(Catalog):
         if version < SCHEMA_VERSION:
             meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
 
-    def _new_entry_id(self) -> int:
-        with self._ids_lock:
-            if self._next_id >= self._id_limit:
-                doc = self._counters.find_one_and_update(
-                    {"_id": "entries"}, {"$inc": {"seq": ID_BLOCK}}, upsert=True, return_document=ReturnDocument.AFTER
-                )
-                if doc is None:  # pragma: no cover - upsert always returns a document
-                    raise CatalogError(f"catalog {self._safe_url}: the entry id counter is missing")
-                self._id_limit = int(doc["seq"]) + 1
-                self._next_id = self._id_limit - ID_BLOCK
-            self._next_id += 1
-            return self._next_id - 1
+    @staticmethod
+    def _new_entry_id() -> int:
+        """A random positive 63-bit id (never the root's): no round trip to a counter, no hot
+        document, and a re-sent insert can recognise its own id.  A collision (about one in
+        2**63 per pair) shows up as a duplicate ``_id`` and the create draws again."""
+        while True:
+            entry_id = secrets.randbits(63)
+            if entry_id > ROOT_ID:
+                return entry_id
+
+    @staticmethod
+    def _new_token() -> int:
+        """The identity of one logical write, the same in every attempt of it."""
+        return secrets.randbits(63)
 
     def _new_task_id(self) -> int:
         doc = self._counters.find_one_and_update(
@@ -285,35 +440,31 @@ class MongoCatalog(Catalog):
             raise CatalogError(f"catalog {self._safe_url}: the task id counter is missing")
         return int(doc["seq"])
 
-    def _retrying(self, fn: Callable[[], T], what: str) -> T:
-        with self._errors():
-            for _ in range(RETRIES):
-                try:
-                    return fn()
-                except _Retry:
-                    continue
-        raise Conflict(f"{what}: kept changing under concurrent writers; try again")
-
     # -- entries -----------------------------------------------------------------------------
     def _doc(self, entry_id: int | None, session: ClientSession | None = None) -> dict[str, Any] | None:
         if entry_id is None:
             return None
         return self._entries.find_one({"_id": entry_id}, session=session)
 
-    def _has_children(self, dir_id: int) -> bool:
-        return self._entries.find_one({"parent_id": dir_id}, {"_id": 1}) is not None
+    def _has_children(self, dir_id: int, session: ClientSession | None = None) -> bool:
+        return self._primary.find_one({"parent_id": dir_id}, {"_id": 1}, session=session) is not None
 
     def _parent_error(self, parent_id: int | None) -> VDirError | None:
         """Why ``parent_id`` cannot hold entries, or None when it is an existing directory."""
-        parent = self._entries.find_one({"_id": parent_id}, {"type": 1, "name": 1}) if parent_id is not None else None
+        parent = self._primary.find_one({"_id": parent_id}, {"type": 1, "name": 1}) if parent_id is not None else None
         if parent is None:
             return NotFound(f"parent directory {parent_id} does not exist")
         if parent["type"] != DIR:
             return NotADirectory(f"parent {parent['name']!r} is not a directory")
         return None
 
+    def _applied(self, dir_id: int | None, token: int) -> bool:
+        """True if the operation ``token`` changed directory ``dir_id`` (see ``_touch``): the
+        question a retry asks when an earlier attempt's reply was lost."""
+        return dir_id is not None and self._primary.find_one({"_id": dir_id, "ops": token}, {"_id": 1}) is not None
+
     def _current(self, entry_id: int, expected_version: int | None) -> dict[str, Any]:
-        doc = self._doc(entry_id)
+        doc = self._primary.find_one({"_id": entry_id})
         if doc is None:
             raise NotFound(f"catalog entry {entry_id} no longer exists")
         if expected_version is not None and doc["version"] != expected_version:
@@ -324,13 +475,12 @@ class MongoCatalog(Catalog):
 
     def _lost(self, entry_id: int, expected_version: int | None) -> Exception:
         """A CAS on ``entry_id`` matched nothing: NotFound / Conflict for the caller, or retry."""
-        if expected_version is None:
-            return _Retry()
         try:
             self._current(entry_id, expected_version)
         except VDirError as exc:
-            return exc
-        return _Retry()  # changed and changed back to the expected version: try again
+            if expected_version is not None or isinstance(exc, NotFound):
+                return exc
+        return _Retry()  # changed (and, with expected_version, changed back): try again
 
     def get(self, entry_id: int) -> Entry:
         with self._errors():
@@ -358,33 +508,74 @@ class MongoCatalog(Catalog):
             return [_to_entry(d) for d in cursor]
 
     def create(self, entry: Entry) -> Entry:
-        with self._errors():
-            entry_id = self._new_entry_id()
-            doc = _entry_doc(entry, entry_id, 1)
-            # Insert first, then check the parent: a directory deleted concurrently either sees
-            # this child (and stays), or this check sees the directory gone (and we withdraw).
+        """One transaction of one ``update`` command (touch the parent, insert the child as an
+        upsert on a fresh id) and its commit: two round trips."""
+        parent_id = entry.parent_id
+        if parent_id is None:
+            raise NotFound("parent directory None does not exist")
+        token = self._new_token()
+        entry_id = [self._new_entry_id()]
+
+        def once() -> Entry:
+            now = time.time()
+            doc = _entry_doc(entry, entry_id[0], 1)
+            doc["op"] = token
+            fields = {k: v for k, v in doc.items() if k != "_id"}
+            writes = [_touch(parent_id, token, now),
+                      UpdateOne({"_id": entry_id[0], "op": token}, {"$setOnInsert": fields}, upsert=True)]
+
+            def body(session: ClientSession) -> None:
+                result = self._primary.bulk_write(writes, ordered=True, session=session)
+                if result.matched_count != 1 or result.upserted_count != 1:
+                    raise _Mismatch()  # parent missing / not a directory, or this create already applied
+
             try:
-                self._entries.insert_one(doc)
-            except DuplicateKeyError:
-                error = self._parent_error(entry.parent_id)
-                raise error or AlreadyExists(f"{entry.name!r} already exists in directory {entry.parent_id}") from None
-            error = self._parent_error(entry.parent_id)
-            if error is not None:
-                self._entries.delete_one({"_id": entry_id})
-                raise error
-        return entry.copy(id=entry_id, version=1)
+                self._transaction(body)
+            except (_Mismatch, BulkWriteError) as exc:
+                index = _duplicate_index(exc) if isinstance(exc, BulkWriteError) else None
+                if isinstance(exc, BulkWriteError) and index is None:
+                    raise
+                if self._applied(parent_id, token):
+                    return entry.copy(id=entry_id[0], version=1)  # an earlier attempt's reply was lost
+                error = self._parent_error(parent_id)
+                if error is not None:
+                    raise error from None
+                if index == "parent_name":
+                    raise AlreadyExists(f"{entry.name!r} already exists in directory {parent_id}") from None
+                if index == "_id":
+                    entry_id[0] = self._new_entry_id()
+                raise _Retry() from None
+            return entry.copy(id=entry_id[0], version=1)
+
+        return self._retrying(once, f"create of {entry.name!r}")
 
     def update(self, entry: Entry, expected_version: int) -> Entry:
-        with self._errors():
-            current = self._current(entry.id, expected_version)
-            result = self._entries.update_one(
-                {"_id": entry.id, "version": expected_version},
-                {"$set": _entry_fields(entry), "$inc": {"version": 1}},
+        """One ``update_one`` whose filter holds the version, and the parent and name the caller's
+        entry names (the shard key): one round trip."""
+        token = self._new_token()
+        where = {"parent_id": entry.parent_id, "name": entry.name}
+
+        def once() -> Entry:
+            fields = _entry_fields(entry)
+            fields["op"] = token
+            result = self._primary.update_one(
+                {"_id": entry.id, **where, "version": expected_version}, {"$set": fields, "$inc": {"version": 1}}
             )
-            if result.matched_count != 1:
-                self._current(entry.id, expected_version)
-                raise Conflict(f"{current['name']!r} changed while it was being updated; try again")
-        return entry.copy(parent_id=current["parent_id"], name=current["name"], version=expected_version + 1)
+            if result.matched_count == 1:
+                return entry.copy(version=expected_version + 1, **where)
+            doc = self._primary.find_one({"_id": entry.id})
+            if doc is None:
+                raise NotFound(f"catalog entry {entry.id} no longer exists")
+            if doc.get("op") == token:  # an earlier attempt applied it and its reply was lost
+                return entry.copy(parent_id=doc["parent_id"], name=doc["name"], version=expected_version + 1)
+            if doc["version"] != expected_version:
+                raise Conflict(
+                    f"{doc['name']!r} was changed by another writer (version {doc['version']}, expected {expected_version})"
+                )
+            where.update(parent_id=doc["parent_id"], name=doc["name"])  # the caller's copy was not current
+            raise _Retry()
+
+        return self._retrying(once, f"update of entry {entry.id}")
 
     def rename(
         self,
@@ -397,133 +588,138 @@ class MongoCatalog(Catalog):
     ) -> tuple[Entry, Entry | None]:
         if entry_id == ROOT_ID:
             raise InvalidArgument("the root directory cannot be moved")
+        token = self._new_token()
+        memo: dict[str, Any] = {}
         return self._retrying(
-            lambda: self._rename_once(entry_id, new_parent_id, new_name, replace_existing, expected_version),
+            lambda: self._rename_once(entry_id, new_parent_id, new_name, replace_existing, expected_version, token, memo),
             f"rename of entry {entry_id}",
         )
 
     def _rename_once(
-        self, entry_id: int, new_parent_id: int, new_name: str, replace_existing: bool, expected_version: int | None
+        self, entry_id: int, new_parent_id: int, new_name: str, replace_existing: bool, expected_version: int | None,
+        token: int, memo: dict[str, Any],
     ) -> tuple[Entry, Entry | None]:
-        current = self._current(entry_id, expected_version)
-        error = self._parent_error(new_parent_id)
-        if error is not None:
-            raise error
+        """One transaction: [delete the replaced entry], then one ``update`` command that
+        touches the new and old parents, pins the new parent's ancestors (directory moves) and
+        moves the entry with compare-and-set; then the commit."""
+        current = self._primary.find_one({"_id": entry_id})
+        if current is not None and current.get("op") == token:  # an earlier attempt applied, its reply was lost
+            return _to_entry(current), memo.get("replaced")
+        if current is None:
+            raise NotFound(f"catalog entry {entry_id} no longer exists")
+        if expected_version is not None and current["version"] != expected_version:
+            self._current(entry_id, expected_version)  # raises Conflict
         is_dir = current["type"] == DIR
-        if is_dir and self._in_subtree(new_parent_id, entry_id):
-            raise InvalidArgument(f"cannot move directory {current['name']!r} into itself")
-        existing = self._entries.find_one({"parent_id": new_parent_id, "name": new_name})
-        replaced: dict[str, Any] | None = None
-        if existing is not None and existing["_id"] != entry_id:
-            if not replace_existing:
-                raise AlreadyExists(f"{new_name!r} already exists")
-            if existing["type"] == DIR and not is_dir:
-                raise IsADirectory(f"cannot replace directory {new_name!r} with a non-directory")
-            if existing["type"] != DIR and is_dir:
-                raise NotADirectory(f"cannot replace non-directory {new_name!r} with a directory")
-            if existing["type"] == DIR and self._has_children(existing["_id"]):
-                raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
-            replaced = existing
+        old_parent = current["parent_id"]
+        chain: builtins.list[tuple[int, int | None]] = []
+        if is_dir and new_parent_id != old_parent:
+            chain = self._ancestors(new_parent_id, entry_id, current["name"])
+        existing: dict[str, Any] | None = None
+        if replace_existing:
+            existing = self._primary.find_one({"parent_id": new_parent_id, "name": new_name})
+            if existing is not None and existing["_id"] == entry_id:
+                existing = None
+            if existing is not None:
+                if existing["type"] == DIR and not is_dir:
+                    raise IsADirectory(f"cannot replace directory {new_name!r} with a non-directory")
+                if existing["type"] != DIR and is_dir:
+                    raise NotADirectory(f"cannot replace non-directory {new_name!r} with a directory")
+        memo["replaced"] = _to_entry(existing) if existing is not None else None
 
-        changes = {"parent_id": new_parent_id, "name": new_name, "ctime": time.time()}
+        now = time.time()
+        changes = {"parent_id": new_parent_id, "name": new_name, "ctime": now, "op": token}
         moved = {**current, **changes, "version": current["version"] + 1}
+        writes = [_touch(new_parent_id, token, now)]
+        if old_parent != new_parent_id:
+            writes.append(_touch(old_parent, token, now))
+        # the ancestors read for the cycle check are written too, with the parent each had: a
+        # concurrent move of any of them makes one of the two transactions fail (no write skew)
+        writes += [UpdateOne({"_id": node, "parent_id": parent, "type": DIR}, {"$inc": {"lock": 1}}) for node, parent in chain]
+        writes.append(UpdateOne({"_id": entry_id, "parent_id": old_parent, "version": current["version"]},
+                                {"$set": changes, "$inc": {"version": 1}}))
 
-        def write(session: ClientSession | None) -> None:
-            if replaced is not None:
-                gone = self._entries.delete_one({"_id": replaced["_id"], "version": replaced["version"]}, session=session)
+        def body(session: ClientSession) -> None:
+            if existing is not None:
+                if existing["type"] == DIR and self._has_children(existing["_id"], session):
+                    raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
+                gone = self._primary.delete_one(
+                    {"_id": existing["_id"], "parent_id": new_parent_id, "version": existing["version"]}, session=session
+                )
                 if gone.deleted_count != 1:
                     raise _Retry()  # the destination changed; look again
-            try:
-                matched = self._entries.update_one(
-                    {"_id": entry_id, "version": current["version"]}, {"$set": changes, "$inc": {"version": 1}},
-                    session=session,
-                ).matched_count
-            except DuplicateKeyError:
-                matched = 0
-                if not replace_existing:
-                    raise AlreadyExists(f"{new_name!r} already exists") from None
-            if matched != 1:
-                if session is None and replaced is not None:
-                    self._restore(replaced)
-                raise self._lost(entry_id, expected_version)
+            if self._primary.bulk_write(writes, ordered=True, session=session).matched_count != len(writes):
+                raise _Mismatch()
 
-        if replaced is not None and self._transactions:
-            with self._client.start_session() as session:
-                session.with_transaction(write)
-        else:
-            write(None)
-        if replaced is not None and replaced["type"] == DIR and self._has_children(replaced["_id"]):
-            # a child was created in the replaced directory as it went: undo, like a failed rmdir
-            self._undo_move(moved, current, replaced)
-            raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
-        if new_parent_id != current["parent_id"] and not self._attached(new_parent_id, entry_id if is_dir else None):
-            self._undo_move(moved, current, replaced)
-            raise Conflict(f"{new_name!r}: the destination directory was moved or removed concurrently; nothing moved")
-        return _to_entry(moved), _to_entry(replaced) if replaced is not None else None
+        try:
+            self._transaction(body)
+        except (_Mismatch, BulkWriteError) as exc:
+            if isinstance(exc, BulkWriteError) and _duplicate_index(exc) is None:
+                raise
+            again = self._primary.find_one({"_id": entry_id}, {"op": 1})
+            if again is not None and again.get("op") == token:
+                return _to_entry(moved), memo["replaced"]
+            error = self._parent_error(new_parent_id)
+            if error is not None:
+                raise error from None
+            if isinstance(exc, BulkWriteError) and not replace_existing:
+                raise AlreadyExists(f"{new_name!r} already exists") from None
+            raise self._lost(entry_id, expected_version) from None
+        return _to_entry(moved), memo["replaced"]
 
-    def _in_subtree(self, node_id: int | None, top_id: int) -> bool:
-        """True if ``node_id`` is ``top_id`` or lies below it (walks up the parents)."""
-        seen = 0
-        while node_id is not None:
-            if node_id == top_id:
-                return True
-            doc = self._entries.find_one({"_id": node_id}, {"parent_id": 1})
-            node_id = doc.get("parent_id") if doc else None
-            seen += 1
-            if seen > 100_000:
-                raise CatalogError(f"catalog {self._safe_url}: parent chain of entry {node_id} loops")
-        return False
-
-    def _attached(self, dir_id: int, moved_id: int | None) -> bool:
-        """True if ``dir_id`` is a directory still reachable from the root without passing
-        through ``moved_id`` (a concurrent rename may have closed a cycle)."""
+    def _ancestors(self, dir_id: int, moved_id: int, moved_name: str) -> builtins.list[tuple[int, int | None]]:
+        """(id, parent_id) of ``dir_id`` and each ancestor below the root, read from the primary;
+        ``InvalidArgument`` if ``moved_id`` is among them (a move into itself)."""
+        chain: builtins.list[tuple[int, int | None]] = []
         node: int | None = dir_id
-        for _ in range(100_000):
-            if node == ROOT_ID:
-                return True
-            if node is None or node == moved_id:
-                return False
-            doc = self._entries.find_one({"_id": node}, {"parent_id": 1, "type": 1})
+        while node is not None and node != ROOT_ID:
+            if node == moved_id:
+                raise InvalidArgument(f"cannot move directory {moved_name!r} into itself")
+            doc = self._primary.find_one({"_id": node}, {"parent_id": 1, "type": 1, "name": 1})
             if doc is None or doc["type"] != DIR:
-                return False
+                if node == dir_id:
+                    raise self._parent_error(dir_id) or _Retry()
+                raise _Retry()  # an ancestor moved or went away as we read: read again
+            chain.append((node, doc.get("parent_id")))
             node = doc.get("parent_id")
-        return False
-
-    def _restore(self, doc: dict[str, Any]) -> None:
-        try:
-            self._entries.insert_one(doc)
-        except DuplicateKeyError as exc:
-            raise CatalogError(
-                f"catalog {self._safe_url}: could not put back entry {doc['_id']} ({doc['name']!r}) after a lost race"
-            ) from exc
-
-    def _undo_move(self, moved: dict[str, Any], before: dict[str, Any], replaced: dict[str, Any] | None) -> None:
-        back = {"$set": {"parent_id": before["parent_id"], "name": before["name"]}, "$inc": {"version": 1}}
-        try:
-            self._entries.update_one({"_id": moved["_id"], "version": moved["version"]}, back)
-        except DuplicateKeyError as exc:
-            raise CatalogError(
-                f"catalog {self._safe_url}: entry {moved['_id']} could not be moved back after a lost race"
-            ) from exc
-        if replaced is not None:
-            self._restore(replaced)
+            if len(chain) > 100_000:
+                raise CatalogError(f"catalog {self._safe_url}: parent chain of entry {dir_id} loops")
+        if node is None:
+            raise _Retry()  # reached a detached entry: a concurrent move; read again
+        return chain
 
     def delete(self, entry_id: int, expected_version: int | None = None) -> Entry:
+        """One transaction: [look for a child], delete with compare-and-set, touch the parent;
+        then the commit."""
         if entry_id == ROOT_ID:
             raise InvalidArgument("the root directory cannot be deleted")
-        return self._retrying(lambda: self._delete_once(entry_id, expected_version), f"delete of entry {entry_id}")
+        token = self._new_token()
+        memo: dict[str, Any] = {}
+        return self._retrying(lambda: self._delete_once(entry_id, expected_version, token, memo),
+                              f"delete of entry {entry_id}")
 
-    def _delete_once(self, entry_id: int, expected_version: int | None) -> Entry:
-        current = self._current(entry_id, expected_version)
-        is_dir = current["type"] == DIR
-        if is_dir and self._has_children(entry_id):
-            raise DirectoryNotEmpty(f"directory {current['name']!r} is not empty")
-        if self._entries.delete_one({"_id": entry_id, "version": current["version"]}).deleted_count != 1:
-            raise self._lost(entry_id, expected_version)
-        if is_dir and self._has_children(entry_id):
-            # a child arrived between the check and the delete: put the directory back
-            self._restore(current)
-            raise DirectoryNotEmpty(f"directory {current['name']!r} is not empty")
+    def _delete_once(self, entry_id: int, expected_version: int | None, token: int, memo: dict[str, Any]) -> Entry:
+        current = self._primary.find_one({"_id": entry_id})
+        if current is None and "doc" in memo and self._applied(memo["doc"]["parent_id"], token):
+            return _to_entry(memo["doc"])  # an earlier attempt applied it and its reply was lost
+        if current is None or (expected_version is not None and current["version"] != expected_version):
+            current = self._current(entry_id, expected_version)  # raises NotFound / Conflict
+        memo["doc"] = current
+        parent_id = current["parent_id"]
+
+        def body(session: ClientSession) -> None:
+            if current["type"] == DIR and self._has_children(entry_id, session):
+                raise DirectoryNotEmpty(f"directory {current['name']!r} is not empty")
+            gone = self._primary.delete_one(
+                {"_id": entry_id, "parent_id": parent_id, "version": current["version"]}, session=session
+            )
+            if gone.deleted_count != 1:
+                raise _Mismatch()
+            self._primary.update_one(*_touch_parts(parent_id, token, time.time()), session=session)
+
+        try:
+            self._transaction(body)
+        except _Mismatch:
+            raise self._lost(entry_id, expected_version) from None
         return _to_entry(current)
 
     def iter_children(self, parent_id: int, page: int = 1000) -> Iterator[Entry]:
@@ -729,35 +925,50 @@ class MongoCatalog(Catalog):
 
     # -- records -----------------------------------------------------------------------------
     def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None) -> int:
+        # every filter holds (collection, key), the shard key; every write sets ``op``, the
+        # token that lets a retry recognise its own write when an earlier reply was lost
         where = {"collection": collection, "key": key}
+        token = self._new_token()
+
+        def mine() -> int | None:
+            """The version our token wrote, if it is still the latest write."""
+            stored = self._records.find_one(where, {"version": 1, "op": 1})
+            return int(stored["version"]) if stored is not None and stored.get("op") == token else None
 
         def once() -> int:
             if expected_version == 0:
                 try:
-                    self._records.insert_one({**where, "doc": doc, "version": 1})
+                    self._records.insert_one({**where, "doc": doc, "version": 1, "op": token})
                 except DuplicateKeyError:
+                    if mine() is not None:
+                        return 1
                     raise AlreadyExists(f"{collection} {key!r} already exists") from None
                 return 1
             if expected_version is None:
                 try:
                     stored = self._records.find_one_and_update(
-                        where, {"$set": {"doc": doc}, "$inc": {"version": 1}}, upsert=True,
-                        return_document=ReturnDocument.AFTER,
+                        {**where, "op": {"$ne": token}}, {"$set": {"doc": doc, "op": token}, "$inc": {"version": 1}},
+                        upsert=True, return_document=ReturnDocument.AFTER,
                     )
                 except DuplicateKeyError:
-                    raise _Retry() from None  # two upserts raced; the second now updates
+                    version = mine()  # our write applied already, or two upserts raced
+                    if version is not None:
+                        return version
+                    raise _Retry() from None
                 if stored is None:  # pragma: no cover - upsert always returns a document
                     raise _Retry()
                 return int(stored["version"])
             stored = self._records.find_one_and_update(
-                {**where, "version": expected_version}, {"$set": {"doc": doc}, "$inc": {"version": 1}},
+                {**where, "version": expected_version}, {"$set": {"doc": doc, "op": token}, "$inc": {"version": 1}},
                 return_document=ReturnDocument.AFTER,
             )
             if stored is not None:
                 return int(stored["version"])
-            current = self._records.find_one(where, {"version": 1})
+            current = self._records.find_one(where, {"version": 1, "op": 1})
             if current is None:
                 raise NotFound(f"{collection} {key!r} does not exist")
+            if current.get("op") == token and current["version"] == expected_version + 1:
+                return expected_version + 1
             raise Conflict(
                 f"{collection} {key!r} was changed by another writer (version {current['version']}, expected {expected_version})"
             )
@@ -777,8 +988,16 @@ class MongoCatalog(Catalog):
             return [(d["key"], dict(d["doc"]), int(d["version"])) for d in cursor]
 
     def delete_record(self, collection: str, key: str) -> bool:
-        with self._errors():
-            return bool(self._records.delete_one({"collection": collection, "key": key}).deleted_count)
+        attempts = [0]
+
+        def once() -> bool:
+            attempts[0] += 1
+            deleted = bool(self._records.delete_one({"collection": collection, "key": key}).deleted_count)
+            # after a lost reply the record is gone either way; the earlier attempt most likely
+            # deleted it (a concurrent delete of the same record is the one case told wrongly)
+            return deleted or attempts[0] > 1
+
+        return self._retrying(once, f"delete_record {collection} {key!r}")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -390,6 +390,12 @@ class SQLiteCatalog(Catalog):
         if parent.type != DIR:
             raise NotADirectory(f"parent {parent.name!r} is not a directory")
 
+    @staticmethod
+    def _touch(conn: sqlite3.Connection, dir_id: int | None, now: float) -> None:
+        """A directory's mtime/ctime move forward when an entry is created, removed or renamed in
+        it (its version does not change: it is not a compare-and-set write of the directory)."""
+        conn.execute("UPDATE entries SET mtime=max(mtime, ?), ctime=max(ctime, ?) WHERE id=?", (now, now, dir_id))
+
     def _set_replica_index(self, conn: sqlite3.Connection, entry: Entry) -> None:
         self._drop_replica_index(conn, entry.id)
         conn.executemany(
@@ -417,6 +423,7 @@ class SQLiteCatalog(Catalog):
             new.id = int(cur.lastrowid or 0)
             if new.replicas:
                 self._set_replica_index(conn, new)
+            self._touch(conn, new.parent_id, time.time())
             return new
 
     def _current(self, conn: sqlite3.Connection, entry_id: int, expected_version: int | None) -> Entry:
@@ -482,6 +489,9 @@ class SQLiteCatalog(Catalog):
                 "UPDATE entries SET parent_id=?, name=?, version=version+1, ctime=? WHERE id=?",
                 (new_parent_id, new_name, now, entry_id),
             )
+            self._touch(conn, new_parent_id, now)
+            if current.parent_id != new_parent_id:
+                self._touch(conn, current.parent_id, now)
             moved = current.copy(parent_id=new_parent_id, name=new_name, version=current.version + 1, ctime=now)
             return moved, replaced
 
@@ -494,6 +504,7 @@ class SQLiteCatalog(Catalog):
                 raise DirectoryNotEmpty(f"directory {current.name!r} is not empty")
             conn.execute("DELETE FROM entries WHERE id=?", (entry_id,))
             self._drop_replica_index(conn, entry_id)
+            self._touch(conn, current.parent_id, time.time())
             return current
 
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
