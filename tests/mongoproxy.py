@@ -41,10 +41,12 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
@@ -58,7 +60,7 @@ CHECKSUM_PRESENT = 1 << 0
 MORE_TO_COME = 1 << 1
 
 _HEADER = struct.Struct("<iiii")
-_CODEC = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 HELLO_COMMANDS = frozenset({"hello", "ismaster"})
 # Never faulted, never listed in ``requests`` unless named in ``match``: connection set-up and monitoring.
@@ -68,8 +70,10 @@ EXEMPT_COMMANDS = HELLO_COMMANDS | frozenset({
 # Replica-set fields a standalone server does not report.
 _REPLICA_SET_FIELDS = ("setName", "setVersion", "hosts", "passives", "arbiters", "primary", "me", "electionId",
                        "secondary", "arbiterOnly", "hidden", "tags", "lastWrite")
+# "Not primary" and "node is recovering" codes: pymongo marks the server Unknown on these.
+_NOT_PRIMARY_CODES = frozenset({10058, 10107, 13435, 11602, 13436, 189, 11600, 91})
 # Codes on which a MongoDB 4.4+ server labels a retryable write "RetryableWriteError".
-_RETRYABLE_CODES = frozenset({10058, 10107, 13435, 11602, 13436, 189, 11600, 91, 7, 6, 89, 9001, 262, 134})
+_RETRYABLE_CODES = _NOT_PRIMARY_CODES | frozenset({7, 6, 89, 9001, 262, 134})
 
 
 @dataclass
@@ -244,6 +248,7 @@ class MongoProxy:
         self._outage_timer: threading.Timer | None = None
         self.requests: list[tuple[str, str]] = []
         self.faults = 0
+        self.op_codes: Counter[int] = Counter()  # requests seen per opCode (OP_MSG, OP_QUERY, ...)
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -262,6 +267,22 @@ class MongoProxy:
     @property
     def uri(self) -> str:
         return f"mongodb://{self.address}/"
+
+    @classmethod
+    def for_uri(cls, uri: str) -> MongoProxy:
+        """A proxy in front of the (single) server named by a ``mongodb://`` URI."""
+        parts = urlsplit(uri)
+        hosts = parts.netloc.rsplit("@", 1)[-1]
+        if parts.scheme != "mongodb" or "," in hosts:
+            raise ValueError(f"MongoProxy needs a mongodb:// URI naming one server, not {uri!r}")
+        host, _, port = hosts.rpartition(":") if hosts.rpartition(":")[2].isdigit() else (hosts, "", "27017")
+        return cls((host.strip("[]"), int(port)))
+
+    def proxied(self, uri: str) -> str:
+        """``uri`` with its host:port replaced by the proxy's (credentials, database, options kept)."""
+        parts = urlsplit(uri)
+        auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        return urlunsplit((parts.scheme, auth + self.address, parts.path, parts.query, parts.fragment))
 
     # -- control ------------------------------------------------------------------------------
     def set(self, fault: Fault) -> None:
@@ -304,11 +325,14 @@ class MongoProxy:
 
         ``labels=None`` gives the labels a MongoDB 4.4+ server would: RetryableWriteError for a
         retryable code on a retryable write (one with ``txnNumber``) or on commit/abortTransaction,
-        TransientTransactionError for a not-primary code inside a transaction. ``stale=True`` adds
-        the server's current ``topologyVersion``, which pymongo takes as an outdated error: the
-        server stays selectable and a retry goes out at once (the step-down is over). With
-        ``stale=False`` pymongo marks the server Unknown and waits for its monitor's next hello
-        (up to heartbeatFrequencyMS) before it selects it again. ``extra`` fields go into the reply.
+        TransientTransactionError for a not-primary code inside a transaction.
+
+        ``stale=True`` adds the server's current ``topologyVersion``, which pymongo takes as an
+        outdated error: the server stays selectable and a retry goes out at once (a step-down that
+        is already over). With ``stale=False`` pymongo marks the server Unknown (and, for shutdown
+        codes 91/11600, clears its pool); the proxy then closes pymongo's streaming monitor
+        connections, as a real step-down would end the monitor's wait, so the client re-checks the
+        server at once rather than after heartbeatFrequencyMS. ``extra`` fields go into the reply.
         """
         reply = {"ok": 0.0, "errmsg": errmsg or f"{code_name} (injected by MongoProxy)", "code": code,
                  "codeName": code_name, **extra}
@@ -317,13 +341,14 @@ class MongoProxy:
 
     def write_concern_error(self, code: int = 64, code_name: str = "WriteConcernFailed", *, errmsg: str = "",
                             labels: Iterable[str] | None = None, match: str | Iterable[str] = "",
-                            count: int | None = None, database: str | None = None) -> None:
+                            count: int | None = None, database: str | None = None, stale: bool = True) -> None:
         """Forward the command (it applies) and add a ``writeConcernError`` to the server's answer
         (e.g. code 64 WriteConcernFailed = wtimeout, or 91 ShutdownInProgress, which is retryable).
-        ``labels=None``: RetryableWriteError when ``code`` is retryable and the write is (txnNumber)."""
+        ``labels=None``: RetryableWriteError when ``code`` is retryable and the write is (txnNumber).
+        ``stale`` as for :meth:`error` (the topologyVersion goes into the writeConcernError)."""
         wce = {"code": code, "codeName": code_name, "errmsg": errmsg or f"{code_name} (injected by MongoProxy)"}
         self.set(Fault("write_concern_error", count, self._names(match), database, wce,
-                       None if labels is None else tuple(labels)))
+                       None if labels is None else tuple(labels), stale))
 
     def standalone(self, on: bool = True) -> None:
         """Present the server as a standalone mongod: hello replies lose setName, hosts, me, primary,
@@ -514,6 +539,8 @@ class MongoProxy:
         while True:
             request = read_message(client)
             cmd = parse_request(request)
+            with self._lock:
+                self.op_codes[request.op_code] += 1
             if cmd.key in HELLO_COMMANDS and "topologyVersion" in cmd.body and "maxAwaitTimeMS" in cmd.body:
                 with self._lock:
                     self._monitors.add(client)
@@ -524,8 +551,9 @@ class MongoProxy:
                 return
             if fault.kind == "error":
                 if not cmd.more_to_come:
-                    reply = self._error_reply(cmd, fault.reply, fault.labels, fault.stale)
-                    client.sendall(answer(request, reply, self._new_id()).encode())
+                    made_up = self._error_reply(cmd, fault.reply, fault.labels, fault.stale)
+                    client.sendall(answer(request, made_up, self._new_id()).encode())
+                    self._state_changed(fault.reply, fault.stale)
                 continue
             if not upstream:
                 sock = socket.create_connection(self.target, timeout=None)
@@ -547,14 +575,23 @@ class MongoProxy:
                     body = reply_docs(reply)
                     if body is not None and body.get("ok"):
                         wce = dict(fault.reply)
+                        if fault.stale and self._topology_version is not None:
+                            wce["topologyVersion"] = self._topology_version
                         found = self._labels(cmd, int(wce["code"]), fault.labels)
                         body = {**body, "writeConcernError": wce}
                         if found:
                             body["errorLabels"] = found
                         reply = with_body(reply, body)
                 client.sendall(reply.encode())
+                if fault.kind == "write_concern_error":
+                    self._state_changed(fault.reply, fault.stale)
                 if not (reply.flags & MORE_TO_COME):
                     break
+
+    def _state_changed(self, error: Mapping[str, Any], stale: bool) -> None:
+        """After a made-up not-primary error that pymongo will not take as stale: wake its monitors."""
+        if not stale and error.get("code") in _NOT_PRIMARY_CODES and not self.in_outage:
+            self.close_monitors()
 
     def _implicit_fault(self, cmd: Command) -> Fault:
         """Faults that come from a mode rather than from a counted fault: outage, standalone."""
