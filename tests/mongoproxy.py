@@ -246,6 +246,7 @@ class MongoProxy:
         self._standalone = False
         self._outage_until = 0.0
         self._outage_timer: threading.Timer | None = None
+        self._outage_down = False
         self.requests: list[tuple[str, str]] = []
         self.faults = 0
         self.op_codes: Counter[int] = Counter()  # requests seen per opCode (OP_MSG, OP_QUERY, ...)
@@ -254,11 +255,16 @@ class MongoProxy:
         self._listener.bind(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._open: set[socket.socket] = set()
+        self._clients: set[socket.socket] = set()
         self._monitors: set[socket.socket] = set()  # client sockets that sent an awaitable (streaming) hello
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._next_id = 1 << 30
-        self._topology_version: Any = None  # the latest seen in a hello reply
+        # The server's topologyVersion (latest seen in a hello reply) and how far the proxy has moved
+        # its counter on: each state change the proxy makes up (a not-primary error, an outage
+        # starting or ending) adds one, as a real server's does; clients see counter + bump.
+        self._server_tv: dict[str, Any] | None = None
+        self._bump = 0
 
     @property
     def address(self) -> str:
@@ -294,13 +300,19 @@ class MongoProxy:
         with self._lock:
             self._fault = Fault()
             self._standalone = False
-            was_out = self._outage_until > time.monotonic()
+            was_out = self._outage_until > time.monotonic() and not self._outage_down
             self._outage_until = 0.0
             timer, self._outage_timer = self._outage_timer, None
         if timer is not None:
             timer.cancel()
         if was_out:
-            self.close_monitors()
+            self._bump_topology()
+
+    @staticmethod
+    def _count(count: int | None) -> int | None:
+        if count is not None and count < 1:
+            raise ValueError(f"count must be None (all) or at least 1, not {count}")
+        return count
 
     @staticmethod
     def _names(match: str | Iterable[str]) -> tuple[str, ...]:
@@ -310,13 +322,13 @@ class MongoProxy:
     def drop_before(self, *, match: str | Iterable[str] = "", count: int | None = None,
                     database: str | None = None) -> None:
         """Close the client's connection instead of forwarding: the command never reaches the server."""
-        self.set(Fault("drop_before", count, self._names(match), database))
+        self.set(Fault("drop_before", self._count(count), self._names(match), database))
 
     def drop_after(self, *, match: str | Iterable[str] = "", count: int | None = None,
                    database: str | None = None) -> None:
         """Forward the command, wait for the server's answer, then close the client's connection
         without relaying it: the command took effect but the client cannot know (unknown outcome)."""
-        self.set(Fault("drop_after", count, self._names(match), database))
+        self.set(Fault("drop_after", self._count(count), self._names(match), database))
 
     def error(self, code: int = 10107, code_name: str = "NotWritablePrimary", *, errmsg: str = "",
               labels: Iterable[str] | None = None, match: str | Iterable[str] = "", count: int | None = None,
@@ -327,16 +339,18 @@ class MongoProxy:
         retryable code on a retryable write (one with ``txnNumber``) or on commit/abortTransaction,
         TransientTransactionError for a not-primary code inside a transaction.
 
-        ``stale=True`` adds the server's current ``topologyVersion``, which pymongo takes as an
-        outdated error: the server stays selectable and a retry goes out at once (a step-down that
-        is already over). With ``stale=False`` pymongo marks the server Unknown (and, for shutdown
-        codes 91/11600, clears its pool); the proxy then closes pymongo's streaming monitor
-        connections, as a real step-down would end the monitor's wait, so the client re-checks the
-        server at once rather than after heartbeatFrequencyMS. ``extra`` fields go into the reply.
+        The reply carries a ``topologyVersion``. ``stale=True``: the current one, which pymongo
+        takes as an outdated error: the server stays selectable and a retry goes out at once (a
+        step-down that is already over). ``stale=False`` (not-primary codes only): a newer one, as a
+        real step-down: pymongo marks the server Unknown (and, for the shutdown codes 91/11600,
+        clears its pool) until its monitor's next hello; the proxy closes the monitor's streaming
+        connection (which clears the pool too) and answers any awaitable hello from a client that
+        has not seen the newer topologyVersion at once, so the client re-checks at once rather than
+        after heartbeatFrequencyMS. ``extra`` fields go into the reply.
         """
         reply = {"ok": 0.0, "errmsg": errmsg or f"{code_name} (injected by MongoProxy)", "code": code,
                  "codeName": code_name, **extra}
-        self.set(Fault("error", count, self._names(match), database, reply,
+        self.set(Fault("error", self._count(count), self._names(match), database, reply,
                        None if labels is None else tuple(labels), stale))
 
     def write_concern_error(self, code: int = 64, code_name: str = "WriteConcernFailed", *, errmsg: str = "",
@@ -347,7 +361,7 @@ class MongoProxy:
         ``labels=None``: RetryableWriteError when ``code`` is retryable and the write is (txnNumber).
         ``stale`` as for :meth:`error` (the topologyVersion goes into the writeConcernError)."""
         wce = {"code": code, "codeName": code_name, "errmsg": errmsg or f"{code_name} (injected by MongoProxy)"}
-        self.set(Fault("write_concern_error", count, self._names(match), database, wce,
+        self.set(Fault("write_concern_error", self._count(count), self._names(match), database, wce,
                        None if labels is None else tuple(labels), stale))
 
     def standalone(self, on: bool = True) -> None:
@@ -357,21 +371,29 @@ class MongoProxy:
         with self._lock:
             self._standalone = on
 
-    def outage(self, seconds: float) -> None:
-        """An election lasting ``seconds``: hello replies say "secondary, no primary" and every other
-        command gets NotWritablePrimary (TransientTransactionError inside a transaction,
-        RetryableWriteError on retryable writes). pymongo's streaming monitor connections are closed at
-        the start and the end so the client notices each change at once instead of after a
-        heartbeat; pymongo then clears its pool, and waits in server selection (serverSelectionTimeoutMS)
-        for a primary."""
+    def outage(self, seconds: float, *, down: bool = False) -> None:
+        """An election lasting ``seconds`` (``reset()`` ends it early): hello replies say "secondary,
+        no primary" and every other command gets NotWritablePrimary (TransientTransactionError inside
+        a transaction, RetryableWriteError on retryable writes). pymongo's streaming monitor
+        connections are closed at the start and at the end so the client notices each change at once
+        instead of after a heartbeat; pymongo then clears its pool and waits in server selection
+        (up to serverSelectionTimeoutMS) for a primary.
+
+        ``down=True``: the server is unreachable instead: every open client connection is closed,
+        new ones are closed as soon as they are accepted (pymongo: AutoReconnect / server
+        selection timeout), until the time is up."""
         with self._lock:
             self._outage_until = time.monotonic() + seconds
+            self._outage_down = down
             old, self._outage_timer = self._outage_timer, threading.Timer(seconds, self._outage_over)
             self._outage_timer.daemon = True
             self._outage_timer.start()
         if old is not None:
             old.cancel()
-        self.close_monitors()
+        if down:
+            self.close_clients()
+        else:
+            self._bump_topology()
 
     @property
     def in_outage(self) -> bool:
@@ -381,12 +403,24 @@ class MongoProxy:
         with self._lock:
             self._outage_until = 0.0
             self._outage_timer = None
-        self.close_monitors()
+            down = self._outage_down
+        if not down:
+            self._bump_topology()
 
     def close_monitors(self) -> None:
         """Close the client connections of pymongo's streaming monitors (it reconnects and re-checks)."""
         with self._lock:
             sockets = list(self._monitors)
+        self._shutdown(sockets)
+
+    def close_clients(self) -> None:
+        """Close every client connection open now (the server side follows)."""
+        with self._lock:
+            sockets = list(self._clients)
+        self._shutdown(sockets)
+
+    @staticmethod
+    def _shutdown(sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -433,21 +467,23 @@ class MongoProxy:
             labels.append("TransientTransactionError")
         return labels
 
-    def _error_reply(self, cmd: Command, reply: dict[str, Any], labels: tuple[str, ...] | None,
-                     stale: bool) -> dict[str, Any]:
+    def _error_reply(self, cmd: Command, reply: dict[str, Any], labels: tuple[str, ...] | None) -> dict[str, Any]:
         reply = dict(reply)
         found = self._labels(cmd, int(reply.get("code", 0)), labels)
         if found:
             reply["errorLabels"] = found
-        if stale and self._topology_version is not None:
-            reply["topologyVersion"] = self._topology_version
+        tv = self._topology_version()
+        if tv is not None:
+            reply["topologyVersion"] = tv
         return reply
 
     def _rewrite_hello(self, body: dict[str, Any]) -> dict[str, Any]:
         body = dict(body)
         body.pop("compression", None)
-        if "topologyVersion" in body:
-            self._topology_version = body["topologyVersion"]
+        if isinstance(body.get("topologyVersion"), dict):
+            with self._lock:
+                self._server_tv = dict(body["topologyVersion"])
+            body["topologyVersion"] = self._topology_version()
         server = f"{self.target[0]}:{self.target[1]}"
         own = {server, str(body.get("me", server))}
 
@@ -460,7 +496,7 @@ class MongoProxy:
         for key in ("hosts", "passives", "arbiters"):
             if key in body:
                 body[key] = [swap(h) for h in body[key]]
-        if self.in_outage and body.get("ok"):
+        if self.in_outage and not self._outage_down and body.get("ok"):
             for key in ("isWritablePrimary", "ismaster"):
                 if key in body:
                     body[key] = False
@@ -520,9 +556,12 @@ class MongoProxy:
 
     def _serve(self, client: socket.socket) -> None:
         self._track(client, True)
+        with self._lock:
+            self._clients.add(client)
         upstream: list[socket.socket] = []
         try:
-            self._relay(client, upstream)
+            if not (self.in_outage and self._outage_down):
+                self._relay(client, upstream)
         except (_Closed, OSError, ValueError, bson.errors.BSONError):
             pass
         finally:
@@ -534,6 +573,7 @@ class MongoProxy:
                 self._track(sock, False)
             with self._lock:
                 self._monitors.discard(client)
+                self._clients.discard(client)
 
     def _relay(self, client: socket.socket, upstream: list[socket.socket]) -> None:
         while True:
@@ -544,16 +584,23 @@ class MongoProxy:
             if cmd.key in HELLO_COMMANDS and "topologyVersion" in cmd.body and "maxAwaitTimeMS" in cmd.body:
                 with self._lock:
                     self._monitors.add(client)
+                request = self._hello_request(request, cmd)
             fault = self._take(cmd)
             if fault.kind == "pass" and not (cmd.key in EXEMPT_COMMANDS or not cmd.key):
                 fault = self._implicit_fault(cmd)
             if fault.kind == "drop_before":
                 return
+            changes = (fault.kind in ("error", "write_concern_error") and not fault.stale
+                       and fault.reply.get("code") in _NOT_PRIMARY_CODES and not self.in_outage)
             if fault.kind == "error":
                 if not cmd.more_to_come:
-                    made_up = self._error_reply(cmd, fault.reply, fault.labels, fault.stale)
+                    if changes:
+                        with self._lock:
+                            self._bump += 1
+                    made_up = self._error_reply(cmd, fault.reply, fault.labels)
                     client.sendall(answer(request, made_up, self._new_id()).encode())
-                    self._state_changed(fault.reply, fault.stale)
+                    if changes:
+                        self.close_monitors()
                 continue
             if not upstream:
                 sock = socket.create_connection(self.target, timeout=None)
@@ -561,43 +608,79 @@ class MongoProxy:
                 upstream.append(sock)
             server = upstream[0]
             server.sendall(request.encode())
-            if cmd.more_to_come:
+            if cmd.more_to_come:  # no answer will come (w:0)
+                if fault.kind == "drop_after":
+                    return
                 continue
             while True:  # one answer, or several while the server sets moreToCome (exhaust)
                 reply = read_message(server)
                 if fault.kind == "drop_after":
                     return
-                if cmd.key in HELLO_COMMANDS:
-                    body = reply_docs(reply)
-                    if body is not None:
-                        reply = with_body(reply, self._rewrite_hello(body))
-                elif fault.kind == "write_concern_error":
-                    body = reply_docs(reply)
-                    if body is not None and body.get("ok"):
-                        wce = dict(fault.reply)
-                        if fault.stale and self._topology_version is not None:
-                            wce["topologyVersion"] = self._topology_version
-                        found = self._labels(cmd, int(wce["code"]), fault.labels)
-                        body = {**body, "writeConcernError": wce}
-                        if found:
-                            body["errorLabels"] = found
-                        reply = with_body(reply, body)
+                body = reply_docs(reply) if cmd.key in HELLO_COMMANDS or fault.kind == "write_concern_error" else None
+                if body is not None and cmd.key in HELLO_COMMANDS:
+                    reply = with_body(reply, self._rewrite_hello(body))
+                elif body is not None and body.get("ok"):  # write_concern_error
+                    if changes:
+                        with self._lock:
+                            self._bump += 1
+                    reply = with_body(reply, self._add_write_concern_error(cmd, body, fault))
                 client.sendall(reply.encode())
-                if fault.kind == "write_concern_error":
-                    self._state_changed(fault.reply, fault.stale)
+                if changes:
+                    self.close_monitors()
                 if not (reply.flags & MORE_TO_COME):
                     break
 
-    def _state_changed(self, error: Mapping[str, Any], stale: bool) -> None:
-        """After a made-up not-primary error that pymongo will not take as stale: wake its monitors."""
-        if not stale and error.get("code") in _NOT_PRIMARY_CODES and not self.in_outage:
-            self.close_monitors()
+    def _add_write_concern_error(self, cmd: Command, body: dict[str, Any], fault: Fault) -> dict[str, Any]:
+        wce = dict(fault.reply)
+        tv = self._topology_version()
+        if tv is not None:
+            wce["topologyVersion"] = tv  # pymongo looks for it in the writeConcernError
+        body = {**body, "writeConcernError": wce}
+        found = self._labels(cmd, int(wce["code"]), fault.labels)
+        if found:
+            body["errorLabels"] = found  # top level, as a server puts them
+        return body
+
+    def _topology_version(self) -> dict[str, Any] | None:
+        """The topologyVersion clients are shown: the server's, its counter moved on by the proxy's changes."""
+        with self._lock:
+            if self._server_tv is None:
+                return None
+            return {**self._server_tv, "counter": bson.int64.Int64(int(self._server_tv["counter"]) + self._bump)}
+
+    def _bump_topology(self) -> None:
+        """A state change made up by the proxy: a newer topologyVersion, and pymongo's monitors told at once."""
+        with self._lock:
+            self._bump += 1
+        self.close_monitors()
+
+    def _hello_request(self, request: Message, cmd: Command) -> Message:
+        """An awaitable hello (pymongo's streaming monitor) on its way to the server: answered at once
+        when the client has not seen the latest topologyVersion (as a server does), else given the
+        server's own counter back."""
+        tv = cmd.body.get("topologyVersion")
+        if request.op_code != OP_MSG or not isinstance(tv, dict) or "maxAwaitTimeMS" not in cmd.body:
+            return request
+        shown = self._topology_version()
+        with self._lock:
+            server, bump = self._server_tv, self._bump
+        if shown is None or server is None or tv.get("processId") != shown["processId"]:
+            return request
+        body = dict(cmd.body)
+        if int(tv["counter"]) < int(shown["counter"]):
+            del body["topologyVersion"], body["maxAwaitTimeMS"]
+        else:
+            body["topologyVersion"] = {**tv, "counter": bson.int64.Int64(int(tv["counter"]) - bump)}
+        flags, _, sequences = msg_sections(request.payload)
+        return Message(request.request_id, request.response_to, OP_MSG, build_msg(flags, body, sequences))
 
     def _implicit_fault(self, cmd: Command) -> Fault:
         """Faults that come from a mode rather than from a counted fault: outage, standalone."""
         if self.in_outage:
             with self._lock:
                 self.faults += 1
+            if self._outage_down:
+                return Fault("drop_before")
             return Fault("error", reply={"ok": 0.0, "errmsg": "not primary (election in progress, MongoProxy)",
                                          "code": 10107, "codeName": "NotWritablePrimary"}, stale=False)
         if self._standalone and "txnNumber" in cmd.body:

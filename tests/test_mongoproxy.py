@@ -220,3 +220,24 @@ def test_hello_is_never_faulted_unless_named(mongo_proxy: MongoProxy, mongodb_ur
         mongo_proxy.reset()
         assert client[db]["c"].find_one() is None
     assert mongo_proxy.requests.count(("find", db)) == 2 and mongo_proxy.faults == 1
+
+
+def test_outage_down_refuses_connections(mongo_proxy: MongoProxy, mongodb_uri: str, db: str) -> None:
+    with connect(mongo_proxy, mongodb_uri, retryWrites=False, serverSelectionTimeoutMS=2000) as client:
+        coll = client[db]["c"]
+        coll.insert_one({"_id": 1})
+        mongo_proxy.outage(60, down=True)
+        with pytest.raises(AutoReconnect):  # its pooled connection was closed (or no server to select)
+            coll.insert_one({"_id": 2})
+        with connect(mongo_proxy, mongodb_uri, serverSelectionTimeoutMS=300) as late:
+            with pytest.raises(AutoReconnect):  # cannot even connect
+                late.admin.command("ping")
+            assert late.topology_description.topology_type_name == "Unknown"
+        mongo_proxy.reset()  # back up
+        coll.insert_one({"_id": 3})
+        assert sorted(d["_id"] for d in coll.find()) == [1, 3]
+    with connect(mongo_proxy, mongodb_uri, retryWrites=True, serverSelectionTimeoutMS=10_000) as client:
+        client.admin.command("ping")
+        mongo_proxy.outage(0.5, down=True)
+        client[db]["c"].insert_one({"_id": 4})  # first attempt fails, the retry waits for the server
+        assert client[db]["c"].count_documents({}) == 3
