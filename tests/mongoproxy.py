@@ -3,35 +3,63 @@ MongoDB-compatible server and breaks chosen commands on demand.
 
 ::
 
-    with MongoProxy(("127.0.0.1", server_port)) as proxy:
-        client = pymongo.MongoClient(proxy.uri, retryWrites=False)
+    with MongoProxy.for_uri(mongodb_uri) as proxy:      # or the ``mongo_proxy`` fixture
+        client = pymongo.MongoClient(proxy.proxied(uri), retryWrites=False)
         proxy.drop_before(match="insert", count=1)   # the next insert's connection closes unsent
         proxy.drop_after(match="update", count=1)    # the next update applies; its reply is lost
         proxy.error(match="findAndModify", count=1)  # the next findAndModify gets NotWritablePrimary
+        proxy.error(11000, "DuplicateKey", match="insert", database="db1")  # any code/codeName
         proxy.write_concern_error(match="delete")    # deletes apply, their replies carry a writeConcernError
         proxy.outage(2.0)                            # an election: no primary for 2 s
+        proxy.outage(2.0, down=True)                 # the server unreachable for 2 s
         proxy.standalone()                           # the server presents itself as a standalone
         proxy.reset()                                # pass everything through again
 
 One thread per client connection relays whole messages: the 16-byte header (messageLength,
 requestID, responseTo, opCode) frames them; OP_MSG (2013) bodies are decoded with ``bson`` to
-learn the command name (first key) and ``$db``; OP_QUERY (2004) is pymongo's legacy handshake and
-its answer OP_REPLY (1) is parsed too; OP_COMPRESSED (2012) passes through untouched (the proxy
-removes ``compression`` from hello replies, so a client never negotiates it). Exhaust replies
-(``moreToCome``, the streaming hello of pymongo's monitor) and requests that expect no answer
-(``moreToCome`` on a request, w:0 writes) are relayed as such.
+learn the command name (first key) and ``$db``; OP_QUERY (2004, the legacy handshake) and its
+answer OP_REPLY (1) are parsed too; OP_COMPRESSED (2012) passes through untouched and cannot be
+matched, but does not occur: the proxy removes ``compression`` from hello replies, so a client
+never negotiates it even when it offers ``compressors``. Exhaust replies (``moreToCome``: the
+streaming hello of pymongo's monitor) and requests that expect no answer (``moreToCome`` on a
+request: w:0 writes) are relayed as such.
 
 A fault applies to the next ``count`` commands (all of them when ``count`` is None) whose name is
 ``match`` (a name, a tuple of names, or "" for any command; compared case-insensitively) and,
-when given, whose database is ``database``; it is then replaced by pass-through. Handshake,
-monitoring and authentication commands (hello, isMaster, saslStart, ...) are never matched unless
-named in ``match``. ``proxy.requests`` lists ``(command, database)`` of the commands seen (these
-exempt commands left out, so the list is deterministic), ``proxy.faults`` counts the faults
-applied.
+when given, whose database (``$db``) is ``database``; it is then replaced by pass-through. One
+fault at a time: setting one replaces the last. pymongo's retry of a command is another command
+(``count=1`` breaks the first attempt only, ``count=2`` the retry too). Handshake, monitoring and
+authentication commands (hello, isMaster, saslStart, ping, buildInfo, endSessions ...) are never
+matched unless named in ``match``. ``proxy.requests`` lists ``(command, database)`` of the
+commands seen, those exempt ones left out so that the list is deterministic; ``proxy.faults``
+counts the faults applied (including the commands an outage refused); ``proxy.op_codes`` counts
+requests per opCode. ``reset()`` clears the fault, an outage and standalone mode, not the counters.
 
 hello/isMaster replies always have the server's own address (``me``, ``hosts``, ``primary``)
 rewritten to the proxy's, so a client that discovers the replica set keeps talking through the
-proxy (no ``directConnection=true`` needed).
+proxy (no ``directConnection=true`` needed) and real replica-set behaviour (sessions,
+transactions, retryable writes) is kept.
+
+Caveats:
+
+- One server behind one proxy. A real multi-node replica set would need a proxy per member (the
+  other members' addresses pass through unchanged, so clients would reach them directly).
+- Transactions run commitTransaction/abortTransaction on ``admin``: ``database="db"`` does not
+  match them (use ``database="admin"`` or none).
+- ``drop_after`` with ``retryWrites=true``: pymongo's retry carries the same ``txnNumber`` and the
+  server answers it from the first attempt without applying it again (SecantusDB does, as
+  MongoDB); without retryable writes the write simply applied unseen.
+- A made-up state change (``error(stale=False)``, ``write_concern_error(stale=False)`` with a
+  not-primary code, an outage starting or ending) closes the connections of pymongo's streaming
+  monitors, which makes pymongo clear its connection pool (a real server's step-down would just
+  answer the monitor's pending hello).
+- ``standalone()`` must be set before the client connects: SDAM removes a server that turns
+  Standalone from a replica-set topology (the client then has no server until serverSelection
+  times out). With it pymongo reports topology Single, server type Standalone; sessions still
+  work (``logicalSessionTimeoutMinutes`` is kept, as a standalone mongod reports it); retryable
+  writes are off (pymongo only sends ``txnNumber`` to RSPrimary/Mongos, so a network error is
+  raised, not retried); pymongo does not refuse a transaction itself: the server does, and the
+  proxy answers commands with ``txnNumber`` as a standalone mongod would (IllegalOperation, 20).
 """
 
 from __future__ import annotations
