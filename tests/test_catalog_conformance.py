@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -767,10 +768,10 @@ def test_mongo_replace_without_transactions(mongo_catalog_url: str) -> None:
         assert names(cat.list(ROOT_ID)) == ["d2", "dst"]
 
 
-def test_mongo_listing_resumes_after_lost_cursor(mongo_catalog_url: str) -> None:
-    """A server that drops an idle cursor mid-listing (CursorNotFound) costs a new query, not an error."""
-    from pymongo.errors import CursorNotFound
-
+def test_mongo_listing_keeps_no_cursor_open_between_pages(mongo_catalog_url: str) -> None:
+    """A slow consumer of a listing never meets a server-side cursor timeout (CursorNotFound):
+    each page is one query whose cursor is finished before the page is yielded, and the next
+    page starts after the last name yielded."""
     with open_catalog(mongo_catalog_url) as cat:
         d = mkdir(cat, "d")
         expected = [f"n{i:02d}" for i in range(25)]
@@ -778,46 +779,24 @@ def test_mongo_listing_resumes_after_lost_cursor(mongo_catalog_url: str) -> None
             mkfile(cat, name, d.id)
         real = cat._entries  # type: ignore[attr-defined]
         finds: list[dict[str, object]] = []
+        cursors: list[Any] = []
 
-        class DropsFirstCursor:
+        class Recording:
             def __getattr__(self, name: str) -> object:
                 return getattr(real, name)
 
             def find(self, query: dict[str, object], *args: object, **kwargs: object) -> object:
                 finds.append(query)
-                cursor = real.find(query, *args, **kwargs)
-                if len(finds) > 1:
-                    return cursor
+                cursors.append(real.find(query, *args, **kwargs))
+                return cursors[-1]
 
-                class Dropping:
-                    def __init__(self) -> None:
-                        self.served = 0
-
-                    def sort(self, *a: object, **k: object) -> Dropping:
-                        cursor.sort(*a, **k)
-                        return self
-
-                    def batch_size(self, n: int) -> Dropping:
-                        cursor.batch_size(n)
-                        return self
-
-                    def __iter__(self) -> Dropping:
-                        return self
-
-                    def __next__(self) -> object:
-                        if self.served == 7:
-                            raise CursorNotFound("cursor id 1 not found", 43)
-                        self.served += 1
-                        return next(cursor)
-
-                    def close(self) -> None:
-                        cursor.close()
-
-                return Dropping()
-
-        cat._entries = DropsFirstCursor()  # type: ignore[attr-defined]
-        assert [e.name for e in cat.iter_children(d.id, page=4)] == expected
-        assert len(finds) == 2 and finds[1] == {"parent_id": d.id, "name": {"$gt": "n06"}}
+        cat._entries = Recording()  # type: ignore[attr-defined]
+        got = []
+        for entry in cat.iter_children(d.id, page=4):
+            assert not any(c.alive for c in cursors)
+            got.append(entry.name)
+        assert got == expected
+        assert len(finds) == 25 // 4 + 1 and finds[1] == {"parent_id": d.id, "name": {"$gt": "n03"}}
 
 
 def test_mongo_database_from_url(mongo_catalog_url: str, mongodb_uri: str) -> None:
