@@ -843,3 +843,65 @@ def test_make_durable_returns_after_writes(catalog: Catalog) -> None:
     catalog.create(Entry(name="d", size=0))
     catalog.make_durable()  # must not fail on a catalog in use
     assert catalog.lookup(ROOT_ID, "d") is not None
+
+
+# -- bulk operations: each engine's one-round-trip override, and the base class's default -------
+
+BULK = ["engine", "default"]
+
+
+def _bulk(cat: Catalog, how: str) -> Catalog:
+    """``cat`` itself, or a view that runs the Catalog base class's (slow, reference) bulk
+    methods on it, so both are held to one contract."""
+    if how == "engine":
+        return cat
+
+    class Default:
+        def __getattr__(self, name: str) -> object:
+            method = getattr(Catalog, name, None)
+            if name in ("delete_entries", "replica_users_many", "put_records", "delete_records") and method:
+                return lambda *a, **k: method(cat, *a, **k)
+            return getattr(cat, name)
+
+    return Default()  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("how", BULK)
+def test_delete_entries_is_compare_and_set_per_entry(catalog: Catalog, how: str) -> None:
+    bulk = _bulk(catalog, how)
+    d = mkdir(catalog, "d")
+    files = [mkfile(catalog, f"f{i}", d.id, replicas=[Replica("b", f"k{i}", 1)]) for i in range(5)]
+    link = catalog.create(Entry(name="l", type=SYMLINK, parent_id=d.id, target="f0"))
+    changed = catalog.update(files[1].copy(size=9), files[1].version)  # now at version 2
+    catalog.delete(files[2].id)  # already gone: counts as deleted
+    kept = bulk.delete_entries([*files, link])
+    assert [e.id for e in kept] == [files[1].id]
+    assert names(catalog.list(d.id)) == ["f1"] and catalog.get(files[1].id).version == changed.version
+    assert catalog.replica_users("b", "k0") == [] and catalog.replica_users("b", "k1") == [files[1].id]
+    assert bulk.delete_entries([]) == []
+    with pytest.raises(InvalidArgument):
+        bulk.delete_entries([catalog.get(files[1].id), d])  # a directory: nothing deleted
+    assert names(catalog.list(d.id)) == ["f1"]
+
+
+@pytest.mark.parametrize("how", BULK)
+def test_replica_users_many(catalog: Catalog, how: str) -> None:
+    bulk = _bulk(catalog, how)
+    a = mkfile(catalog, "a", replicas=[Replica("b1", "shared", 1), Replica("b2", "x", 1)])
+    c = mkfile(catalog, "c", replicas=[Replica("b1", "shared", 1)])
+    got = bulk.replica_users_many([("b1", "shared"), ("b2", "x"), ("b2", "shared"), ("b1", "none"), ("b1", "shared")])
+    assert {k: sorted(v) for k, v in got.items()} == {
+        ("b1", "shared"): sorted([a.id, c.id]), ("b2", "x"): [a.id], ("b2", "shared"): [], ("b1", "none"): []}
+    assert bulk.replica_users_many([]) == {}
+
+
+@pytest.mark.parametrize("how", BULK)
+def test_put_and_delete_records_in_bulk(catalog: Catalog, how: str) -> None:
+    bulk = _bulk(catalog, how)
+    catalog.put_record("c", "old", {"v": 0})
+    bulk.put_records("c", {"old": {"v": 1}, "new": {"v": 2, "é": ["x"]}})
+    assert catalog.get_record("c", "old") == ({"v": 1}, 2)
+    assert catalog.get_record("c", "new") == ({"v": 2, "é": ["x"]}, 1)
+    bulk.put_records("c", {})
+    assert bulk.delete_records("c", ["old", "missing", "new"]) == 2
+    assert catalog.list_records("c") == [] and bulk.delete_records("c", []) == 0

@@ -386,7 +386,9 @@ class Catalog(ABC):
         """All children of a directory by name, one :meth:`list` call per ``page`` entries.
 
         Each call asks for one entry more than it yields, so the last page is known to be the
-        last without a further (empty) query: *n* children cost ``n // page + 1`` queries."""
+        last without a further (empty) query: *n* children cost ``max(1, ceil(n / page))``
+        queries, and no server cursor stays open between pages (a slow consumer never meets a
+        cursor timeout)."""
         after: str | None = None
         while True:
             batch = self.list(parent_id, after=after, limit=page + 1)
