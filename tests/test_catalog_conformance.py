@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -812,10 +813,10 @@ def test_mongo_unreachable_is_one_line_without_password() -> None:
     assert "127.0.0.1" in message
 
 
-def test_mongo_listing_resumes_after_lost_cursor(mongo_catalog_url: str) -> None:
-    """A server that drops an idle cursor mid-listing (CursorNotFound) costs a new query, not an error."""
-    from pymongo.errors import CursorNotFound
-
+def test_mongo_listing_keeps_no_cursor_open_between_pages(mongo_catalog_url: str) -> None:
+    """A slow consumer of a listing never meets a server-side cursor timeout (CursorNotFound):
+    each page is one query whose cursor is finished before the page is yielded, and the next
+    page starts after the last name yielded."""
     with open_catalog(mongo_catalog_url) as cat:
         d = mkdir(cat, "d")
         expected = [f"n{i:02d}" for i in range(25)]
@@ -823,46 +824,24 @@ def test_mongo_listing_resumes_after_lost_cursor(mongo_catalog_url: str) -> None
             mkfile(cat, name, d.id)
         real = cat._entries  # type: ignore[attr-defined]
         finds: list[dict[str, object]] = []
+        cursors: list[Any] = []
 
-        class DropsFirstCursor:
+        class Recording:
             def __getattr__(self, name: str) -> object:
                 return getattr(real, name)
 
             def find(self, query: dict[str, object], *args: object, **kwargs: object) -> object:
                 finds.append(query)
-                cursor = real.find(query, *args, **kwargs)
-                if len(finds) > 1:
-                    return cursor
+                cursors.append(real.find(query, *args, **kwargs))
+                return cursors[-1]
 
-                class Dropping:
-                    def __init__(self) -> None:
-                        self.served = 0
-
-                    def sort(self, *a: object, **k: object) -> Dropping:
-                        cursor.sort(*a, **k)
-                        return self
-
-                    def batch_size(self, n: int) -> Dropping:
-                        cursor.batch_size(n)
-                        return self
-
-                    def __iter__(self) -> Dropping:
-                        return self
-
-                    def __next__(self) -> object:
-                        if self.served == 7:
-                            raise CursorNotFound("cursor id 1 not found", 43)
-                        self.served += 1
-                        return next(cursor)
-
-                    def close(self) -> None:
-                        cursor.close()
-
-                return Dropping()
-
-        cat._entries = DropsFirstCursor()  # type: ignore[attr-defined]
-        assert [e.name for e in cat.iter_children(d.id, page=4)] == expected
-        assert len(finds) == 2 and finds[1] == {"parent_id": d.id, "name": {"$gt": "n06"}}
+        cat._entries = Recording()  # type: ignore[attr-defined]
+        got = []
+        for entry in cat.iter_children(d.id, page=4):
+            assert not any(c.alive for c in cursors)
+            got.append(entry.name)
+        assert got == expected
+        assert len(finds) == 25 // 4 + 1 and finds[1] == {"parent_id": d.id, "name": {"$gt": "n03"}}
 
 
 def test_mongo_database_from_url(mongo_catalog_url: str, mongodb_uri: str) -> None:
@@ -909,3 +888,65 @@ def test_make_durable_returns_after_writes(catalog: Catalog) -> None:
     catalog.create(Entry(name="d", size=0))
     catalog.make_durable()  # must not fail on a catalog in use
     assert catalog.lookup(ROOT_ID, "d") is not None
+
+
+# -- bulk operations: each engine's one-round-trip override, and the base class's default -------
+
+BULK = ["engine", "default"]
+
+
+def _bulk(cat: Catalog, how: str) -> Catalog:
+    """``cat`` itself, or a view that runs the Catalog base class's (slow, reference) bulk
+    methods on it, so both are held to one contract."""
+    if how == "engine":
+        return cat
+
+    class Default:
+        def __getattr__(self, name: str) -> object:
+            method = getattr(Catalog, name, None)
+            if name in ("delete_entries", "replica_users_many", "put_records", "delete_records") and method:
+                return lambda *a, **k: method(cat, *a, **k)
+            return getattr(cat, name)
+
+    return Default()  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("how", BULK)
+def test_delete_entries_is_compare_and_set_per_entry(catalog: Catalog, how: str) -> None:
+    bulk = _bulk(catalog, how)
+    d = mkdir(catalog, "d")
+    files = [mkfile(catalog, f"f{i}", d.id, replicas=[Replica("b", f"k{i}", 1)]) for i in range(5)]
+    link = catalog.create(Entry(name="l", type=SYMLINK, parent_id=d.id, target="f0"))
+    changed = catalog.update(files[1].copy(size=9), files[1].version)  # now at version 2
+    catalog.delete(files[2].id)  # already gone: counts as deleted
+    kept = bulk.delete_entries([*files, link])
+    assert [e.id for e in kept] == [files[1].id]
+    assert names(catalog.list(d.id)) == ["f1"] and catalog.get(files[1].id).version == changed.version
+    assert catalog.replica_users("b", "k0") == [] and catalog.replica_users("b", "k1") == [files[1].id]
+    assert bulk.delete_entries([]) == []
+    with pytest.raises(InvalidArgument):
+        bulk.delete_entries([catalog.get(files[1].id), d])  # a directory: nothing deleted
+    assert names(catalog.list(d.id)) == ["f1"]
+
+
+@pytest.mark.parametrize("how", BULK)
+def test_replica_users_many(catalog: Catalog, how: str) -> None:
+    bulk = _bulk(catalog, how)
+    a = mkfile(catalog, "a", replicas=[Replica("b1", "shared", 1), Replica("b2", "x", 1)])
+    c = mkfile(catalog, "c", replicas=[Replica("b1", "shared", 1)])
+    got = bulk.replica_users_many([("b1", "shared"), ("b2", "x"), ("b2", "shared"), ("b1", "none"), ("b1", "shared")])
+    assert {k: sorted(v) for k, v in got.items()} == {
+        ("b1", "shared"): sorted([a.id, c.id]), ("b2", "x"): [a.id], ("b2", "shared"): [], ("b1", "none"): []}
+    assert bulk.replica_users_many([]) == {}
+
+
+@pytest.mark.parametrize("how", BULK)
+def test_put_and_delete_records_in_bulk(catalog: Catalog, how: str) -> None:
+    bulk = _bulk(catalog, how)
+    catalog.put_record("c", "old", {"v": 0})
+    bulk.put_records("c", {"old": {"v": 1}, "new": {"v": 2, "é": ["x"]}})
+    assert catalog.get_record("c", "old") == ({"v": 1}, 2)
+    assert catalog.get_record("c", "new") == ({"v": 2, "é": ["x"]}, 1)
+    bulk.put_records("c", {})
+    assert bulk.delete_records("c", ["old", "missing", "new"]) == 2
+    assert catalog.list_records("c") == [] and bulk.delete_records("c", []) == 0

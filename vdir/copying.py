@@ -154,8 +154,8 @@ def _check_copy_target(vd: VDir, vpath: str, force: bool, kind: str) -> None:
 
 def _copy_one(vd: VDir, snorm: str, sentry: Entry, dnorm: str, force: bool, backend: str | None) -> Entry:
     parent_path, name = paths.split(dnorm)
-    parent = vd._ensure_dir(parent_path)
-    existing = vd.catalog.lookup(parent.id, name)
+    parent_id = vd._ensure_dir_id(parent_path)
+    existing = vd.catalog.lookup(parent_id, name)
     if existing is not None:
         if existing.type == DIR:
             raise IsADirectory(f"{dnorm}: is a directory", path=dnorm)
@@ -185,7 +185,7 @@ def _copy_one(vd: VDir, snorm: str, sentry: Entry, dnorm: str, force: bool, back
     meta = copy_object(store, same.key, key, key_mode)
     replica = Replica(backend=bname, key=key, size=sentry.size, hash=sentry.hash or same.hash, etag=meta.etag,
                       state=OK, verified_at=same.verified_at)
-    return vd._commit(dnorm, parent, existing, replica, token, old, mode=sentry.mode, mtime=None,
+    return vd._commit(dnorm, parent_id, existing, replica, token, old, mode=sentry.mode, mtime=None,
                       blocks=sentry.blocks, what="copying")
 
 

@@ -32,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from vdir import copying, linking, localin, localout, objects, paths
 from vdir import find as find_mod
 from vdir.backends import Backend, Location, PutMode, open_backend
-from vdir.catalog.base import DIR, FILE, OK, SYMLINK, BackendRecord, Catalog, Entry, Replica
+from vdir.catalog.base import DIR, FILE, OK, ROOT_ID, SYMLINK, BackendRecord, Catalog, Entry, Replica
 from vdir.config import Config
 from vdir.errors import (
     AlreadyExists,
@@ -282,39 +282,67 @@ class VDir:
                 return self.catalog.root()
             raise AlreadyExists("/: the root directory exists")
         parent_path, name = paths.split(norm)
-        if parents:
-            parent = self._ensure_dir(parent_path)
-        else:
-            parent = self.catalog.resolve(parent_path)
-            if parent.type != DIR:
-                raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+        parent_id = self._ensure_dir_id(parent_path) if parents else self._dir_id(parent_path)
         try:
-            return self.catalog.create(Entry(name=name, type=DIR, parent_id=parent.id, mode=mode, uid=os.getuid(), gid=os.getgid()))
+            return self.catalog.create(Entry(name=name, type=DIR, parent_id=parent_id, mode=mode, uid=os.getuid(), gid=os.getgid()))
         except AlreadyExists:
-            existing = self.catalog.lookup(parent.id, name)
+            existing = self.catalog.lookup(parent_id, name)
             if existing is not None and existing.type == DIR and (parents or exist_ok):
                 return existing
             kind = "directory" if existing is not None and existing.type == DIR else "file"
             raise AlreadyExists(f"{norm}: a {kind} of that name exists", path=norm) from None
 
-    def _ensure_dir(self, path: str) -> Entry:
-        """Resolve ``path`` as a directory, creating missing components (like ``mkdir -p``)."""
-        entry = self.catalog.root()
+    def _dir_id(self, path: str) -> int:
+        """Id of the existing directory ``path``: one narrow lookup per component, none for the
+        root.  ``NotFound`` / ``NotADirectory`` otherwise."""
+        parent = ROOT_ID
         walked = ""
         for name in paths.components(path):
             walked += "/" + name
-            child = self.catalog.lookup(entry.id, name)
-            if child is None:
+            found = self.catalog.lookup_id(parent, name)
+            if found is None:
+                raise NotFound(f"{walked}: no such file or directory", path=walked)
+            if found[1] != DIR:
+                raise NotADirectory(f"{walked}: not a directory", path=walked)
+            parent = found[0]
+        return parent
+
+    def _ensure_dir_id(self, path: str) -> int:
+        """Id of the directory ``path``, creating missing components (like ``mkdir -p``): one
+        narrow lookup per component, none for the root, plus a create for each missing one."""
+        parent = ROOT_ID
+        walked = ""
+        for name in paths.components(path):
+            walked += "/" + name
+            found = self.catalog.lookup_id(parent, name)
+            if found is None:
                 try:
-                    child = self.catalog.create(Entry(name=name, type=DIR, parent_id=entry.id, mode=0o755, uid=os.getuid(), gid=os.getgid()))
+                    child = self.catalog.create(Entry(name=name, type=DIR, parent_id=parent, mode=0o755, uid=os.getuid(), gid=os.getgid()))
+                    found = (child.id, DIR)
                 except AlreadyExists:
-                    child = self.catalog.lookup(entry.id, name)
-                    if child is None:
+                    found = self.catalog.lookup_id(parent, name)
+                    if found is None:
                         raise
-            if child.type != DIR:
+            if found[1] != DIR:
                 raise NotADirectory(f"{walked}: is a file, not a directory", path=walked)
-            entry = child
-        return entry
+            parent = found[0]
+        return parent
+
+    def _locate_for_write(self, norm: str, parents: bool) -> tuple[int, Entry | None]:
+        """(parent directory id, existing entry or None) of the path a write goes to: *d*
+        round trips for a path of depth *d* when the parent exists; with ``parents`` the
+        missing directories are created."""
+        try:
+            parent_id, existing = self.catalog.locate(norm)
+        except NotFound:
+            if not parents:
+                raise
+            parent_path, name = paths.split(norm)
+            parent_id = self._ensure_dir_id(parent_path)
+            existing = self.catalog.lookup(parent_id, name)
+        if parent_id is None:  # pragma: no cover - only "/" has no parent, and callers refuse it
+            raise IsADirectory(f"{norm}: is the root directory")
+        return parent_id, existing
 
     # -- writing -----------------------------------------------------------------------------
     def write_stream(
@@ -330,21 +358,23 @@ class VDir:
         progress: Progress | None = None,
         parents: bool = True,
         expected_version: int | None = None,
+        _at: tuple[int, Entry | None] | None = None,
     ) -> Entry:
         """Store everything ``src`` yields as the file ``path`` (the write protocol above).
 
         Raises ``AlreadyExists`` if ``path`` exists and ``overwrite`` is false, ``IsADirectory``
         if it is a directory, ``Conflict`` if someone else changed it meanwhile.
         ``expected_version`` makes an overwrite conditional on the version the caller saw.
+
+        Catalog round trips for a new file at depth *d* whose directory exists: *d* to find it
+        (:meth:`Catalog.locate`), one to record the write intent, the create, one to drop the
+        intent; replacing a file adds one query for who else uses the old object.  ``_at``
+        (``(parent id, existing entry)``, from a caller that has just looked) skips the *d*.
         """
         norm = paths.normalize(path)
         if norm == "/":
             raise IsADirectory("/: is the root directory")
-        parent_path, name = paths.split(norm)
-        parent = self._ensure_dir(parent_path) if parents else self.catalog.resolve(parent_path)
-        if parent.type != DIR:
-            raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
-        existing = self.catalog.lookup(parent.id, name)
+        parent_id, existing = _at if _at is not None else self._locate_for_write(norm, parents)
         if existing is not None:
             if existing.type == DIR:
                 raise IsADirectory(f"{norm}: is a directory", path=norm)
@@ -366,10 +396,10 @@ class VDir:
             moved = objects.begin_intent(self.catalog, [(bname, key)] + [(r.backend, r.key) for r in old], "put")
             objects.end_intent(self.catalog, token)
             token = moved
-        return self._commit(norm, parent, existing, replica, token, old, mode=mode, mtime=mtime,
+        return self._commit(norm, parent_id, existing, replica, token, old, mode=mode, mtime=mtime,
                             blocks=reader.block_hashes, what="uploading")
 
-    def _commit(self, norm: str, parent: Entry, existing: Entry | None, replica: Replica, token: str,
+    def _commit(self, norm: str, parent_id: int, existing: Entry | None, replica: Replica, token: str,
                 old: list[Replica], *, mode: int | None, mtime: float | None, blocks: str | None, what: str) -> Entry:
         """Step 3 of the write protocol for a new object already stored: a create-only insert,
         or compare-and-set on ``existing``; then the replaced objects go (``old``, under the
@@ -380,7 +410,7 @@ class VDir:
             if existing is None:
                 entry = self.catalog.create(
                     Entry(
-                        name=name, type=FILE, parent_id=parent.id, mode=mode if mode is not None else 0o644,
+                        name=name, type=FILE, parent_id=parent_id, mode=mode if mode is not None else 0o644,
                         uid=os.getuid(), gid=os.getgid(), size=replica.size, mtime=mtime or now, ctime=now,
                         hash=replica.hash, replicas=[replica], blocks=blocks,
                     )
@@ -476,7 +506,7 @@ class VDir:
             with open(local, "rb") as fh:
                 return self.write_stream(
                     vpath, fh, backend=bname, overwrite=force, size=st.st_size,
-                    mode=stat_mod.S_IMODE(st.st_mode), mtime=st.st_mtime, progress=progress,
+                    mode=stat_mod.S_IMODE(st.st_mode), mtime=st.st_mtime, progress=progress, _at=plan.known.get(vpath),
                 )
 
         if len(plan.files) <= 1 or workers <= 1:
@@ -499,11 +529,18 @@ class VDir:
         if e.type != DIR:
             raise NotADirectory(f"{vpath}: exists and is not a directory", path=vpath)
 
-    def _check_file_target(self, vpath: str, force: bool) -> None:
-        try:
-            e = self.catalog.resolve(vpath)
-        except NotFound:
-            return
+    def _check_file_target(self, vpath: str, force: bool, at: tuple[int, Entry | None] | None = None) -> None:
+        """Refuse a file write to ``vpath`` that would meet a directory, or an existing file
+        without ``force``; ``at`` is what :meth:`Catalog.locate` just said about it."""
+        if at is not None:
+            e = at[1]
+            if e is None:
+                return
+        else:
+            try:
+                e = self.catalog.resolve(vpath)
+            except NotFound:
+                return
         if e.type == DIR:
             raise IsADirectory(f"{vpath}: is a directory", path=vpath)
         if not force:
@@ -747,13 +784,23 @@ class VDir:
         return items + [(norm, entry)]
 
     def _remove_entries(self, batch: list[tuple[str, Entry]]) -> None:
-        """Delete these entries (compare-and-set on the version read), then their objects: one
-        intent, one durability wait and one pass over the objects for the whole batch."""
+        """Delete these entries (compare-and-set on the version read; deepest first), then
+        their objects: one intent, one bulk delete of the files and links, one durability wait
+        and one query for the objects' other users for the whole batch; directories go one by
+        one after, each with its emptiness check.  A file or link that changed meanwhile is
+        kept and raises ``Conflict`` (the rest of the batch is gone)."""
         owned = [r for _, e in batch for r in objects.owned(e)]
         token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rm") if owned else None
         try:
+            leaves = [e for _, e in batch if e.type != DIR]
+            kept = self.catalog.delete_entries(leaves) if leaves else []
+            if kept:
+                where = next(p for p, e in batch if e.id == kept[0].id)
+                raise Conflict(f"{where}: changed by another writer while it was being removed; kept "
+                               f"({len(kept)} changed entr{'y' if len(kept) == 1 else 'ies'} in all)", path=where)
             for _, e in batch:
-                self.catalog.delete(e.id, expected_version=e.version)
+                if e.type == DIR:
+                    self.catalog.delete(e.id, expected_version=e.version)
         finally:
             if token:
                 objects.release(self, owned, batch[0][0], token)

@@ -39,8 +39,8 @@ def link_key(vd: VDir, backend: str, key: str, vpath: str, *, compute_hash: bool
             digest, size, blocks = hash_stream_blocks(stream)
     norm = paths.normalize(vpath)
     parent_path, name = paths.split(norm)
-    parent = vd._ensure_dir(parent_path)
-    existing = vd.catalog.lookup(parent.id, name)
+    parent_id = vd._ensure_dir_id(parent_path)
+    existing = vd.catalog.lookup(parent_id, name)
     replica = Replica(backend=backend, key=key, size=size, hash=digest, etag=etag, state=OK, verified_at=time.time() if digest else None)
     if existing is not None:
         if existing.type == DIR:
@@ -55,7 +55,7 @@ def link_key(vd: VDir, backend: str, key: str, vpath: str, *, compute_hash: bool
         objects.release(vd, owned, norm, token)
         return entry
     return vd.catalog.create(
-        Entry(name=name, type=FILE, parent_id=parent.id, size=size, hash=digest, replicas=[replica],
+        Entry(name=name, type=FILE, parent_id=parent_id, size=size, hash=digest, replicas=[replica],
               xattrs={LINKED_XATTR: b"1"}, uid=os.getuid(), gid=os.getgid(), blocks=blocks)
     )
 

@@ -24,6 +24,9 @@ class PutPlan:
     files: list[tuple[Path, str, os.stat_result]] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)
     """(target, vpath) of the symbolic links to store as links (``put -r`` without ``-L``)."""
+    known: dict[str, tuple[int, Entry | None]] = field(default_factory=dict)
+    """vpath → (parent directory id, entry there or None), as the plan found them (the
+    destination of a one-file put), so the write need not look again."""
 
 
 def plan_put(vd: VDir, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
@@ -44,17 +47,29 @@ def plan_put(vd: VDir, src: str | os.PathLike[str], dst: str, *, recursive: bool
     target = paths.normalize(dst)
     base = _local_name(local)
     into_dir = dst.endswith("/")
+    # one look at the destination (locate: the parent's id and the entry), handed on to the
+    # checks and to write_stream, so a one-file put reads the catalog once per component
+    dest_entry: Entry | None = None
+    at: tuple[int, Entry | None] | None = None
     try:
-        dest_entry: Entry | None = vd.catalog.resolve(target)
+        parent_id, dest_entry = vd.catalog.locate(target)
+        if parent_id is not None:
+            at = (parent_id, dest_entry)
     except NotFound:
-        dest_entry = None
+        pass
     if dest_entry is not None and dest_entry.type == DIR:
         target = paths.join(target, base)
+        at = None
+        if not stat_mod.S_ISDIR(st.st_mode):
+            at = (dest_entry.id, vd.catalog.lookup(dest_entry.id, base))
     elif into_dir and dest_entry is not None:
         raise NotADirectory(f"{target}: not a directory", path=target)
     elif into_dir:
         target = paths.join(target, base)
+        at = None
     plan = PutPlan()
+    if at is not None:
+        plan.known[target] = at
     if filter is not None and not filter.empty and not stat_mod.S_ISDIR(st.st_mode):
         if not filter.matches(base, False):
             return plan
@@ -110,9 +125,9 @@ def plan_put(vd: VDir, src: str | os.PathLike[str], dst: str, *, recursive: bool
     for d in plan.dirs:
         vd._check_dir_target(d)
     for _, vpath, _ in plan.files:
-        vd._check_file_target(vpath, force)
+        vd._check_file_target(vpath, force, plan.known.get(vpath))
     for _, vpath in plan.links:
-        vd._check_file_target(vpath, force)
+        vd._check_file_target(vpath, force, plan.known.get(vpath))
     return plan
 
 

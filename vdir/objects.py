@@ -59,6 +59,8 @@ INTENTS = "intents"
 MAX_KEY_BYTES = 768
 """Longest key vdir makes from a path (S3 and GCS allow 1024 bytes; room for a backend's prefix)."""
 _SUFFIX_BYTES = len(".~") + 8
+USERS_BATCH = 1000
+"""Objects whose users :func:`delete_unused` asks the catalog about in one query."""
 
 
 def _fit(name: str, limit: int) -> str:
@@ -103,7 +105,7 @@ def begin_intent(catalog: Catalog, objects: Iterable[tuple[str, str]], op: str) 
     token = f"{time.time_ns():x}-{secrets.token_hex(4)}"
     doc = {"op": op, "objects": [[b, k] for b, k in objects], "created": time.time(),
            "host": socket.gethostname(), "pid": os.getpid()}
-    catalog.put_record(INTENTS, token, doc)
+    catalog.put_records(INTENTS, {token: doc})  # one write, no version read back (the token is new)
     return token
 
 
@@ -111,7 +113,7 @@ def end_intent(catalog: Catalog, token: str) -> None:
     """Drop an intent whose objects the catalog and the stores agree on again (best effort: a
     left-over intent only lets fsck look at objects it would list anyway)."""
     try:
-        catalog.delete_record(INTENTS, token)
+        catalog.delete_records(INTENTS, [token])
     except VDirError as exc:
         log.debug("could not drop write intent %s: %s", token, exc)
 
@@ -142,23 +144,32 @@ def owned(entry: Entry | None) -> list[Replica]:
 def delete_unused(vd: VDir, replicas: Iterable[Replica], path: str) -> bool:
     """Delete the objects of ``replicas`` that no entry uses, once the catalog is durable.
     Returns False when some were kept (another entry, e.g. a link, still uses them) or could
-    not be deleted: the caller's intent then stays, so fsck can delete them once unused."""
-    todo = list(replicas)
+    not be deleted: the caller's intent then stays, so fsck can delete them once unused.
+    Asks the catalog who uses them :data:`USERS_BATCH` objects per query."""
+    todo = list({(r.backend, r.key): r for r in replicas}.values())
     if not todo:
         return True
     vd.catalog.make_durable()
     ok = True
-    for r in todo:
+    for i in range(0, len(todo), USERS_BATCH):
+        chunk = todo[i : i + USERS_BATCH]
         try:
-            users = vd.catalog.replica_users(r.backend, r.key)
-            if users:
-                log.info("%s: object %s on %s is still used by entry %s; kept", path, r.key, r.backend, users[0])
+            users = vd.catalog.replica_users_many((r.backend, r.key) for r in chunk)
+        except VDirError as exc:
+            log.warning("%s: could not check who uses %d old objects (fsck will find them): %s", path, len(chunk), exc)
+            ok = False
+            continue
+        for r in chunk:
+            if users[(r.backend, r.key)]:
+                log.info("%s: object %s on %s is still used by entry %s; kept", path, r.key, r.backend,
+                         users[(r.backend, r.key)][0])
                 ok = False
                 continue
-            vd.backend(r.backend).delete(r.key)
-        except VDirError as exc:
-            ok = False
-            log.warning("%s: could not delete old object %s on %s (fsck will find it): %s", path, r.key, r.backend, exc)
+            try:
+                vd.backend(r.backend).delete(r.key)
+            except VDirError as exc:
+                ok = False
+                log.warning("%s: could not delete old object %s on %s (fsck will find it): %s", path, r.key, r.backend, exc)
     return ok
 
 

@@ -11,11 +11,15 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.servers.process import free_port, server, venv_bin
+
+if TYPE_CHECKING:
+    from tests.mongoproxy import MongoProxy
 
 
 def with_database(uri: str, database: str) -> str:
@@ -50,3 +54,14 @@ def mongo_catalog_url(mongodb_uri: str) -> Iterator[str]:
         client.drop_database(database)
     finally:
         client.close()
+
+
+@pytest.fixture
+def mongo_proxy(mongodb_uri: str) -> Iterator[MongoProxy]:
+    """A :class:`tests.mongoproxy.MongoProxy` in front of the session's server (``proxy.proxied(uri)``
+    turns a URI of that server into one through the proxy)."""
+    pytest.importorskip("bson", reason="the mongo extra is not installed")
+    from tests.mongoproxy import MongoProxy  # noqa: F811 (bson is needed only here)
+
+    with MongoProxy.for_uri(mongodb_uri) as proxy:
+        yield proxy

@@ -24,6 +24,15 @@ Model
 * Small documents (nodes' heartbeats, VMs, policies, settings) live in named record
   collections: :meth:`Catalog.put_record` and friends.
 
+Round trips.  Every method says what it costs; the figures are asserted by
+``tests/test_round_trips.py`` (MongoDB commands, SQLite statements).  Opening an up-to-date
+catalog reads one schema document; resolving a path of depth *d* costs *d* lookups (the root is
+never read; intermediate directories are read as id and type only); listing reads one page per
+query and never an empty one at the end; the bulk methods (:meth:`Catalog.delete_entries`,
+:meth:`Catalog.replica_users_many`, :meth:`Catalog.put_records`, :meth:`Catalog.delete_records`)
+cost one round trip per call in both engines, and have correct (slow) defaults here so that a
+new engine works before it is fast.
+
 Thread safety: an engine instance may be used from many threads at once.
 """
 
@@ -32,11 +41,11 @@ from __future__ import annotations
 import builtins
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vdir.errors import InvalidArgument, NotFound
+from vdir.errors import Conflict, InvalidArgument, NotADirectory, NotFound
 
 ROOT_ID = 1
 SCHEMA_VERSION = 2
@@ -330,20 +339,38 @@ class Catalog(ABC):
     def root(self) -> Entry:
         return self.get(ROOT_ID)
 
-    def resolve(self, path: str) -> Entry:
-        """Entry of a normalized absolute path; ``NotFound`` / ``NotADirectory`` on the way."""
-        entry = self.root()
-        if path == "/":
-            return entry
-        for name in path[1:].split("/"):
-            if entry.type != DIR:
-                from vdir.errors import NotADirectory
+    def lookup_id(self, parent_id: int, name: str) -> tuple[int, str] | None:
+        """``(id, type)`` of the child ``name`` of ``parent_id``, or ``None``: path resolution
+        reads intermediate directories this way (engines read only those two fields)."""
+        entry = self.lookup(parent_id, name)
+        return (entry.id, entry.type) if entry is not None else None
 
-                raise NotADirectory(f"{path}: a component is not a directory", path=path)
-            child = self.lookup(entry.id, name)
-            if child is None:
+    def locate(self, path: str) -> tuple[int | None, Entry | None]:
+        """``(id of the parent directory, entry at path or None)`` for a normalized absolute
+        path; ``(None, root)`` for ``/``.  ``NotFound`` when a directory on the way is missing,
+        ``NotADirectory`` when a component on the way is not a directory.
+
+        One lookup per component: a path of depth *d* costs *d* round trips (the root is never
+        read: its id is :data:`ROOT_ID`), the first *d - 1* reading only id and type."""
+        if path == "/":
+            return None, self.root()
+        names = path[1:].split("/")
+        parent = ROOT_ID
+        for i, name in enumerate(names[:-1]):
+            found = self.lookup_id(parent, name)
+            if found is None:
                 raise NotFound(f"{path}: no such file or directory", path=path)
-            entry = child
+            if found[1] != DIR:
+                raise NotADirectory(f"{path}: {'/'.join(names[:i + 1])} is not a directory", path=path)
+            parent = found[0]
+        return parent, self.lookup(parent, names[-1])
+
+    def resolve(self, path: str) -> Entry:
+        """Entry of a normalized absolute path; ``NotFound`` / ``NotADirectory`` on the way.
+        Costs what :meth:`locate` costs."""
+        entry = self.locate(path)[1]
+        if entry is None:
+            raise NotFound(f"{path}: no such file or directory", path=path)
         return entry
 
     def path_of(self, entry_id: int) -> str:
@@ -356,14 +383,53 @@ class Catalog(ABC):
         return "/" + "/".join(reversed(names))
 
     def iter_children(self, parent_id: int, page: int = 1000) -> Iterator[Entry]:
-        """All children of a directory, fetched a page at a time."""
+        """All children of a directory by name, one :meth:`list` call per ``page`` entries.
+
+        Each call asks for one entry more than it yields, so the last page is known to be the
+        last without a further (empty) query: *n* children cost ``max(1, ceil(n / page))``
+        queries, and no server cursor stays open between pages (a slow consumer never meets a
+        cursor timeout)."""
         after: str | None = None
         while True:
-            batch = self.list(parent_id, after=after, limit=page)
-            yield from batch
-            if len(batch) < page:
+            batch = self.list(parent_id, after=after, limit=page + 1)
+            yield from batch[:page]
+            if len(batch) <= page:
                 return
-            after = batch[-1].name
+            after = batch[page - 1].name
+
+    # -- bulk operations (one round trip each in both engines) ------------------------------
+    def delete_entries(self, entries: Sequence[Entry]) -> builtins.list[Entry]:
+        """Delete these files and symbolic links, each only if its stored version is still
+        ``entry.version`` (compare-and-set); return the entries kept because they changed.
+        An entry already gone counts as deleted.  Directories raise ``InvalidArgument`` and
+        nothing is deleted (they need :meth:`delete`'s emptiness check).  Not atomic as a whole:
+        each entry is deleted or kept on its own."""
+        if any(e.type == DIR for e in entries):
+            raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
+        kept: builtins.list[Entry] = []
+        for e in entries:
+            try:
+                self.delete(e.id, expected_version=e.version)
+            except NotFound:
+                continue
+            except Conflict:
+                kept.append(e)
+        return kept
+
+    def replica_users_many(self, objects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], builtins.list[int]]:
+        """:meth:`replica_users` of many ``(backend, key)`` objects at once: every object asked
+        about is a key of the result (an empty list when no entry uses it)."""
+        return {obj: self.replica_users(*obj) for obj in dict.fromkeys(objects)}
+
+    def put_records(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
+        """Store many records (key → doc) of one collection, inserting or replacing each
+        unconditionally (versions bump as with :meth:`put_record`)."""
+        for key, doc in docs.items():
+            self.put_record(collection, key, doc)
+
+    def delete_records(self, collection: str, keys: Iterable[str]) -> int:
+        """Delete these records of one collection; return how many there were."""
+        return sum(1 for key in keys if self.delete_record(collection, key))
 
     def __enter__(self) -> Catalog:
         return self

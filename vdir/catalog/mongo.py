@@ -44,7 +44,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -59,7 +59,6 @@ try:
         BulkWriteError,
         ConfigurationError,
         ConnectionFailure,
-        CursorNotFound,
         DuplicateKeyError,
         ExecutionTimeout,
         OperationFailure,
@@ -386,14 +385,23 @@ class MongoCatalog(Catalog):
 
     # -- set-up ------------------------------------------------------------------------------
     def _init_schema(self) -> None:
-        meta = self._db["meta"]
-        found = meta.find_one({"_id": "schema"})
+        """One read when the catalog is up to date: the ``meta`` document ``schema`` is written
+        last, after the indexes and the root, so its version says all of them exist.  Anything
+        else (a new database, an older layout) runs :meth:`_set_up`, which is idempotent (two
+        processes opening a new catalog at once both run it harmlessly).  Adding an index or
+        any other schema change therefore means bumping ``SCHEMA_VERSION``."""
+        found = self._db["meta"].find_one({"_id": "schema"})
         # a catalog without the document is either new or was written with schema 1
         version = int(found["version"]) if found else 1
         if version > SCHEMA_VERSION:
             raise CatalogError(
                 f"catalog {self._safe_url} has schema {version}, newer than this vdir understands ({SCHEMA_VERSION}); upgrade vdir"
             )
+        if version < SCHEMA_VERSION:
+            self._set_up()
+
+    def _set_up(self) -> None:
+        """Indexes, counters and the root; then the schema version, last."""
         self._entries.create_index([("parent_id", 1), ("name", 1)], unique=True, name="parent_name")
         self._entries.create_index("replicas.backend", name="replica_backend")
         # schema 2: who uses an object (replica_users); Entry.blocks is a plain optional field
@@ -405,6 +413,8 @@ class MongoCatalog(Catalog):
             "open_key", unique=True, name="dedupe_open", partialFilterExpression={"open_key": {"$type": "string"}}
         )
         self._records.create_index([("collection", 1), ("key", 1)], unique=True, name="collection_key")
+        # the entries counter keeps block-allocated ids above the root's; it goes with
+        # client-generated entry ids
         for counter in ("entries", "tasks"):
             self._counters.update_one({"_id": counter}, {"$max": {"seq": ROOT_ID}}, upsert=True)
         now = time.time()
@@ -414,8 +424,7 @@ class MongoCatalog(Catalog):
             self._entries.update_one({"_id": ROOT_ID}, {"$setOnInsert": fields}, upsert=True)
         except DuplicateKeyError:
             pass  # another process created it at the same moment
-        if version < SCHEMA_VERSION:
-            meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
+        self._db["meta"].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
 
     @staticmethod
     def _new_entry_id() -> int:
@@ -494,8 +503,15 @@ class MongoCatalog(Catalog):
             doc = self._entries.find_one({"parent_id": parent_id, "name": name})
         return _to_entry(doc) if doc else None
 
+    def lookup_id(self, parent_id: int, name: str) -> tuple[int, str] | None:
+        with self._errors():
+            doc = self._entries.find_one({"parent_id": parent_id, "name": name}, {"_id": 1, "type": 1})
+        return (int(doc["_id"]), str(doc["type"])) if doc else None
+
     def list(self, parent_id: int, after: str | None = None, limit: int | None = None) -> builtins.list[Entry]:
         # MongoDB compares strings by their UTF-8 bytes (no collation), i.e. byte order.
+        # With a limit, the first batch holds all of it (one round trip, the server closes the
+        # cursor; only a reply over 16 MiB needs a getMore).  Without one, batches of PAGE.
         query: dict[str, Any] = {"parent_id": parent_id}
         if after is not None:
             query["name"] = {"$gt": after}
@@ -504,7 +520,9 @@ class MongoCatalog(Catalog):
             if limit is not None:
                 if limit <= 0:
                     return []
-                cursor = cursor.limit(limit)
+                cursor = cursor.limit(limit).batch_size(limit)
+            else:
+                cursor = cursor.batch_size(PAGE)
             return [_to_entry(d) for d in cursor]
 
     def create(self, entry: Entry) -> Entry:
@@ -722,33 +740,6 @@ class MongoCatalog(Catalog):
             raise self._lost(entry_id, expected_version) from None
         return _to_entry(current)
 
-    def iter_children(self, parent_id: int, page: int = 1000) -> Iterator[Entry]:
-        """All children of a directory from one cursor read in batches of ``page`` (one query,
-        not one per page); if the server drops an idle cursor it resumes after the last name."""
-        after: str | None = None
-        while True:
-            query: dict[str, Any] = {"parent_id": parent_id}
-            if after is not None:
-                query["name"] = {"$gt": after}
-            with self._errors():
-                cursor = self._entries.find(query).sort([("parent_id", 1), ("name", 1)]).batch_size(page)
-            try:
-                while True:
-                    try:
-                        with self._errors():
-                            doc = next(cursor, None)
-                    except CatalogError as exc:
-                        if isinstance(exc.__cause__, CursorNotFound):
-                            break  # resume with a new cursor after `after`
-                        raise
-                    if doc is None:
-                        return
-                    entry = _to_entry(doc)
-                    after = entry.name
-                    yield entry
-            finally:
-                cursor.close()
-
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
         # Depth first (each directory is followed by everything below it), one paged iterator
         # per level: memory grows with the depth of the tree, not its size.
@@ -783,6 +774,42 @@ class MongoCatalog(Catalog):
         with self._errors():
             found = self._entries.find({"replicas": {"$elemMatch": {"backend": backend, "key": key}}}, {"_id": 1})
             return [int(d["_id"]) for d in found]
+
+    def replica_users_many(self, objects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], builtins.list[int]]:
+        # one query: per backend, an $elemMatch on (backend, key $in [...]) (the replica_key index)
+        wanted = dict.fromkeys(objects)
+        result: dict[tuple[str, str], builtins.list[int]] = {obj: [] for obj in wanted}
+        if not wanted:
+            return result
+        by_backend: dict[str, builtins.list[str]] = {}
+        for backend, key in wanted:
+            by_backend.setdefault(backend, []).append(key)
+        clauses = [{"replicas": {"$elemMatch": {"backend": b, "key": {"$in": keys}}}} for b, keys in by_backend.items()]
+        query = clauses[0] if len(clauses) == 1 else {"$or": clauses}
+        with self._errors():
+            for doc in self._entries.find(query, {"_id": 1, "replicas.backend": 1, "replicas.key": 1}).batch_size(100_000):
+                for r in doc.get("replicas", []):
+                    users = result.get((r["backend"], r["key"]))
+                    if users is not None and doc["_id"] not in users:
+                        users.append(int(doc["_id"]))
+        return result
+
+    def delete_entries(self, entries: Sequence[Entry]) -> builtins.list[Entry]:
+        # One unordered bulk of filtered deletes (compare-and-set on the version; parent_id for a
+        # shard key; never a directory, which needs delete's emptiness check).  Only when some
+        # matched nothing, a second query tells changed entries (kept) from vanished ones.
+        if any(e.type == DIR for e in entries):
+            raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
+        if not entries:
+            return []
+        ops = [pymongo.DeleteOne({"_id": e.id, "parent_id": e.parent_id, "version": e.version, "type": {"$ne": DIR}})
+               for e in entries]
+        with self._errors():
+            deleted = self._entries.bulk_write(ops, ordered=False).deleted_count
+            if deleted == len(entries):
+                return []
+            left = {int(d["_id"]) for d in self._entries.find({"_id": {"$in": [e.id for e in entries]}}, {"_id": 1})}
+        return [e for e in entries if e.id in left]
 
     def make_durable(self) -> None:
         """Every write is acknowledged only once majority-committed and journaled (see
@@ -998,6 +1025,29 @@ class MongoCatalog(Catalog):
             return deleted or attempts[0] > 1
 
         return self._retrying(once, f"delete_record {collection} {key!r}")
+
+    def put_records(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
+        if not docs:
+            return
+        ops = [pymongo.UpdateOne({"collection": collection, "key": key}, {"$set": {"doc": doc}, "$inc": {"version": 1}},
+                                 upsert=True) for key, doc in docs.items()]
+        with self._errors():
+            try:
+                self._records.bulk_write(ops, ordered=False)
+            except BulkWriteError as exc:
+                # two upserts of one new key raced (E11000): the other writer's insert stands,
+                # so that key's update is applied again, now as a plain update
+                again = [ops[e["index"]] for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
+                if len(again) != len(exc.details.get("writeErrors", [])):
+                    raise
+                self._records.bulk_write(again, ordered=False)
+
+    def delete_records(self, collection: str, keys: Iterable[str]) -> int:
+        wanted = builtins.list(dict.fromkeys(keys))
+        if not wanted:
+            return 0
+        with self._errors():
+            return int(self._records.delete_many({"collection": collection, "key": {"$in": wanted}}).deleted_count)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -238,42 +238,19 @@ class SQLiteCatalog(Catalog):
                 raise CatalogError(f"catalog {self.path}: directory {parent} does not exist")
             if Path(self.path).is_dir():
                 raise CatalogError(f"catalog {self.path} is a directory, not a SQLite file")
-            if Path(self.path).exists():
-                self._check_is_catalog()
         self._init_schema()
-
-    def _check_is_catalog(self) -> None:
-        """Refuse an existing file that is not a vdir catalog, reading it only (read-only open:
-        not even the WAL switch touches it).  An empty file is accepted as a new catalog."""
-        if os.path.getsize(self.path) == 0:
-            return
-        from urllib.parse import quote
-
-        absolute = "/" + os.path.abspath(self.path).lstrip("/")  # '//x' would be read as a URI authority
-        try:
-            conn = sqlite3.connect(f"file:{quote(absolute)}?mode=ro", uri=True, timeout=self._timeout)
-            try:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                schema = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError as exc:
-            if "not a database" not in str(exc):  # busy, unreadable...: said as any other open error
-                raise _translate(self.path, exc) from exc
-            raise CatalogError(f"catalog {self.path} is not a vdir catalog (not a SQLite database)") from exc
-        if tables and (schema is None or "entries" not in tables):
-            raise CatalogError(f"catalog {self.path} is not a vdir catalog (a SQLite database of another program; "
-                               f"tables: {', '.join(sorted(tables)[:5])})")
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        # One statement per connection: the busy timeout is set by connect's ``timeout``,
+        # foreign keys are off by default, and WAL mode is a property of the file (set once, by
+        # _set_up); synchronous is per connection.
         try:
             conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=OFF")
-            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-        except sqlite3.Error as exc:
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise CatalogError(f"catalog {self.path} is not a vdir catalog (not a SQLite database)") from exc
             raise _translate(self.path, exc) from exc
         return conn
 
@@ -329,7 +306,40 @@ class SQLiteCatalog(Catalog):
                 raise _translate(self.path, exc) from exc
 
     def _init_schema(self) -> None:
+        """One statement when the catalog is up to date (the schema row, written in the
+        transaction that creates everything else); anything else runs :meth:`_set_up`."""
+        def schema(c: sqlite3.Connection) -> str | None:
+            try:
+                row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                return None
+            except sqlite3.DatabaseError as exc:
+                if "not a database" in str(exc):
+                    raise CatalogError(f"catalog {self.path} is not a vdir catalog (not a SQLite database)") from exc
+                raise
+            return str(row[0]) if row else None
+
+        found = self._read(schema)
+        if found is not None and int(found) > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self.path} has schema {found}, newer than this vdir understands ({SCHEMA_VERSION}); upgrade vdir"
+            )
+        if found is None or int(found) < SCHEMA_VERSION:
+            self._set_up()
+
+    def _set_up(self) -> None:
+        """Create or upgrade the catalog, refusing a database of another program (checked by
+        reading only, before anything, not even the WAL switch, touches the file)."""
         try:
+            with self._borrow() as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                schema = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
+                if tables and (schema is None or "entries" not in tables):
+                    raise CatalogError(f"catalog {self.path} is not a vdir catalog (a SQLite database of another "
+                                       f"program; tables: {', '.join(sorted(tables)[:5])})")
+                conn.execute("PRAGMA journal_mode=WAL")
             with self._write() as conn:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -521,14 +531,19 @@ class SQLiteCatalog(Catalog):
             if child.type == DIR:
                 stack.append((rel + "/", self.iter_children(child.id)))
 
-    def resolve(self, path: str) -> Entry:
-        # One narrow indexed query per intermediate component (id and type only, no JSON to
-        # decode), the full row only for the last one.
+    def lookup_id(self, parent_id: int, name: str) -> tuple[int, str] | None:
+        row = self._read(lambda c: c.execute("SELECT id, type FROM entries WHERE parent_id=? AND name=?",
+                                             (parent_id, name)).fetchone())
+        return (int(row[0]), str(row[1])) if row else None
+
+    def locate(self, path: str) -> tuple[int | None, Entry | None]:
+        # the base class's statements (one narrow indexed query per intermediate component,
+        # no JSON to decode, the full row only for the last), on one borrowed connection
         if path == "/":
-            return self.get(ROOT_ID)
+            return None, self.get(ROOT_ID)
         names = path[1:].split("/")
 
-        def q(c: sqlite3.Connection) -> Entry:
+        def q(c: sqlite3.Connection) -> tuple[int | None, Entry | None]:
             parent = ROOT_ID
             for i, name in enumerate(names[:-1]):
                 row = c.execute("SELECT id, type FROM entries WHERE parent_id=? AND name=?", (parent, name)).fetchone()
@@ -537,10 +552,7 @@ class SQLiteCatalog(Catalog):
                 if row[1] != DIR:
                     raise NotADirectory(f"{path}: {'/'.join(names[:i + 1])} is not a directory", path=path)
                 parent = row[0]
-            entry = self._lookup(c, parent, names[-1])
-            if entry is None:
-                raise NotFound(f"{path}: no such file or directory", path=path)
-            return entry
+            return parent, self._lookup(c, parent, names[-1])
 
         return self._read(q)
 
@@ -571,6 +583,43 @@ class SQLiteCatalog(Catalog):
     def replica_users(self, backend: str, key: str) -> builtins.list[int]:
         return self._read(lambda c: [r[0] for r in c.execute(
             "SELECT entry_id FROM replica_keys WHERE backend=? AND key=?", (backend, key))])
+
+    def replica_users_many(self, objects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], builtins.list[int]]:
+        # one statement: the pairs travel as one JSON parameter (no bound-variable limit)
+        wanted = builtins.list(dict.fromkeys(objects))
+        result: dict[tuple[str, str], builtins.list[int]] = {obj: [] for obj in wanted}
+        if not wanted:
+            return result
+        rows = self._read(lambda c: c.execute(
+            "SELECT k.backend, k.key, k.entry_id FROM json_each(?) j JOIN replica_keys k"
+            " ON k.backend = json_extract(j.value, '$[0]') AND k.key = json_extract(j.value, '$[1]')",
+            (json.dumps(wanted),)).fetchall())
+        for backend, key, entry_id in rows:
+            result[(backend, key)].append(int(entry_id))
+        return result
+
+    def delete_entries(self, entries: Sequence[Entry]) -> builtins.list[Entry]:
+        # One transaction of three statements, whatever the number: the (id, version) pairs
+        # travel as one JSON parameter; directories are never matched (they need delete's check).
+        if any(e.type == DIR for e in entries):
+            raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
+        if not entries:
+            return []
+        pairs = json.dumps([[e.id, e.version] for e in entries])
+        ids = json.dumps([e.id for e in entries])
+        with self._write() as conn:
+            deleted = {r[0] for r in conn.execute(
+                "DELETE FROM entries WHERE (id, version) IN"
+                " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+                " AND type != 'dir' RETURNING id", (pairs,)).fetchall()}
+            if deleted:
+                gone = json.dumps(sorted(deleted))
+                conn.execute("DELETE FROM replica_index WHERE entry_id IN (SELECT value FROM json_each(?))", (gone,))
+                conn.execute("DELETE FROM replica_keys WHERE entry_id IN (SELECT value FROM json_each(?))", (gone,))
+            if len(deleted) == len(entries):
+                return []
+            left = {r[0] for r in conn.execute("SELECT id FROM entries WHERE id IN (SELECT value FROM json_each(?))", (ids,))}
+        return [e for e in entries if e.id in left]
 
     def make_durable(self) -> None:
         # WAL mode with synchronous=NORMAL: a commit is in the -wal file but fsynced only at
@@ -764,6 +813,31 @@ class SQLiteCatalog(Catalog):
     def delete_record(self, collection: str, key: str) -> bool:
         with self._write() as conn:
             return conn.execute("DELETE FROM records WHERE collection=? AND key=?", (collection, key)).rowcount > 0
+
+    def put_records(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
+        # one statement (atomic on its own, so no BEGIN/COMMIT around it)
+        if not docs:
+            return
+        rows = json.dumps([[key, json.dumps(doc)] for key, doc in docs.items()])
+        with self._write_lock, self._borrow() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO records (collection, key, doc, version)"
+                    " SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), 1 FROM json_each(?) WHERE true"
+                    " ON CONFLICT (collection, key) DO UPDATE SET doc = excluded.doc, version = version + 1",
+                    (collection, rows),
+                )
+            except sqlite3.Error as exc:
+                raise _translate(self.path, exc) from exc
+
+    def delete_records(self, collection: str, keys: Iterable[str]) -> int:
+        wanted = json.dumps(builtins.list(dict.fromkeys(keys)))
+        with self._write_lock, self._borrow() as conn:
+            try:
+                return int(conn.execute("DELETE FROM records WHERE collection=? AND key IN (SELECT value FROM json_each(?))",
+                                        (collection, wanted)).rowcount)
+            except sqlite3.Error as exc:
+                raise _translate(self.path, exc) from exc
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
