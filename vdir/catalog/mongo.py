@@ -1031,7 +1031,8 @@ class MongoCatalog(Catalog):
             return
         ops = [pymongo.UpdateOne({"collection": collection, "key": key}, {"$set": {"doc": doc}, "$inc": {"version": 1}},
                                  upsert=True) for key, doc in docs.items()]
-        with self._errors():
+
+        def once() -> None:
             try:
                 self._records.bulk_write(ops, ordered=False)
             except BulkWriteError as exc:
@@ -1042,12 +1043,17 @@ class MongoCatalog(Catalog):
                     raise
                 self._records.bulk_write(again, ordered=False)
 
+        # a retry after a lost reply sets the same documents again (their version moves on once more)
+        self._retrying(once, f"put_records {collection}")
+
     def delete_records(self, collection: str, keys: Iterable[str]) -> int:
         wanted = builtins.list(dict.fromkeys(keys))
         if not wanted:
             return 0
-        with self._errors():
-            return int(self._records.delete_many({"collection": collection, "key": {"$in": wanted}}).deleted_count)
+        return self._retrying(
+            lambda: int(self._records.delete_many({"collection": collection, "key": {"$in": wanted}}).deleted_count),
+            f"delete_records {collection}",
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
