@@ -3,8 +3,8 @@
 ``MongoCatalog("mongodb://host:27017/vdir")`` keeps everything in one database (named by the
 URL's path, ``vdir`` when it has none):
 
-* ``entries`` — one document per entry, integer ``_id`` (ids handed out in small blocks from
-  ``counters`` with ``find_one_and_update`` + ``$inc``), unique index ``(parent_id, name)`` so a
+* ``entries`` — one document per entry, integer ``_id`` (random 63-bit, drawn by the client:
+  no counter round trip, no hot document), unique index ``(parent_id, name)`` so a
   listing is an index range scan, an index on ``replicas.backend``.  Extended attributes are a
   list of ``{k, v}`` pairs with ``v`` as BSON binary (xattr names contain dots, which MongoDB
   field names should not).
@@ -15,23 +15,24 @@ URL's path, ``vdir`` when it has none):
   most one unfinished task per dedupe key" on every MongoDB version.
 * ``records`` — ``(collection, key)`` unique, the document as a BSON sub-document.
 
-Atomicity.  Every single-entry write is one ``update_one`` / ``delete_one`` whose filter holds
-the version just read (compare-and-set): when it matches, the document is exactly the one read,
-so the result is known without reading it back.  A lost race is a :class:`~vdir.errors.Conflict`
-when the caller passed ``expected_version`` and a retry when it did not.  (Plain filtered
-writes rather than ``find_one_and_*``: same atomicity, and SecantusDB, the server the tests use,
-runs ``findAndModify`` in time proportional to the collection.)  Claiming a task is one
-``find_one_and_update`` sorted by ``_id``.
+Atomicity.  A replica set (or mongos) is required; a standalone server is refused at open.
+``update`` and the record writes are one filtered document write (compare-and-set on the
+version); create, delete, rename (also over an existing entry) are each one transaction.
+MongoDB transactions are snapshot-isolated, so operations that must exclude each other are made
+to *write* a common document: create/remove/rename touch the directory they change (mtime/ctime
+forward, version unchanged, operation token into its ``ops`` list), and a directory move also
+writes every ancestor of its destination (below the root) filtered on the parent it read.  rmdir
+vs create, rename into a directory being removed, crossed directory moves: one of the two gets
+a write conflict and runs again, seeing the other's result.  (Plain filtered writes rather than
+``find_one_and_*`` for entries: SecantusDB, the server the tests use, runs ``findAndModify`` in
+time proportional to the collection.)
 
-Writes that touch several documents are ordered so that no interleaving leaves an entry whose
-parent is gone or a cycle detached from the root: ``create`` inserts first and then checks the
-parent (removing its own document if the parent vanished); deleting a directory checks for
-children before *and* after the delete, putting the directory back if a child appeared in
-between; a move between directories re-checks the new parent chain afterwards and moves back if
-a concurrent operation removed it or closed a cycle.  ``rename`` over an existing entry deletes
-the destination and moves the source inside one transaction when the server supports them
-(replica set or mongos); on a standalone server the two writes are ordered, and for a moment
-the destination name is absent.
+Failover.  Majority/journaled write concern, primary reads for every read that decides a write,
+and one retry loop (:meth:`MongoCatalog._retrying`) that runs an operation again after a
+step-down, a not-primary answer, a transient transaction error or a dropped connection, with
+backoff, until the operation's deadline.  A write whose reply was lost is recognised by its
+token when it runs again (the entry's ``op`` field for update and rename, the parent's ``ops``
+for create and delete, the record's ``op``), so it is neither applied twice nor misreported.
 
 pymongo and bson are imported here and nowhere else in vdir.  Their errors become vdir errors in
 one function, :meth:`MongoCatalog._translate`.
