@@ -160,6 +160,12 @@ _TASK_COLS = (
 )
 
 
+DEDUPE_SQL = f"SELECT {_TASK_COLS} FROM tasks WHERE dedupe_key=? AND state IN ('pending','running')"
+"""The unfinished task with a dedupe key (the partial unique index tasks_dedupe)."""
+CLAIM_SQL = f"SELECT {_TASK_COLS} FROM tasks WHERE due <= ?{{kinds}} ORDER BY due LIMIT 1"
+"""The task due first (the partial index tasks_due); ``{kinds}`` is empty or ``AND kind IN (...)``."""
+
+
 def _dump_replicas(replicas: builtins.list[Replica]) -> str:
     return json.dumps([r.__dict__ for r in replicas], separators=(",", ":"))
 
@@ -653,10 +659,7 @@ class SQLiteCatalog(Catalog):
     def add_task(self, task: Task) -> Task:
         with self._write() as conn:
             if task.dedupe_key is not None:
-                row = conn.execute(
-                    f"SELECT {_TASK_COLS} FROM tasks WHERE dedupe_key=? AND state IN ('pending','running')",
-                    (task.dedupe_key,),
-                ).fetchone()
+                row = conn.execute(DEDUPE_SQL, (task.dedupe_key,)).fetchone()
                 if row is not None:
                     return _row_to_task(row)
             task_id = task.id
@@ -679,12 +682,9 @@ class SQLiteCatalog(Catalog):
     def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
         with self._write() as conn:
             now = time.time()
-            sql = f"SELECT {_TASK_COLS} FROM tasks WHERE due <= ?"
-            args: builtins.list[Any] = [now]
-            if kinds:
-                sql += f" AND kind IN ({','.join('?' * len(kinds))})"
-                args.extend(kinds)
-            row = conn.execute(sql + " ORDER BY due LIMIT 1", args).fetchone()
+            args: builtins.list[Any] = [now, *(kinds or [])]
+            sql = CLAIM_SQL.format(kinds=f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else "")
+            row = conn.execute(sql, args).fetchone()
             if row is None:
                 return None
             task = _row_to_task(row)
