@@ -17,6 +17,16 @@ server-side too.
 Memory: a SQLite catalog with ``--entries`` files already in place; the daemon plans over all
 of them (a full catalog walk) in a child process whose peak RSS (VmHWM) is printed beside the
 same child's RSS after start-up.  Figures are printed, never asserted.
+
+Queue history (``--queue-history 0,100000,1000000``, alone with ``--queue-only``): a catalog
+whose task queue already holds that many finished tasks (written in bulk straight into the
+engine's storage: one SQLite transaction, or ``insert_many`` into MongoDB), then ``--queue-ops``
+rounds of add -> claim -> finish of one task; claim and finish latency (p50/p99) printed beside
+the round trips (MongoDB commands, counted by a pymongo command listener) or SQL statements
+(SQLite) each one took.  ``--engines sqlite,mongo``; MongoDB is a SecantusDB server of the
+bench's own unless ``--mongodb-uri`` names one.  The generator writes only fields every schema
+has (plus the expiry field, which older code ignores), so the same command run on an older
+checkout gives the "before" figures.
 """
 
 from __future__ import annotations
@@ -222,6 +232,169 @@ def bench_memory(workdir: Path, entries: int) -> tuple[int, int, str, str]:
     return int(base), int(peak), seconds, queued
 
 
+QUEUE_BULK = 10_000
+
+
+def _fill_history(url: str, n: int) -> None:
+    """``n`` finished tasks written straight into the engine's storage (the API would take hours)."""
+    import datetime
+    import json
+
+    now = time.time()
+    expire = now + 30 * 86400  # far enough that no TTL pass removes them during the bench
+    first_id = 10**12  # clear of ids from an old counter
+
+    def fields(i: int) -> dict[str, object]:
+        return {"kind": "verify", "entry_id": i, "entry_version": 1, "source": None, "destination": "b",
+                "state": "done" if i % 10 else "failed", "attempts": 1, "last_error": None, "lease_owner": None,
+                "lease_expires": None, "not_before": 0.0, "dedupe_key": f"verify:{i}", "payload": {"path": f"/f{i}"},
+                "created": now - n + i, "updated": now - n + i}
+
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.split("sqlite:///", 1)[1])
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(tasks)")]
+        names = [c for c in columns if c in fields(0) or c in ("id", "expire_at")]
+        sql = f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+        def row(i: int) -> tuple[object, ...]:
+            f = {**fields(i), "id": first_id + i, "expire_at": expire}
+            f["payload"] = json.dumps(f["payload"])
+            return tuple(f[c] for c in names)
+
+        with conn:
+            conn.executemany(sql, (row(i) for i in range(n)))
+        conn.close()
+        return
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(url)
+    tasks = client.get_default_database()["tasks"]
+    expire_date = datetime.datetime.fromtimestamp(expire, datetime.UTC)
+    for start in range(0, n, QUEUE_BULK):
+        tasks.insert_many([{"_id": first_id + i, **fields(i), "expire_at": expire_date}
+                           for i in range(start, min(n, start + QUEUE_BULK))], ordered=False)
+    client.close()
+
+
+class _Counter:
+    """Round trips (MongoDB commands) or SQL statements (SQLite) since the last ``take``."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
+
+
+def _instrument(counter: _Counter) -> None:
+    from pymongo import monitoring
+
+    from vdir.catalog.sqlite import SQLiteCatalog
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name not in ("hello", "isMaster", "ismaster", "endSessions"):
+                counter.n += 1
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+    monitoring.register(Listener())
+    connect = SQLiteCatalog._connect
+
+    def traced(self: SQLiteCatalog) -> object:
+        conn = connect(self)
+
+        def count(sql: str) -> None:
+            if sql.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"):
+                counter.n += 1
+
+        conn.set_trace_callback(count)
+        return conn
+
+    SQLiteCatalog._connect = traced  # type: ignore[method-assign]
+
+
+def bench_queue(url: str, history: int, ops: int, counter: _Counter, budget: float = 60.0) -> dict[str, float]:
+    """Latency and round trips of claim and finish over a queue with ``history`` finished tasks."""
+    from vdir.catalog.base import Task, open_catalog
+
+    open_catalog(url).close()  # the engine's own layout first
+    t0 = time.perf_counter()
+    _fill_history(url, history)
+    fill = time.perf_counter() - t0
+    claims: list[float] = []
+    finishes: list[float] = []
+    trips = {"claim": 0, "finish": 0}
+    with open_catalog(url) as cat:
+        start = time.perf_counter()
+        for i in range(ops):
+            cat.add_task(Task(kind="replicate", entry_id=i, dedupe_key=f"replicate:{i}"))
+            counter.take()
+            t0 = time.perf_counter()
+            task = cat.claim_task("bench", 60)
+            claims.append(time.perf_counter() - t0)
+            trips["claim"] = counter.take()
+            assert task is not None and task.entry_id == i, task
+            t0 = time.perf_counter()
+            assert cat.finish_task(task.id, "bench", "done")
+            finishes.append(time.perf_counter() - t0)
+            trips["finish"] = counter.take()
+            if time.perf_counter() - start > budget:
+                break
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {"fill": fill, "n": len(claims), "claim_p50": pct(claims, 0.5), "claim_p99": pct(claims, 0.99),
+            "finish_p50": pct(finishes, 0.5), "finish_p99": pct(finishes, 0.99),
+            "claim_trips": trips["claim"], "finish_trips": trips["finish"]}
+
+
+def run_queue_history(workdir: Path, sizes: list[int], engines: list[str], ops: int, mongodb_uri: str | None) -> None:
+    import contextlib
+    import uuid
+
+    counter = _Counter()
+    _instrument(counter)
+    with contextlib.ExitStack() as stack:
+        if "mongo" in engines and not mongodb_uri:
+            from tests.servers.process import free_port, server, venv_bin
+
+            port = free_port()
+            (workdir / "mongo").mkdir()
+            stack.enter_context(server([venv_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
+                                        "--storage-path", str(workdir / "mongo"), "--log-level", "WARNING"],
+                                       port, "secantusd"))
+            mongodb_uri = f"mongodb://127.0.0.1:{port}/"
+        print(f"\nqueue history: add -> claim -> finish of one task, {ops} rounds (or 60 s) per size\n")
+        print(f"{'engine':7} {'finished':>10} {'fill s':>7} {'rounds':>6} {'claim p50':>10} {'p99':>8} {'finish p50':>11} "
+              f"{'p99':>8} {'trips/claim':>12} {'trips/finish':>13}")
+        for engine in engines:
+            for size in sizes:
+                if engine == "sqlite":
+                    url = f"sqlite:///{workdir / f'queue-{size}.db'}"
+                else:
+                    assert mongodb_uri is not None
+                    base, _, query = mongodb_uri.partition("?")
+                    url = f"{base.rstrip('/')}/vdir_bench_{uuid.uuid4().hex[:8]}" + (f"?{query}" if query else "")
+                r = bench_queue(url, size, ops, counter)
+                unit = "stmts" if engine == "sqlite" else "RTs"
+                print(f"{engine:7} {size:>10,} {r['fill']:7.1f} {r['n']:>6} {r['claim_p50']:8.2f}ms {r['claim_p99']:6.2f}ms "
+                      f"{r['finish_p50']:9.2f}ms {r['finish_p99']:6.2f}ms {r['claim_trips']:>6} {unit:5} "
+                      f"{r['finish_trips']:>7} {unit:5}", flush=True)
+                if engine == "mongo":
+                    import pymongo
+
+                    pymongo.MongoClient(url).drop_database(url.rsplit("/", 1)[1].split("?")[0])
+        print("aim: claim and finish flat in the number of finished tasks (real MongoDB: latency ~ round trips x RTT)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=1000)
@@ -232,10 +405,20 @@ def main() -> None:
     parser.add_argument("--store", choices=["local", "s3"], default="local",
                         help="local folders, or two prefixes of a SeaweedFS bucket")
     parser.add_argument("--skip-memory", action="store_true", help="only the copy figures")
+    parser.add_argument("--queue-history", default="0,100000,1000000",
+                        help="finished tasks already in the queue, comma-separated ('' to skip)")
+    parser.add_argument("--queue-ops", type=int, default=200, help="add/claim/finish rounds per history size")
+    parser.add_argument("--engines", default="sqlite,mongo", help="catalog engines for the queue-history case")
+    parser.add_argument("--mongodb-uri", default=None, help="a MongoDB server (default: a SecantusDB of the bench's own)")
+    parser.add_argument("--queue-only", action="store_true", help="only the queue-history case")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vdir-bench-placement-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
+        sizes = [int(x) for x in args.queue_history.split(",") if x.strip()]
+        if args.queue_only:
+            run_queue_history(workdir, sizes, args.engines.split(","), args.queue_ops, args.mongodb_uri)
+            return
         s3 = args.store == "s3"
         r = (bench_copy_s3 if s3 else bench_copy)(workdir, args.files, args.total_mib * MIB, args.workers)
         mb = r["bytes"] / 1e6
@@ -256,6 +439,8 @@ def main() -> None:
         print(f"\ndaemon over {args.entries:,} catalog entries: RSS after start {base} MiB, peak {peak} MiB "
               f"(plan walked everything in {seconds}s, queued {queued})")
         print("aim: memory flat in the number of entries (compare runs with different --entries)")
+        if sizes:
+            run_queue_history(workdir, sizes, args.engines.split(","), args.queue_ops, args.mongodb_uri)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -103,6 +103,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         scrub_age: float = typer.Option(7 * 86400.0, "--scrub-age", help="Re-verify replicas last verified longer ago than this."),
         retry_base: float = typer.Option(5.0, "--retry-base", help="First retry delay of a failed task (seconds; doubles)."),
         max_attempts: int = typer.Option(5, "--max-attempts", min=1, help="Tries before a task is parked as failed."),
+        task_retention: float = typer.Option(7 * 86400.0, "--task-retention", min=0.0,
+                                             help="Seconds a finished task is kept before it expires."),
         node: str | None = typer.Option(None, "--node", help="Node id (default host-pid)."),
         journal: str | None = typer.Option(None, "--journal", hidden=True),
     ) -> None:
@@ -113,7 +115,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
             logging.basicConfig(level=logging.WARNING, format="vdir placement: %(message)s")
         opts = DaemonOptions(workers=workers, once=once, policy_file=policy_file, lease=lease, plan_interval=plan_interval,
                              scrub_interval=scrub_interval, scrub_age=scrub_age, retry_base=retry_base,
-                             max_attempts=max_attempts, journal=journal)
+                             max_attempts=max_attempts, journal=journal, task_retention=task_retention)
         if node:
             opts.node_id = node
         daemon = Daemon(state.vd(), opts)

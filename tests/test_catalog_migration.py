@@ -104,3 +104,83 @@ def test_a_newer_catalog_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(CatalogError, match="newer than this vdir"):
         open_catalog(url)
+
+
+OLD_MAIN_2 = "b31fa89"
+"""The last main whose catalogs have schema 2 (task ids from a counter, no due/expiry on tasks)."""
+
+WRITE_OLD_TASKS = r"""
+import json, sys, vdir
+from vdir.catalog.base import Task, open_catalog
+assert vdir.__file__.startswith(sys.argv[2]), vdir.__file__
+cat = open_catalog(sys.argv[1])
+done = cat.add_task(Task(kind="verify", entry_id=1))
+assert cat.claim_task("old", 60).id == done.id and cat.finish_task(done.id, "old", "done")
+pending = cat.add_task(Task(kind="replicate", entry_id=2, destination="b", dedupe_key="replicate:2"))
+later = cat.add_task(Task(kind="replicate", entry_id=3, dedupe_key="replicate:3"))
+running = cat.add_task(Task(kind="trim", entry_id=4))
+assert cat.claim_task("old", 3600, kinds=["trim"]).id == running.id
+cat.close()
+print(json.dumps({"done": done.id, "pending": pending.id, "later": later.id, "running": running.id}))
+"""
+
+
+@pytest.fixture(scope="module")
+def old_code_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("old-vdir-2")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_MAIN_2, "vdir"], capture_output=True)
+    assert archive.returncode == 0, f"git archive {OLD_MAIN_2} failed (a full clone is needed): {archive.stderr.decode()}"
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "mongo"])
+def test_task_queue_of_schema_2_is_upgraded_in_place(engine: str, old_code_2: Path, tmp_path: Path,
+                                                      request: pytest.FixtureRequest) -> None:
+    from vdir.catalog.base import DONE, PENDING, RUNNING, Task
+
+    url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", WRITE_OLD_TASKS, url, str(old_code_2)], cwd=old_code_2, env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    ids = json.loads(proc.stdout)
+    if engine == "sqlite":
+        with sqlite3.connect(tmp_path / "old.db") as raw:
+            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+
+    cat = open_catalog(url)
+    try:
+        states = {t.id: t.state for t in cat.list_tasks()}
+        assert states == {ids["done"]: DONE, ids["pending"]: PENDING, ids["later"]: PENDING, ids["running"]: RUNNING}
+        # the old unfinished tasks still dedupe, and the queue still hands them out oldest first
+        assert cat.add_task(Task(kind="replicate", entry_id=2, dedupe_key="replicate:2")).id == ids["pending"]
+        first = cat.claim_task("new", 60)
+        second = cat.claim_task("new", 60)
+        assert first is not None and second is not None and (first.id, second.id) == (ids["pending"], ids["later"])
+        assert first.destination == "b" and first.attempts == 1
+        assert cat.claim_task("new", 60) is None  # the old lease on the trim task still holds
+        assert cat.finish_task(first.id, "new", DONE)
+        fresh = cat.add_task(Task(kind="replicate", entry_id=2, dedupe_key="replicate:2"))
+        assert fresh.id not in ids.values()
+        # the old finished task now expires like a new one
+        if engine == "sqlite":
+            with sqlite3.connect(tmp_path / "old.db") as raw:
+                expire_at = raw.execute("SELECT expire_at FROM tasks WHERE id=?", (ids["done"],)).fetchone()[0]
+                assert expire_at is not None
+                assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+        else:
+            from vdir.catalog.mongo import MongoCatalog
+
+            assert isinstance(cat, MongoCatalog)
+            assert cat._tasks.find_one({"_id": ids["done"]})["expire_at"] is not None
+            indexes = set(cat._tasks.index_information())
+            assert {"open_key", "due", "expire_at"} <= indexes and not {"claim", "lease", "dedupe_open"} & indexes
+            assert cat._db["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION
+    finally:
+        cat.close()
+    again = open_catalog(url)  # a second open finds nothing left to do
+    try:
+        assert {t.id for t in again.list_tasks(PENDING)} == {fresh.id}
+    finally:
+        again.close()

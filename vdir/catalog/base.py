@@ -17,10 +17,24 @@ Model
 * Schema versions: both engines record the version of the layout they wrote and upgrade an older
   catalog in place when they open it (``SCHEMA_VERSION`` below, migrations in each engine); a
   catalog newer than the code is refused.  Version 2 added ``Entry.blocks`` and the
-  ``(backend, key)`` index behind :meth:`Catalog.replica_users`.
-* :class:`Task` rows form the placement queue.  :meth:`Catalog.claim_task` is atomic (one
-  ``UPDATE ... RETURNING`` / ``find_one_and_update``): two claimers never get the same task,
-  and a task whose lease expired can be claimed again.
+  ``(backend, key)`` index behind :meth:`Catalog.replica_users`.  Version 3 reshaped the task
+  queue (below): a ``due`` time on every unfinished task, an expiry time on every finished one,
+  and the indexes that serve dedupe, claim and expiry.
+* :class:`Task` rows form the placement queue.  :meth:`Catalog.claim_task` is atomic (a
+  compare-and-set on one task): two claimers never get the same task, and a task whose lease
+  expired can be claimed again.  Every unfinished task has a ``due`` time on the catalog's clock
+  (:meth:`Catalog.now`) — when it may be claimed: its ``not_before`` or the time it was queued
+  while pending, its lease expiry while running — and claiming takes the task that is due
+  first, an index range scan whose cost does not grow with the number of finished tasks.
+  Finished tasks (done or failed) are kept for :attr:`Catalog.task_retention` seconds and then
+  removed (a TTL index on MongoDB; on SQLite a few expired ones are removed by each finish).
+* Times that decide who holds a task — lease expiry, ``not_before`` of a retry, ``created``,
+  ``updated`` — and nodes' heartbeats (``put_record(..., stamp=...)``) are on the catalog's clock:
+  the database server's on MongoDB (``$$NOW``), so hosts whose clocks disagree still agree on
+  leases; the host's on SQLite (every process sharing the file runs on it).
+* Task ids are made by the client (:func:`new_task_id`: no counter, no extra round trip); they
+  are unique 63-bit integers, and only their order among tasks queued by one process in the
+  same millisecond means anything.
 * Small documents (nodes' heartbeats, VMs, policies, settings) live in named record
   collections: :meth:`Catalog.put_record` and friends.
 
@@ -39,6 +53,9 @@ Thread safety: an engine instance may be used from many threads at once.
 from __future__ import annotations
 
 import builtins
+import os
+import secrets
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,8 +65,11 @@ from typing import Any
 from vdir.errors import Conflict, InvalidArgument, NotADirectory, NotFound
 
 ROOT_ID = 1
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The catalog layout this code writes; see the module docstring."""
+
+TASK_RETENTION = 7 * 86400.0
+"""Default seconds a finished (done or failed) task is kept before it expires."""
 
 DIR = "dir"
 FILE = "file"
@@ -134,10 +154,42 @@ DONE = "done"
 FAILED = "failed"
 
 
-def check_finish_state(state: str, retry_at: float | None) -> None:
-    """A task finishes as done or failed (or goes back to pending with ``retry_at``)."""
-    if retry_at is None and state not in (DONE, FAILED):
+def check_finish_state(state: str, retry_at: float | None, retry_in: float | None = None) -> None:
+    """A task finishes as done or failed (or goes back to pending with ``retry_at``/``retry_in``)."""
+    if retry_at is not None and retry_in is not None:
+        raise InvalidArgument("give retry_at or retry_in, not both")
+    if retry_at is None and retry_in is None and state not in (DONE, FAILED):
         raise InvalidArgument(f"a task finishes as {DONE!r} or {FAILED!r}, not {state!r}")
+
+
+_ID_COUNTER_BITS = 24
+_id_lock = threading.Lock()
+_id_prefix = 0
+_id_count = 1 << _ID_COUNTER_BITS  # forces a fresh prefix on first use
+
+
+def _reset_task_ids() -> None:
+    global _id_count
+    _id_count = 1 << _ID_COUNTER_BITS  # a forked child must not repeat its parent's ids
+
+
+os.register_at_fork(after_in_child=_reset_task_ids)
+
+
+def new_task_id() -> int:
+    """A fresh task id, made here without asking the database: 39 random bits (drawn per process,
+    and again every 2**24 ids) followed by a 24-bit counter.  The ids one process makes
+    increase, which orders the tasks it queues within one millisecond of the catalog's clock;
+    two processes collide with negligible probability, and an engine that meets a collision
+    retries with a new id.  Positive and below 2**63 (a BSON int64, a SQLite INTEGER)."""
+    global _id_prefix, _id_count
+    with _id_lock:
+        if _id_count >> _ID_COUNTER_BITS:
+            _id_prefix = secrets.randbits(39) or 1
+            _id_count = secrets.randbits(_ID_COUNTER_BITS - 2)  # room before the next draw
+        task_id = (_id_prefix << _ID_COUNTER_BITS) | _id_count
+        _id_count += 1
+        return task_id
 
 
 @dataclass
@@ -147,6 +199,9 @@ class Task:
     kind: str
     entry_id: int
     id: int = 0
+    """0 asks :meth:`Catalog.add_task` for a new id; a caller may set one from :func:`new_task_id`
+    and tell from the returned task whether its own was queued (same id) or an existing one
+    with the same dedupe key came back."""
     entry_version: int = 0
     source: str | None = None
     destination: str | None = None
@@ -156,18 +211,24 @@ class Task:
     lease_owner: str | None = None
     lease_expires: float | None = None
     not_before: float = 0.0
-    """Do not claim before this time (backoff after a failure)."""
+    """Do not claim before this time on the catalog's clock (backoff after a failure)."""
     dedupe_key: str | None = None
     """At most one unfinished (pending/running) task per dedupe key; add_task returns the existing one."""
     payload: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    """When it was queued, on the catalog's clock (what the caller sets is replaced)."""
     updated: float = field(default_factory=time.time)
+    """Its last change, on the catalog's clock."""
 
 
 class Catalog(ABC):
     """Abstract catalog; see the module docstring for the model and guarantees."""
 
     url: str = ""
+    task_retention: float = TASK_RETENTION
+    """Seconds a task finished by this instance is kept (done or failed) before it expires; set it
+    per process (``vdir placement run --task-retention``).  The expiry time is fixed when the task
+    finishes."""
 
     # -- entries ----------------------------------------------------------------------------
     @abstractmethod
@@ -273,18 +334,25 @@ class Catalog(ABC):
     # -- tasks ------------------------------------------------------------------------------
     @abstractmethod
     def add_task(self, task: Task) -> Task:
-        """Queue a task (state pending) and return it with its id.  When ``task.dedupe_key`` is
-        set and an unfinished task with that key exists, return that one instead."""
+        """Queue a task (state pending) and return it as stored: with its id (``task.id`` when
+        the caller set one, else a new one), ``created``/``updated`` stamped with the catalog's
+        clock, and due at ``max(not_before, created)``.  When ``task.dedupe_key`` is set and an
+        unfinished (pending or running) task with that key exists, return that one instead (an
+        index lookup, whatever the number of tasks).  ``AlreadyExists`` if a caller-given id is
+        taken by another task."""
 
     @abstractmethod
     def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
         """Atomically take one claimable task: pending with ``not_before <= now``, or running
-        with an expired lease.  Sets state running, owner, lease expiry, attempts += 1.
-        Oldest first.  ``None`` when there is nothing to do."""
+        with an expired lease (``now`` on the catalog's clock).  Sets state running, owner,
+        lease expiry (now + ``lease_seconds``), attempts += 1.  The task due first is taken:
+        oldest first among tasks queued to run at once, a retried task at its retry time.
+        ``None`` when there is nothing to do.  Its cost does not grow with finished tasks."""
 
     @abstractmethod
     def renew_lease(self, task_id: int, owner: str, lease_seconds: float) -> bool:
-        """Extend the lease if ``owner`` still holds it; False if the lease was lost."""
+        """Extend the lease to now + ``lease_seconds`` if ``owner`` still holds it (and it has not
+        expired); False if the lease was lost."""
 
     @abstractmethod
     def finish_task(
@@ -294,15 +362,19 @@ class Catalog(ABC):
         state: str,
         error: str | None = None,
         retry_at: float | None = None,
+        *,
+        retry_in: float | None = None,
     ) -> bool:
         """Record the outcome if ``owner`` still holds the lease (False otherwise, no change).
 
-        ``state`` is ``done`` or ``failed``; with ``retry_at`` a failed task goes back to
-        pending with ``not_before = retry_at`` and ``last_error = error``."""
+        ``state`` is ``done`` or ``failed``; the finished task expires :attr:`task_retention`
+        seconds later.  With ``retry_at`` (a time on the catalog's clock) or ``retry_in`` (seconds
+        from the catalog's now: backoff without reading any clock here) a failed task goes back
+        to pending with that ``not_before`` and ``last_error = error``."""
 
     @abstractmethod
     def list_tasks(self, state: str | None = None, limit: int | None = None) -> builtins.list[Task]:
-        """Tasks, optionally of one state, oldest first."""
+        """Tasks, optionally of one state, oldest (``created``, then id) first."""
 
     @abstractmethod
     def count_tasks(self) -> dict[str, int]:
@@ -312,12 +384,21 @@ class Catalog(ABC):
     def purge_tasks(self, state: str, older_than: float) -> int:
         """Delete tasks in ``state`` last updated before ``older_than``; return how many."""
 
+    @abstractmethod
+    def now(self) -> float:
+        """The catalog's clock, seconds since the epoch: the database server's on MongoDB (one
+        round trip), the host's on SQLite.  Leases, ``not_before``, ``created``/``updated`` and
+        stamped record fields are on it; compare them with this, not with ``time.time()``."""
+
     # -- small records (nodes, vms, policies, settings) -------------------------------------
     @abstractmethod
-    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None) -> int:
+    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None,
+                   *, stamp: str | None = None) -> int:
         """Store a JSON-able ``doc``; return its new version (1 on insert).  With
         ``expected_version`` it is compare-and-set (``Conflict``); ``expected_version=0`` means
-        create-only (``AlreadyExists`` if present)."""
+        create-only (``AlreadyExists`` if present).  With ``stamp`` the stored document's field
+        of that name is set to the catalog's clock as it is written (a heartbeat on the server's
+        clock, not the writer's)."""
 
     @abstractmethod
     def get_record(self, collection: str, key: str) -> tuple[dict[str, Any], int]:

@@ -9,10 +9,17 @@ URL's path, ``vdir`` when it has none):
   list of ``{k, v}`` pairs with ``v`` as BSON binary (xattr names contain dots, which MongoDB
   field names should not).
 * ``backends`` — ``_id`` is the backend name.
-* ``tasks`` — integer ``_id`` from ``counters`` (one at a time, so id order is queue order);
-  indexes for claiming (``state, not_before`` and ``state, lease_expires``); ``open_key`` holds
-  the dedupe key while a task is unfinished and carries a partial unique index, which gives "at
-  most one unfinished task per dedupe key" on every MongoDB version.
+* ``tasks`` — integer ``_id`` made by the client (:func:`~vdir.catalog.base.new_task_id`: no
+  counter document, no extra round trip).  While a task is unfinished it has ``open_key`` (its
+  dedupe key, sparse unique index ``open_key``: "at most one unfinished task per dedupe key",
+  and the dedupe lookup is an index point query) and ``due`` (seconds on the server's clock when
+  it may be claimed: ``max(not_before, created)`` while pending, the lease expiry while running;
+  sparse index ``due``, so finished tasks are not in it and claiming reads the head of a short
+  index).  A finished task has ``expire_at`` (a BSON date, ``$$NOW`` + ``task_retention``) under
+  a TTL index with ``expireAfterSeconds: 0``: the server deletes it then.  ``state_created`` and
+  ``created`` serve ``list_tasks``.  Times written by the task methods come from the server
+  (``$$NOW`` in pipeline updates, or read with ``$$NOW`` in the same aggregation that picks the
+  task to claim), never from the client's clock.
 * ``records`` — ``(collection, key)`` unique, the document as a BSON sub-document.
 
 Atomicity.  A replica set (or mongos) is required; a standalone server is refused at open.
@@ -26,6 +33,10 @@ vs create, rename into a directory being removed, crossed directory moves: one o
 a write conflict and runs again, seeing the other's result.  (Plain filtered writes rather than
 ``find_one_and_*`` for entries: SecantusDB, the server the tests use, runs ``findAndModify`` in
 time proportional to the collection.)
+Claiming a task is two round trips for the same reason: one aggregation reads the first few due
+candidates from the ``due`` index together with the server's ``$$NOW``, then one ``update_one``
+compare-and-sets the first of them still as read (``_id``, ``due``, ``attempts``); a claimer
+that loses tries the next.
 
 Failover.  Majority/journaled write concern, primary reads for every read that decides a write,
 and one retry loop (:meth:`MongoCatalog._retrying`) that runs an operation again after a
@@ -75,16 +86,20 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from vdir.catalog.base import (
     DIR,
+    DONE,
+    FAILED,
     PENDING,
     ROOT_ID,
     RUNNING,
     SCHEMA_VERSION,
+    TASK_RETENTION,
     BackendRecord,
     Catalog,
     Entry,
     Replica,
     Task,
     check_finish_state,
+    new_task_id,
 )
 from vdir.errors import (
     AlreadyExists,
@@ -186,6 +201,24 @@ def _to_entry(d: dict[str, Any]) -> Entry:
 
 _TASK_FIELDS = ("kind", "entry_id", "entry_version", "source", "destination", "state", "attempts", "last_error",
                 "lease_owner", "lease_expires", "not_before", "dedupe_key", "payload", "created", "updated")
+
+
+_NOW_S: dict[str, Any] = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
+"""The server's clock in an aggregation expression: seconds since the epoch (ms precision)."""
+CLAIM_CANDIDATES = 8
+"""Due tasks read per claim round trip (a claimer that loses the first tries the next)."""
+
+
+def _lit(value: Any) -> dict[str, Any]:
+    """A value inside an update pipeline, never read as a field path or operator (``$x``)."""
+    return {"$literal": value}
+
+
+def _seconds(date: Any) -> float:
+    """A BSON date (naive UTC datetime) as seconds since the epoch."""
+    import calendar
+
+    return calendar.timegm(date.utctimetuple()) + date.microsecond / 1e6
 
 
 def _to_task(d: dict[str, Any]) -> Task:
@@ -399,25 +432,15 @@ class MongoCatalog(Catalog):
                 f"catalog {self._safe_url} has schema {version}, newer than this vdir understands ({SCHEMA_VERSION}); upgrade vdir"
             )
         if version < SCHEMA_VERSION:
-            self._set_up()
+            self._set_up(version)
 
-    def _set_up(self) -> None:
-        """Indexes, counters and the root; then the schema version, last."""
+    def _set_up(self, version: int) -> None:
+        """Indexes, the root and migrations from ``version``; then the schema version, last."""
         self._entries.create_index([("parent_id", 1), ("name", 1)], unique=True, name="parent_name")
         self._entries.create_index("replicas.backend", name="replica_backend")
         # schema 2: who uses an object (replica_users); Entry.blocks is a plain optional field
         self._entries.create_index([("replicas.backend", 1), ("replicas.key", 1)], name="replica_key")
-        self._tasks.create_index([("state", 1), ("not_before", 1)], name="claim")
-        self._tasks.create_index([("state", 1), ("lease_expires", 1)], name="lease")
-        self._tasks.create_index([("state", 1), ("updated", 1)], name="purge")
-        self._tasks.create_index(
-            "open_key", unique=True, name="dedupe_open", partialFilterExpression={"open_key": {"$type": "string"}}
-        )
         self._records.create_index([("collection", 1), ("key", 1)], unique=True, name="collection_key")
-        # the entries counter keeps block-allocated ids above the root's; it goes with
-        # client-generated entry ids
-        for counter in ("entries", "tasks"):
-            self._counters.update_one({"_id": counter}, {"$max": {"seq": ROOT_ID}}, upsert=True)
         now = time.time()
         root = Entry(name="", type=DIR, parent_id=None, mode=0o755, uid=os.getuid(), gid=os.getgid(), mtime=now, ctime=now)
         try:
@@ -425,7 +448,38 @@ class MongoCatalog(Catalog):
             self._entries.update_one({"_id": ROOT_ID}, {"$setOnInsert": fields}, upsert=True)
         except DuplicateKeyError:
             pass  # another process created it at the same moment
+        # -- task queue (schema 3) ----------------------------------------------------------
+        if version < 3:
+            self._migrate_tasks_to_3()
+        self._create_task_indexes()
+        # -----------------------------------------------------------------------------------
         self._db["meta"].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
+
+    def _create_task_indexes(self) -> None:
+        self._tasks.create_index("open_key", unique=True, sparse=True, name="open_key")
+        self._tasks.create_index("due", sparse=True, name="due")
+        self._tasks.create_index("expire_at", sparse=True, expireAfterSeconds=0, name="expire_at")
+        self._tasks.create_index([("state", 1), ("created", 1), ("_id", 1)], name="state_created")
+        self._tasks.create_index([("created", 1), ("_id", 1)], name="created")
+
+    def _migrate_tasks_to_3(self) -> None:
+        """Schema 2 -> 3: unfinished tasks get ``due``, finished ones ``expire_at``; the indexes
+        the new queries do not use are dropped (the partial ``dedupe_open`` first, as the sparse
+        ``open_key`` index on the same key replaces it).  Every step is idempotent, so two
+        processes upgrading at once, or one killed half-way, end in the same state."""
+        existing = set(self._tasks.index_information())
+        for name in ("claim", "lease", "purge", "dedupe_open"):
+            if name in existing:
+                self._tasks.drop_index(name)
+        self._tasks.update_many({"state": PENDING, "due": {"$exists": False}},
+                                [{"$set": {"due": {"$max": ["$not_before", "$created"]}}}])
+        self._tasks.update_many({"state": RUNNING, "due": {"$exists": False}},
+                                [{"$set": {"due": {"$ifNull": ["$lease_expires", 0]}}}])
+        self._tasks.update_many(
+            {"state": {"$in": [DONE, FAILED]}, "expire_at": {"$exists": False}},
+            [{"$set": {"expire_at": {"$toDate": {"$multiply": [{"$add": ["$updated", TASK_RETENTION]}, 1000]}}}}],
+        )
+        self._counters.delete_one({"_id": "tasks"})  # task ids no longer come from a counter
 
     @staticmethod
     def _new_entry_id() -> int:
@@ -441,14 +495,6 @@ class MongoCatalog(Catalog):
     def _new_token() -> int:
         """The identity of one logical write, the same in every attempt of it."""
         return secrets.randbits(63)
-
-    def _new_task_id(self) -> int:
-        doc = self._counters.find_one_and_update(
-            {"_id": "tasks"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
-        )
-        if doc is None:  # pragma: no cover - upsert always returns a document
-            raise CatalogError(f"catalog {self._safe_url}: the task id counter is missing")
-        return int(doc["seq"])
 
     # -- entries -----------------------------------------------------------------------------
     def _doc(self, entry_id: int | None, session: ClientSession | None = None) -> dict[str, Any] | None:
@@ -861,53 +907,95 @@ class MongoCatalog(Catalog):
             raise NotFound(f"unknown backend {name!r}")
 
     # -- tasks -------------------------------------------------------------------------------
+    def now(self) -> float:
+        with self._errors():
+            before = time.monotonic()
+            hello = self._client.admin.command("hello")
+            rtt = time.monotonic() - before
+        return _seconds(hello["localTime"]) + rtt / 2
+
     def add_task(self, task: Task) -> Task:
+        values = {f: _lit(getattr(task, f)) for f in ("kind", "entry_id", "entry_version", "source", "destination",
+                                                      "not_before", "dedupe_key", "payload")}
+        fields: dict[str, Any] = {
+            **values, "state": PENDING, "attempts": 0, "last_error": None, "lease_owner": None, "lease_expires": None,
+            "created": _NOW_S, "updated": _NOW_S, "due": {"$max": [_lit(task.not_before), _NOW_S]},
+        }
+        if task.dedupe_key is not None:
+            fields["open_key"] = _lit(task.dedupe_key)
+
         def once() -> Task:
             if task.dedupe_key is not None:
                 existing = self._tasks.find_one({"open_key": task.dedupe_key})
                 if existing is not None:
                     return _to_task(existing)
-            now = time.time()
-            stored = Task(**{**task.__dict__, "state": PENDING, "attempts": 0, "last_error": None, "lease_owner": None,
-                             "lease_expires": None, "created": now, "updated": now})
-            stored.id = self._new_task_id()
-            doc: dict[str, Any] = {"_id": stored.id, **{f: getattr(stored, f) for f in _TASK_FIELDS}}
-            if task.dedupe_key is not None:
-                doc["open_key"] = task.dedupe_key
+            task_id = task.id or new_task_id()
             try:
-                self._tasks.insert_one(doc)
-            except DuplicateKeyError:
-                raise _Retry() from None  # an equal task was queued at the same moment: return it
-            return stored
+                # an upsert that can only insert (the filter's second clause is false for every
+                # task): the server stamps created/due with its clock, and returns the document
+                doc = self._tasks.find_one_and_update(
+                    {"_id": task_id, "kind": {"$exists": False}}, [{"$set": fields}], upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError as exc:
+                if "open_key" not in str(exc.details or exc) and task.id:
+                    raise AlreadyExists(f"task {task.id} already exists") from None
+                raise _Retry() from None  # an equal task queued at the same moment, or an id collision
+            if doc is None:  # pragma: no cover - upsert always returns a document
+                raise _Retry()
+            return _to_task(doc)
 
         return self._retrying(once, f"add_task {task.kind}")
 
-    def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
-        now = time.time()
-        query: dict[str, Any] = {"$or": [
-            {"state": PENDING, "not_before": {"$lte": now}},
-            {"state": RUNNING, "lease_expires": {"$lt": now}},
-        ]}
+    def _claim_filter(self, kinds: builtins.list[str] | None) -> dict[str, Any]:
+        """Unfinished tasks (only they have ``due``), in ``due`` order from the ``due`` index."""
+        query: dict[str, Any] = {"due": {"$lte": float("inf")}}
         if kinds:
             query["kind"] = {"$in": builtins.list(kinds)}
-        with self._errors():
-            doc = self._tasks.find_one_and_update(
-                query,
-                {"$set": {"state": RUNNING, "lease_owner": owner, "lease_expires": now + lease_seconds, "updated": now},
-                 "$inc": {"attempts": 1}},
-                sort=[("_id", 1)],
-                return_document=ReturnDocument.AFTER,
-            )
-        return _to_task(doc) if doc else None
+        return query
+
+    def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
+        pipeline: builtins.list[dict[str, Any]] = [
+            {"$match": self._claim_filter(kinds)}, {"$sort": {"due": 1}}, {"$limit": CLAIM_CANDIDATES},
+            {"$addFields": {"_now": "$$NOW"}},
+        ]
+        def once() -> Task | None:
+            # after a failover the loop runs again: a claim whose reply was lost leaves that task
+            # leased to us until its lease expires, then it is claimable again (never lost)
+            candidates = builtins.list(self._tasks.aggregate(pipeline))
+            if not candidates:
+                return None
+            for doc in candidates:
+                now = _seconds(doc.pop("_now"))
+                if doc["due"] > now:
+                    return None  # in due order: nothing after it is due either
+                lease = now + lease_seconds
+                changes = {"state": RUNNING, "lease_owner": owner, "lease_expires": lease, "due": lease,
+                           "updated": now, "attempts": doc["attempts"] + 1}
+                taken = self._tasks.update_one({"_id": doc["_id"], "due": doc["due"], "attempts": doc["attempts"]},
+                                               {"$set": changes})
+                if taken.matched_count == 1:
+                    doc.update(changes)
+                    return _to_task(doc)
+            raise _Retry()  # every candidate was taken by other claimers first: read the head again
+
+        return self._retrying(once, "claim_task")
 
     def renew_lease(self, task_id: int, owner: str, lease_seconds: float) -> bool:
-        now = time.time()
-        with self._errors():
+        # renewed only while unexpired on the server's clock: the pipeline changes nothing otherwise
+        held = {"$gte": ["$due", _NOW_S]}
+        until = {"$add": [_NOW_S, lease_seconds]}
+        def once() -> bool:  # repeating a renewal is harmless: it extends from the server's now
             result = self._tasks.update_one(
-                {"_id": task_id, "state": RUNNING, "lease_owner": owner, "lease_expires": {"$gte": now}},
-                {"$set": {"lease_expires": now + lease_seconds, "updated": now}},
+                {"_id": task_id, "state": RUNNING, "lease_owner": owner},
+                [{"$set": {"lease_expires": {"$cond": [held, until, "$lease_expires"]},
+                           "updated": {"$cond": [held, _NOW_S, "$updated"]},
+                           "renewals": {"$cond": [held, {"$add": [{"$ifNull": ["$renewals", 0]}, 1]}, "$renewals"]}}},
+                 {"$set": {"due": "$lease_expires"}}],
             )
-        return result.matched_count == 1
+            return result.modified_count == 1
+
+        return self._retrying(once, f"renew_lease of task {task_id}")
 
     def finish_task(
         self,
@@ -916,26 +1004,31 @@ class MongoCatalog(Catalog):
         state: str,
         error: str | None = None,
         retry_at: float | None = None,
+        *,
+        retry_in: float | None = None,
     ) -> bool:
-        check_finish_state(state, retry_at)
-        now = time.time()
-        changes: dict[str, Any] = {"lease_owner": None, "lease_expires": None, "updated": now}
-        update: dict[str, Any]
-        if retry_at is not None:
-            changes.update(state=PENDING, not_before=retry_at, last_error=error)
-            update = {"$set": changes}
+        check_finish_state(state, retry_at, retry_in)
+        token = self._new_token()  # tells a retry that its earlier, unanswered attempt applied
+        changes: dict[str, Any] = {"lease_owner": None, "lease_expires": None, "updated": _NOW_S, "op": token}
+        pipeline: builtins.list[dict[str, Any]]
+        if retry_at is not None or retry_in is not None:
+            not_before = _lit(retry_at) if retry_at is not None else {"$add": [_NOW_S, retry_in]}
+            changes.update(state=PENDING, not_before=not_before, last_error=_lit(error))
+            pipeline = [{"$set": changes}, {"$set": {"due": "$not_before"}}]
         else:
-            changes["state"] = state
+            changes.update(state=_lit(state), expire_at={"$add": ["$$NOW", int(self.task_retention * 1000)]})
             if error is not None:
-                changes["last_error"] = error
-            update = {"$set": changes, "$unset": {"open_key": ""}}
-        with self._errors():
-            result = self._tasks.update_one({"_id": task_id, "state": RUNNING, "lease_owner": owner}, update)
-        return result.matched_count == 1
+                changes["last_error"] = _lit(error)
+            pipeline = [{"$set": changes}, {"$unset": ["open_key", "due", "renewals"]}]
+        def once() -> bool:
+            result = self._tasks.update_one({"_id": task_id, "state": RUNNING, "lease_owner": owner}, pipeline)
+            return result.matched_count == 1 or self._tasks.find_one({"_id": task_id, "op": token}, {"_id": 1}) is not None
+
+        return self._retrying(once, f"finish_task {task_id}")
 
     def list_tasks(self, state: str | None = None, limit: int | None = None) -> builtins.list[Task]:
         with self._errors():
-            cursor = self._tasks.find({} if state is None else {"state": state}).sort("_id", 1)
+            cursor = self._tasks.find({} if state is None else {"state": state}).sort([("created", 1), ("_id", 1)])
             if limit is not None:
                 if limit <= 0:
                     return []
@@ -952,11 +1045,16 @@ class MongoCatalog(Catalog):
             return int(self._tasks.delete_many({"state": state, "updated": {"$lt": older_than}}).deleted_count)
 
     # -- records -----------------------------------------------------------------------------
-    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None) -> int:
+    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None,
+                   *, stamp: str | None = None) -> int:
         # every filter holds (collection, key), the shard key; every write sets ``op``, the
         # token that lets a retry recognise its own write when an earlier reply was lost
         where = {"collection": collection, "key": key}
         token = self._new_token()
+        change: dict[str, Any] | builtins.list[dict[str, Any]] = {"$set": {"doc": doc, "op": token}, "$inc": {"version": 1}}
+        if stamp is not None:  # a pipeline update, so the server's $$NOW is the stamp
+            change = [{"$set": {"doc": {"$mergeObjects": [_lit(doc), {stamp: _NOW_S}]}, "op": token,
+                                "version": {"$add": [{"$ifNull": ["$version", 0]}, 1]}}}]
 
         def mine() -> int | None:
             """The version our token wrote, if it is still the latest write."""
@@ -964,6 +1062,14 @@ class MongoCatalog(Catalog):
             return int(stored["version"]) if stored is not None and stored.get("op") == token else None
 
         def once() -> int:
+            if expected_version == 0 and stamp is not None:
+                try:
+                    self._records.update_one({**where, "version": {"$exists": False}}, change, upsert=True)
+                except DuplicateKeyError:
+                    if mine() is not None:
+                        return 1
+                    raise AlreadyExists(f"{collection} {key!r} already exists") from None
+                return 1
             if expected_version == 0:
                 try:
                     self._records.insert_one({**where, "doc": doc, "version": 1, "op": token})
@@ -975,8 +1081,7 @@ class MongoCatalog(Catalog):
             if expected_version is None:
                 try:
                     stored = self._records.find_one_and_update(
-                        {**where, "op": {"$ne": token}}, {"$set": {"doc": doc, "op": token}, "$inc": {"version": 1}},
-                        upsert=True, return_document=ReturnDocument.AFTER,
+                        {**where, "op": {"$ne": token}}, change, upsert=True, return_document=ReturnDocument.AFTER,
                     )
                 except DuplicateKeyError:
                     version = mine()  # our write applied already, or two upserts raced
@@ -987,8 +1092,7 @@ class MongoCatalog(Catalog):
                     raise _Retry()
                 return int(stored["version"])
             stored = self._records.find_one_and_update(
-                {**where, "version": expected_version}, {"$set": {"doc": doc, "op": token}, "$inc": {"version": 1}},
-                return_document=ReturnDocument.AFTER,
+                {**where, "version": expected_version}, change, return_document=ReturnDocument.AFTER,
             )
             if stored is not None:
                 return int(stored["version"])

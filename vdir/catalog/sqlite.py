@@ -6,6 +6,13 @@
   ``replica_keys`` mirrors ``(backend, key, entry_id)`` so "who uses this object" is one too.
 * ``meta.schema`` is the layout version; an older file is upgraded in place when opened
   (:func:`_migrate`, one transaction).
+* ``tasks``: ``due`` is set while a task is unfinished (``max(not_before, created)`` while
+  pending, the lease expiry while running) and indexed where not null, so claiming is one probe
+  of that index; ``expire_at`` is set when a task finishes (now + ``task_retention``) and
+  indexed, and every finish deletes up to :data:`PURGE_BATCH` expired tasks, so the history
+  stays bounded at the cost of one index probe per finish.  The dedupe lookup uses the partial
+  unique index on ``dedupe_key`` of unfinished tasks.  The clock is the host's
+  (``time.time()``): every process sharing the file runs on this host.
 * Every write runs in one ``BEGIN IMMEDIATE`` transaction, so compare-and-set checks and the
   change they guard are atomic across threads *and* processes (placement daemons, CLI runs and
   mounts may share the file).
@@ -35,12 +42,14 @@ from vdir.catalog.base import (
     ROOT_ID,
     RUNNING,
     SCHEMA_VERSION,
+    TASK_RETENTION,
     BackendRecord,
     Catalog,
     Entry,
     Replica,
     Task,
     check_finish_state,
+    new_task_id,
 )
 from vdir.errors import (
     AlreadyExists,
@@ -59,6 +68,8 @@ T = TypeVar("T")
 
 MAX_IDLE = 8
 """Idle connections kept open for reuse."""
+PURGE_BATCH = 64
+"""Expired finished tasks deleted (at most) by each finish_task."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,10 +131,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     dedupe_key TEXT,
     payload TEXT NOT NULL,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    due REAL,
+    expire_at REAL
 );
-CREATE INDEX IF NOT EXISTS tasks_claim ON tasks(state, not_before);
-CREATE INDEX IF NOT EXISTS tasks_lease ON tasks(state, lease_expires);
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_dedupe ON tasks(dedupe_key)
     WHERE dedupe_key IS NOT NULL AND state IN ('pending', 'running');
 CREATE TABLE IF NOT EXISTS records (
@@ -135,11 +146,24 @@ CREATE TABLE IF NOT EXISTS records (
 );
 """
 
+# schema 3: created after _migrate (an older tasks table gets its columns there first)
+_TASK_INDEXES = """
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks(due) WHERE due IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_expire ON tasks(expire_at) WHERE expire_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_state_created ON tasks(state, created);
+"""
+
 _ENTRY_COLS = "id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas, blocks"
 _TASK_COLS = (
     "id, kind, entry_id, entry_version, source, destination, state, attempts, last_error, lease_owner, "
     "lease_expires, not_before, dedupe_key, payload, created, updated"
 )
+
+
+DEDUPE_SQL = f"SELECT {_TASK_COLS} FROM tasks WHERE dedupe_key=? AND state IN ('pending','running')"
+"""The unfinished task with a dedupe key (the partial unique index tasks_dedupe)."""
+CLAIM_SQL = f"SELECT {_TASK_COLS} FROM tasks WHERE due <= ?{{kinds}} ORDER BY due LIMIT 1"
+"""The task due first (the partial index tasks_due); ``{kinds}`` is empty or ``AND kind IN (...)``."""
 
 
 def _dump_replicas(replicas: builtins.list[Replica]) -> str:
@@ -188,6 +212,16 @@ def _migrate(conn: sqlite3.Connection, found: int) -> None:
             "INSERT OR IGNORE INTO replica_keys VALUES (?, ?, ?)",
             ((r["backend"], r["key"], entry_id) for entry_id, replicas in rows for r in json.loads(replicas)),
         )
+    if found < 3:  # 3: the task queue's due/expire_at columns and their indexes
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for column in ("due", "expire_at"):
+            if column not in columns:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} REAL")
+        conn.execute("UPDATE tasks SET due = max(not_before, created) WHERE state = 'pending'")
+        conn.execute("UPDATE tasks SET due = coalesce(lease_expires, 0) WHERE state = 'running'")
+        conn.execute("UPDATE tasks SET expire_at = updated + ? WHERE state IN ('done', 'failed')", (TASK_RETENTION,))
+        conn.execute("DROP INDEX IF EXISTS tasks_claim")  # replaced by tasks_due
+        conn.execute("DROP INDEX IF EXISTS tasks_lease")
 
 
 def _translate(path: str, exc: sqlite3.Error) -> Exception:
@@ -354,6 +388,10 @@ class SQLiteCatalog(Catalog):
                 elif int(row[0]) < SCHEMA_VERSION:
                     _migrate(conn, int(row[0]))
                     conn.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+                # -- task queue indexes (schema 3) --
+                for statement in _TASK_INDEXES.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
                 if conn.execute("SELECT 1 FROM entries WHERE id=?", (ROOT_ID,)).fetchone() is None:
                     now = time.time()
                     conn.execute(
@@ -675,40 +713,38 @@ class SQLiteCatalog(Catalog):
                 raise NotFound(f"unknown backend {name!r}")
 
     # -- tasks -------------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.time()
+
     def add_task(self, task: Task) -> Task:
         with self._write() as conn:
             if task.dedupe_key is not None:
-                row = conn.execute(
-                    f"SELECT {_TASK_COLS} FROM tasks WHERE dedupe_key=? AND state IN ('pending','running')",
-                    (task.dedupe_key,),
-                ).fetchone()
+                row = conn.execute(DEDUPE_SQL, (task.dedupe_key,)).fetchone()
                 if row is not None:
                     return _row_to_task(row)
+            task_id = task.id
+            if task_id and conn.execute("SELECT 1 FROM tasks WHERE id=?", (task_id,)).fetchone():
+                raise AlreadyExists(f"task {task_id} already exists")
+            while not task_id or conn.execute("SELECT 1 FROM tasks WHERE id=?", (task_id,)).fetchone():
+                task_id = new_task_id()
             now = time.time()
-            cur = conn.execute(
-                "INSERT INTO tasks (kind, entry_id, entry_version, source, destination, state, attempts, last_error,"
-                " lease_owner, lease_expires, not_before, dedupe_key, payload, created, updated)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (task.kind, task.entry_id, task.entry_version, task.source, task.destination, PENDING, 0, None, None, None,
-                 task.not_before, task.dedupe_key, json.dumps(task.payload), now, now),
+            conn.execute(
+                "INSERT INTO tasks (id, kind, entry_id, entry_version, source, destination, state, attempts, last_error,"
+                " lease_owner, lease_expires, not_before, dedupe_key, payload, created, updated, due)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (task_id, task.kind, task.entry_id, task.entry_version, task.source, task.destination, PENDING, 0, None,
+                 None, None, task.not_before, task.dedupe_key, json.dumps(task.payload), now, now,
+                 max(task.not_before, now)),
             )
-            stored = Task(**{**task.__dict__, "state": PENDING, "attempts": 0, "last_error": None, "lease_owner": None,
-                             "lease_expires": None, "created": now, "updated": now})
-            stored.id = int(cur.lastrowid or 0)
-            return stored
+            return Task(**{**task.__dict__, "id": task_id, "state": PENDING, "attempts": 0, "last_error": None,
+                           "lease_owner": None, "lease_expires": None, "created": now, "updated": now})
 
     def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
         with self._write() as conn:
             now = time.time()
-            sql = (
-                f"SELECT {_TASK_COLS} FROM tasks WHERE ((state='pending' AND not_before <= ?)"
-                " OR (state='running' AND lease_expires < ?))"
-            )
-            args: builtins.list[Any] = [now, now]
-            if kinds:
-                sql += f" AND kind IN ({','.join('?' * len(kinds))})"
-                args.extend(kinds)
-            row = conn.execute(sql + " ORDER BY id LIMIT 1", args).fetchone()
+            args: builtins.list[Any] = [now, *(kinds or [])]
+            sql = CLAIM_SQL.format(kinds=f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else "")
+            row = conn.execute(sql, args).fetchone()
             if row is None:
                 return None
             task = _row_to_task(row)
@@ -716,8 +752,8 @@ class SQLiteCatalog(Catalog):
             task.attempts += 1
             task.updated = now
             conn.execute(
-                "UPDATE tasks SET state=?, lease_owner=?, lease_expires=?, attempts=?, updated=? WHERE id=?",
-                (RUNNING, owner, task.lease_expires, task.attempts, now, task.id),
+                "UPDATE tasks SET state=?, lease_owner=?, lease_expires=?, due=?, attempts=?, updated=? WHERE id=?",
+                (RUNNING, owner, task.lease_expires, task.lease_expires, task.attempts, now, task.id),
             )
             return task
 
@@ -725,9 +761,9 @@ class SQLiteCatalog(Catalog):
         with self._write() as conn:
             now = time.time()
             cur = conn.execute(
-                "UPDATE tasks SET lease_expires=?, updated=? WHERE id=? AND state='running' AND lease_owner=?"
+                "UPDATE tasks SET lease_expires=?, due=?, updated=? WHERE id=? AND state='running' AND lease_owner=?"
                 " AND lease_expires >= ?",
-                (now + lease_seconds, now, task_id, owner, now),
+                (now + lease_seconds, now + lease_seconds, now, task_id, owner, now),
             )
             return cur.rowcount == 1
 
@@ -738,24 +774,33 @@ class SQLiteCatalog(Catalog):
         state: str,
         error: str | None = None,
         retry_at: float | None = None,
+        *,
+        retry_in: float | None = None,
     ) -> bool:
-        check_finish_state(state, retry_at)
+        check_finish_state(state, retry_at, retry_in)
         with self._write() as conn:
             row = conn.execute("SELECT state, lease_owner FROM tasks WHERE id=?", (task_id,)).fetchone()
             if row is None or row[0] != RUNNING or row[1] != owner:
                 return False
             now = time.time()
-            if retry_at is not None:
+            if retry_at is not None or retry_in is not None:
+                not_before = retry_at if retry_at is not None else now + (retry_in or 0.0)
                 conn.execute(
-                    "UPDATE tasks SET state='pending', lease_owner=NULL, lease_expires=NULL, not_before=?, last_error=?,"
-                    " updated=? WHERE id=?",
-                    (retry_at, error, now, task_id),
+                    "UPDATE tasks SET state='pending', lease_owner=NULL, lease_expires=NULL, not_before=?, due=?,"
+                    " last_error=?, updated=? WHERE id=?",
+                    (not_before, not_before, error, now, task_id),
                 )
             else:
                 conn.execute(
                     "UPDATE tasks SET state=?, lease_owner=NULL, lease_expires=NULL, last_error=coalesce(?, last_error),"
-                    " updated=? WHERE id=?",
-                    (state, error, now, task_id),
+                    " updated=?, due=NULL, expire_at=? WHERE id=?",
+                    (state, error, now, now + self.task_retention, task_id),
+                )
+                # the history stays bounded: a few expired tasks go with every finish (one index probe
+                # when there are none)
+                conn.execute(
+                    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE expire_at <= ? ORDER BY expire_at LIMIT ?)",
+                    (now, PURGE_BATCH),
                 )
             return True
 
@@ -765,7 +810,7 @@ class SQLiteCatalog(Catalog):
         if state is not None:
             sql += " WHERE state=?"
             args.append(state)
-        sql += " ORDER BY id"
+        sql += " ORDER BY created, id"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
@@ -779,7 +824,10 @@ class SQLiteCatalog(Catalog):
             return conn.execute("DELETE FROM tasks WHERE state=? AND updated < ?", (state, older_than)).rowcount
 
     # -- records -----------------------------------------------------------------------------
-    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None) -> int:
+    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None,
+                   *, stamp: str | None = None) -> int:
+        if stamp is not None:
+            doc = {**doc, stamp: time.time()}
         with self._write() as conn:
             row = conn.execute("SELECT version FROM records WHERE collection=? AND key=?", (collection, key)).fetchone()
             current = row[0] if row else 0

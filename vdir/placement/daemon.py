@@ -51,6 +51,9 @@ class DaemonOptions:
     max_attempts: int = 5
     retry_base: float = 5.0
     retry_cap: float = 600.0
+    task_retention: float | None = None
+    """Seconds a finished task stays in the queue before it expires (None: the catalog's default,
+    :data:`vdir.catalog.base.TASK_RETENTION`)."""
     policy_file: str | None = None
     once: bool = False
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -72,6 +75,8 @@ class Daemon:
         self._policy_file_lock = threading.Lock()  # the watchdog thread and the loop both load it
         self.started = time.time()
         self.plan_now = threading.Event()
+        if self.opts.task_retention is not None:
+            vd.catalog.task_retention = self.opts.task_retention
 
     # -- policy ---------------------------------------------------------------------------------
     def policy(self) -> Policy | None:
@@ -225,8 +230,9 @@ class Daemon:
                 self._count("failed")
                 log.error("task %s (%s) failed for good after %d attempts: %s", task.id, task.kind, task.attempts, message)
             else:
-                retry_at = time.time() + backoff_delay(task.attempts, self.opts.retry_base, self.opts.retry_cap)
-                self.vd.catalog.finish_task(task.id, self.opts.node_id, FAILED, message, retry_at=retry_at)
+                delay = backoff_delay(task.attempts, self.opts.retry_base, self.opts.retry_cap)
+                # from the catalog's clock (the server's), not this host's
+                self.vd.catalog.finish_task(task.id, self.opts.node_id, FAILED, message, retry_in=delay)
                 self._count("retried")
                 log.warning("task %s (%s) failed, will retry: %s", task.id, task.kind, message)
             return
@@ -261,12 +267,14 @@ class Daemon:
 
     # -- node heartbeat ---------------------------------------------------------------------------
     def heartbeat(self, state: str = "running") -> None:
+        """Record this node; ``heartbeat`` is stamped with the catalog's clock (the server's), so
+        status compares it with the same clock whatever this host's clock says."""
         doc = {
-            "host": socket.gethostname(), "pid": os.getpid(), "started": self.started, "heartbeat": time.time(),
+            "host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
             "state": state, "workers": self.opts.workers, "lease": self.opts.lease, **self.counters,
         }
         try:
-            self.vd.catalog.put_record(NODES, self.opts.node_id, doc)
+            self.vd.catalog.put_record(NODES, self.opts.node_id, doc, stamp="heartbeat")
         except VDirError as exc:
             log.warning("heartbeat failed: %s", exc)
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from vdir.catalog.base import FILE, OK, BackendRecord, Entry, Replica, Task
+from vdir.catalog.base import FILE, OK, BackendRecord, Entry, Replica, Task, new_task_id
 from vdir.placement.policy import Policy, Rule
 
 REPLICATE = "replicate"
@@ -130,8 +130,9 @@ def queue(vd: object, actions: Iterator[Action]) -> tuple[int, int]:
         if action.kind == LOST:
             continue
         wanted = action.task()
+        wanted.id = new_task_id()
         stored = vd.catalog.add_task(wanted)
-        if stored.created < wanted.created:  # add_task handed back a task queued earlier
+        if stored.id != wanted.id:  # add_task handed back a task queued earlier
             existing += 1
         else:
             new += 1

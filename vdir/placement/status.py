@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from vdir.catalog.base import FAILED, OK, PENDING, RUNNING
@@ -21,7 +20,7 @@ def status(vd: VDir, failed_limit: int = 20) -> dict[str, Any]:
         row["bytes"] += replica.size
         if replica.state != OK:
             row["bad"] += 1
-    now = time.time()
+    now = vd.catalog.now()  # heartbeats and leases are on the catalog's clock
     nodes = []
     for key, doc, _ in vd.catalog.list_records("nodes"):
         age = now - float(doc.get("heartbeat", 0))
