@@ -851,7 +851,7 @@ def test_mongo_database_from_url(mongo_catalog_url: str, mongodb_uri: str) -> No
         mkfile(cat, "x")
     client = pymongo.MongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
     try:
-        assert {"entries", "counters", "tasks", "records"} <= set(client[database].list_collection_names())
+        assert {"entries", "tasks", "records", "meta"} <= set(client[database].list_collection_names())
         assert client[database]["entries"].count_documents({}) == 2
     finally:
         client.close()

@@ -327,7 +327,6 @@ class MongoCatalog(Catalog):
                 # reads that decide a write go to the primary whatever readPreference the URL
                 # sets for plain reads (a secondary may be behind)
                 self._primary = self._db.get_collection("entries", read_preference=ReadPreference.PRIMARY)
-                self._counters = self._db["counters"]
                 self._backends = self._db["backends"]
                 self._tasks = self._db["tasks"]
                 self._records = self._db.get_collection("records", read_preference=ReadPreference.PRIMARY)
@@ -479,7 +478,7 @@ class MongoCatalog(Catalog):
             {"state": {"$in": [DONE, FAILED]}, "expire_at": {"$exists": False}},
             [{"$set": {"expire_at": {"$toDate": {"$multiply": [{"$add": ["$updated", TASK_RETENTION]}, 1000]}}}}],
         )
-        self._counters.delete_one({"_id": "tasks"})  # task ids no longer come from a counter
+        self._db["counters"].delete_one({"_id": "tasks"})  # task ids no longer come from a counter
 
     @staticmethod
     def _new_entry_id() -> int:
