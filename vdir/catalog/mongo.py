@@ -24,7 +24,9 @@ URL's path, ``vdir`` when it has none):
 
 Atomicity.  A replica set (or mongos) is required; a standalone server is refused at open.
 ``update`` and the record writes are one filtered document write (compare-and-set on the
-version); create, delete, rename (also over an existing entry) are each one transaction.
+version); delete, rmdir and rename (also over an existing entry) are each one transaction;
+create (and mkdir) is one ordered ``update`` command with no transaction, the child's insert
+being its commit point (the ordering that keeps it safe against rmdir is in :meth:`create`).
 MongoDB transactions are snapshot-isolated, so operations that must exclude each other are made
 to *write* a common document: create/remove/rename touch the directory they change (mtime/ctime
 forward, version unchanged, operation token into its ``ops`` list), and a directory move also
@@ -572,8 +574,17 @@ class MongoCatalog(Catalog):
             return [_to_entry(d) for d in cursor]
 
     def create(self, entry: Entry) -> Entry:
-        """One transaction of one ``update`` command (touch the parent, insert the child as an
-        upsert on a fresh id) and its commit: two round trips."""
+        """One round trip: one ordered ``update`` command of two statements, no transaction.
+
+        First the child is inserted (an upsert on a fresh id, filtered on the shard key
+        ``parent_id`` and this operation's token), then the parent is touched (filtered on "is a
+        directory").  The insert is the commit point; the touch proves the parent still exists
+        *after* it.  Against rmdir, which is one transaction that reads "no children" and deletes
+        the directory: if rmdir's snapshot predates the child, then either the touch commits
+        before rmdir does (rmdir's delete of that directory then meets a write conflict and runs
+        again, seeing the child) or after (the touch matches nothing, and the create withdraws its
+        child and reports the parent gone).  A withdrawn child was never reachable from the root,
+        since its parent was already gone."""
         parent_id = entry.parent_id
         if parent_id is None:
             raise NotFound("parent directory None does not exist")
@@ -584,32 +595,27 @@ class MongoCatalog(Catalog):
             now = time.time()
             doc = _entry_doc(entry, entry_id[0], 1)
             doc["op"] = token
-            fields = {k: v for k, v in doc.items() if k != "_id"}
-            writes = [_touch(parent_id, token, now),
-                      UpdateOne({"_id": entry_id[0], "op": token}, {"$setOnInsert": fields}, upsert=True)]
-
-            def body(session: ClientSession) -> None:
-                result = self._primary.bulk_write(writes, ordered=True, session=session)
-                if result.matched_count != 1 or result.upserted_count != 1:
-                    raise _Mismatch()  # parent missing / not a directory, or this create already applied
-
+            fields = {k: v for k, v in doc.items() if k not in ("_id", "parent_id")}
+            child = {"_id": entry_id[0], "parent_id": parent_id, "op": token}
+            writes = [UpdateOne(child, {"$setOnInsert": fields}, upsert=True), _touch(parent_id, token, now)]
             try:
-                self._transaction(body)
-            except (_Mismatch, BulkWriteError) as exc:
-                index = _duplicate_index(exc) if isinstance(exc, BulkWriteError) else None
-                if isinstance(exc, BulkWriteError) and index is None:
+                result = self._primary.bulk_write(writes, ordered=True)
+            except BulkWriteError as exc:
+                index = _duplicate_index(exc)
+                if index is None:
                     raise
-                if self._applied(parent_id, token):
-                    return entry.copy(id=entry_id[0], version=1)  # an earlier attempt's reply was lost
+                if index == "_id":
+                    entry_id[0] = self._new_entry_id()
+                    raise _Retry() from None
                 error = self._parent_error(parent_id)
                 if error is not None:
                     raise error from None
-                if index == "parent_name":
-                    raise AlreadyExists(f"{entry.name!r} already exists in directory {parent_id}") from None
-                if index == "_id":
-                    entry_id[0] = self._new_entry_id()
-                raise _Retry() from None
-            return entry.copy(id=entry_id[0], version=1)
+                raise AlreadyExists(f"{entry.name!r} already exists in directory {parent_id}") from None
+            if result.matched_count + result.upserted_count >= 2 or self._applied(parent_id, token):
+                return entry.copy(id=entry_id[0], version=1)  # or an earlier attempt's reply was lost
+            # the parent is gone or is not a directory: take the child back
+            self._primary.delete_one(child)
+            raise self._parent_error(parent_id) or _Retry()
 
         return self._retrying(once, f"create of {entry.name!r}")
 
