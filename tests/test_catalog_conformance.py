@@ -919,7 +919,10 @@ def test_delete_entries_is_compare_and_set_per_entry(catalog: Catalog, how: str)
     link = catalog.create(Entry(name="l", type=SYMLINK, parent_id=d.id, target="f0"))
     changed = catalog.update(files[1].copy(size=9), files[1].version)  # now at version 2
     catalog.delete(files[2].id)  # already gone: counts as deleted
+    d = catalog.update(catalog.get(d.id).copy(mtime=1.0, ctime=1.0), catalog.get(d.id).version)
     kept = bulk.delete_entries([*files, link])
+    after = catalog.get(d.id)
+    assert after.mtime > 1.0 and after.ctime > 1.0 and after.version == d.version  # the directory's times moved
     assert [e.id for e in kept] == [files[1].id]
     assert names(catalog.list(d.id)) == ["f1"] and catalog.get(files[1].id).version == changed.version
     assert catalog.replica_users("b", "k0") == [] and catalog.replica_users("b", "k1") == [files[1].id]

@@ -854,14 +854,23 @@ class MongoCatalog(Catalog):
             raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
         if not entries:
             return []
-        ops = [pymongo.DeleteOne({"_id": e.id, "parent_id": e.parent_id, "version": e.version, "type": {"$ne": DIR}})
-               for e in entries]
-        with self._errors():
-            deleted = self._entries.bulk_write(ops, ordered=False).deleted_count
+        # The same bulk touches each directory it empties (mtime/ctime, as delete does); safe to
+        # run again after a lost reply: deletes of vanished entries count as done, and the touch
+        # is filtered on its token.
+        token, now = self._new_token(), time.time()
+        ops: builtins.list[Any] = [
+            pymongo.DeleteOne({"_id": e.id, "parent_id": e.parent_id, "version": e.version, "type": {"$ne": DIR}})
+            for e in entries]
+        ops += [_touch(parent_id, token, now) for parent_id in sorted({e.parent_id for e in entries if e.parent_id})]
+
+        def once() -> builtins.list[Entry]:
+            deleted = self._primary.bulk_write(ops, ordered=False).deleted_count
             if deleted == len(entries):
                 return []
-            left = {int(d["_id"]) for d in self._entries.find({"_id": {"$in": [e.id for e in entries]}}, {"_id": 1})}
-        return [e for e in entries if e.id in left]
+            left = {int(d["_id"]) for d in self._primary.find({"_id": {"$in": [e.id for e in entries]}}, {"_id": 1})}
+            return [e for e in entries if e.id in left]
+
+        return self._retrying(once, "delete of a batch of entries")
 
     def make_durable(self) -> None:
         """Every write is acknowledged only once majority-committed and journaled (see

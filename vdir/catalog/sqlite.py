@@ -637,7 +637,7 @@ class SQLiteCatalog(Catalog):
         return result
 
     def delete_entries(self, entries: Sequence[Entry]) -> builtins.list[Entry]:
-        # One transaction of three statements, whatever the number: the (id, version) pairs
+        # One transaction of four statements, whatever the number: the (id, version) pairs
         # travel as one JSON parameter; directories are never matched (they need delete's check).
         if any(e.type == DIR for e in entries):
             raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
@@ -654,6 +654,10 @@ class SQLiteCatalog(Catalog):
                 gone = json.dumps(sorted(deleted))
                 conn.execute("DELETE FROM replica_index WHERE entry_id IN (SELECT value FROM json_each(?))", (gone,))
                 conn.execute("DELETE FROM replica_keys WHERE entry_id IN (SELECT value FROM json_each(?))", (gone,))
+                # the directories emptied move their mtime/ctime forward, as _touch does for one
+                now, parents = time.time(), json.dumps(sorted({e.parent_id for e in entries if e.id in deleted}))
+                conn.execute("UPDATE entries SET mtime=max(mtime, ?), ctime=max(ctime, ?)"
+                             " WHERE id IN (SELECT value FROM json_each(?))", (now, now, parents))
             if len(deleted) == len(entries):
                 return []
             left = {r[0] for r in conn.execute("SELECT id FROM entries WHERE id IN (SELECT value FROM json_each(?))", (ids,))}
