@@ -103,7 +103,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         scrub_age: float = typer.Option(7 * 86400.0, "--scrub-age", help="Re-verify replicas last verified longer ago than this."),
         retry_base: float = typer.Option(5.0, "--retry-base", help="First retry delay of a failed task (seconds; doubles)."),
         max_attempts: int = typer.Option(5, "--max-attempts", min=1, help="Tries before a task is parked as failed."),
-        task_retention: float = typer.Option(7 * 86400.0, "--task-retention", min=0.0,
+        task_retention: float = typer.Option(7 * 86400.0, "--task-retention", min=0.0, metavar="SECONDS",
                                              help="Seconds a finished task is kept before it expires."),
         node: str | None = typer.Option(None, "--node", help="Node id (default host-pid)."),
         journal: str | None = typer.Option(None, "--journal", hidden=True),
