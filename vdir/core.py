@@ -292,14 +292,23 @@ class VDir:
             kind = "directory" if existing is not None and existing.type == DIR else "file"
             raise AlreadyExists(f"{norm}: a {kind} of that name exists", path=norm) from None
 
-    def _dir_id(self, path: str) -> int:
+    def _dir_id(self, path: str, *, create: bool = False) -> int:
         """Id of the existing directory ``path``: one narrow lookup per component, none for the
-        root.  ``NotFound`` / ``NotADirectory`` otherwise."""
+        root.  ``NotFound`` / ``NotADirectory`` otherwise; with ``create`` the missing components
+        are made (like ``mkdir -p``), one create each."""
         parent = ROOT_ID
         walked = ""
         for name in paths.components(path):
             walked += "/" + name
             found = self.catalog.lookup_id(parent, name)
+            if found is None and create:
+                try:
+                    child = self.catalog.create(Entry(name=name, type=DIR, parent_id=parent, mode=0o755, uid=os.getuid(), gid=os.getgid()))
+                    found = (child.id, DIR)
+                except AlreadyExists:
+                    found = self.catalog.lookup_id(parent, name)
+                    if found is None:
+                        raise
             if found is None:
                 raise NotFound(f"{walked}: no such file or directory", path=walked)
             if found[1] != DIR:
@@ -308,25 +317,8 @@ class VDir:
         return parent
 
     def _ensure_dir_id(self, path: str) -> int:
-        """Id of the directory ``path``, creating missing components (like ``mkdir -p``): one
-        narrow lookup per component, none for the root, plus a create for each missing one."""
-        parent = ROOT_ID
-        walked = ""
-        for name in paths.components(path):
-            walked += "/" + name
-            found = self.catalog.lookup_id(parent, name)
-            if found is None:
-                try:
-                    child = self.catalog.create(Entry(name=name, type=DIR, parent_id=parent, mode=0o755, uid=os.getuid(), gid=os.getgid()))
-                    found = (child.id, DIR)
-                except AlreadyExists:
-                    found = self.catalog.lookup_id(parent, name)
-                    if found is None:
-                        raise
-            if found[1] != DIR:
-                raise NotADirectory(f"{walked}: is a file, not a directory", path=walked)
-            parent = found[0]
-        return parent
+        """``_dir_id`` creating what is missing."""
+        return self._dir_id(path, create=True)
 
     def _locate_for_write(self, norm: str, parents: bool) -> tuple[int, Entry | None]:
         """(parent directory id, existing entry or None) of the path a write goes to: *d*

@@ -192,6 +192,13 @@ def new_task_id() -> int:
         return task_id
 
 
+def check_no_dirs(entries: Iterable[Entry]) -> None:
+    """:meth:`Catalog.delete_entries` takes files and links only (a directory needs the
+    emptiness check of :meth:`Catalog.delete`): ``InvalidArgument`` before anything is deleted."""
+    if any(e.type == DIR for e in entries):
+        raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
+
+
 @dataclass
 class Task:
     """One unit of placement work (replicate, verify, trim...)."""
@@ -485,8 +492,7 @@ class Catalog(ABC):
         An entry already gone counts as deleted.  Directories raise ``InvalidArgument`` and
         nothing is deleted (they need :meth:`delete`'s emptiness check).  Not atomic as a whole:
         each entry is deleted or kept on its own."""
-        if any(e.type == DIR for e in entries):
-            raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
+        check_no_dirs(entries)
         kept: builtins.list[Entry] = []
         for e in entries:
             try:

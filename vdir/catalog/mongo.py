@@ -101,6 +101,7 @@ from vdir.catalog.base import (
     Replica,
     Task,
     check_finish_state,
+    check_no_dirs,
     new_task_id,
 )
 from vdir.errors import (
@@ -850,8 +851,7 @@ class MongoCatalog(Catalog):
         # One unordered bulk of filtered deletes (compare-and-set on the version; parent_id for a
         # shard key; never a directory, which needs delete's emptiness check).  Only when some
         # matched nothing, a second query tells changed entries (kept) from vanished ones.
-        if any(e.type == DIR for e in entries):
-            raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
+        check_no_dirs(entries)
         if not entries:
             return []
         # The same bulk touches each directory it empties (mtime/ctime, as delete does); safe to

@@ -49,6 +49,7 @@ from vdir.catalog.base import (
     Replica,
     Task,
     check_finish_state,
+    check_no_dirs,
     new_task_id,
 )
 from vdir.errors import (
@@ -639,8 +640,7 @@ class SQLiteCatalog(Catalog):
     def delete_entries(self, entries: Sequence[Entry]) -> builtins.list[Entry]:
         # One transaction of four statements, whatever the number: the (id, version) pairs
         # travel as one JSON parameter; directories are never matched (they need delete's check).
-        if any(e.type == DIR for e in entries):
-            raise InvalidArgument("delete_entries removes files and links only; delete directories one by one")
+        check_no_dirs(entries)
         if not entries:
             return []
         pairs = json.dumps([[e.id, e.version] for e in entries])
