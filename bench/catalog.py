@@ -169,15 +169,22 @@ def mongo_bulk(url: str) -> Iterator[Callable[[list[Entry]], None]]:
 
 
 class RoundTrips:
-    """Commands (MongoDB) or statements (SQLite) issued by this process, all threads."""
+    """Commands (MongoDB) or statements (SQLite) issued by this process (``n``, all threads) and
+    by the calling thread (``mine()``; driver listeners and trace callbacks run in the thread
+    that issues the command)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._local = threading.local()
         self.n = 0
 
     def add(self, *_: object) -> None:
         with self._lock:
             self.n += 1
+        self._local.n = getattr(self._local, "n", 0) + 1
+
+    def mine(self) -> int:
+        return int(getattr(self._local, "n", 0))
 
 
 TRIPS = RoundTrips()
@@ -504,13 +511,13 @@ def _writer(engine: str, url: str, parent_id: int, prefix: str, count: int,
     count_round_trips(engine)
     with open_catalog(url) as cat:
         start.wait()
-        before = TRIPS.n
+        before = TRIPS.mine()
         t0 = time.monotonic()
         for i in range(count):
             name = f"{prefix}-{i:06d}"
             cat.create(_file_entry(0, parent_id, name, f"writes/{prefix}/{name}").copy(id=0, version=0))
         t1 = time.monotonic()
-        results.put((t0, t1, count, TRIPS.n - before))
+        results.put((t0, t1, count, TRIPS.mine() - before))
 
 
 def concurrent_creates(engine: str, url: str, parents: list[int], count: int, mode: str, tag: str) -> dict[str, float]:
@@ -611,7 +618,7 @@ RTTS = (0.0005, 0.002)
 
 
 def _ms(s: float) -> str:
-    return f"{s * 1000:,.3f} ms" if s < 0.01 else f"{s * 1000:,.1f} ms" if s < 10 else f"{s:,.1f} s"
+    return f"{s * 1000:,.3f} ms" if s < 0.01 else f"{s * 1000:,.1f} ms" if s < 1 else f"{s:,.2f} s"
 
 
 def _rows(shape: Shape) -> list[tuple[str, str, str]]:
@@ -734,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
             if generated is not None:
                 notes.append(f"{engine}: generated {shape.n:,} entries in bulk in {generated:,.1f} s "
                              f"({shape.n / generated:,.0f}/s).")
-    notes.append(f"Concurrent writers: {args.writers}es, each with its own Catalog; {args.creates:,} creates each; "
+    notes.append(f"Concurrent writers: {args.writers}{'es' if args.writers == 'process' else 's'}, each with its own Catalog; {args.creates:,} creates each; "
                  f"{os.cpu_count()} CPUs shared by clients and server.")
     if results:
         print_table(shape, results, notes)
