@@ -697,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     kept_group = parser.add_mutually_exclusive_group()
     kept_group.add_argument("--keep", metavar="DIR", help="generate into DIR (or reuse what is there) and keep it")
     kept_group.add_argument("--reuse", metavar="DIR", help="measure the catalog a --keep run left in DIR")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument("--generate-only", action="store_true", help="generate (or check) the catalog, measure nothing")
     args = parser.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -743,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"({shape.n / generated:,.0f}/s).")
     notes.append(f"Concurrent writers: {args.writers}{'es' if args.writers == 'process' else 's'}, each with its own Catalog; {args.creates:,} creates each; "
                  f"{os.cpu_count()} CPUs shared by clients and server.")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"shape": asdict(shape), "results": results, "notes": notes}, indent=2) + "\n")
     if results:
         print_table(shape, results, notes)
     else:
