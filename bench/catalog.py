@@ -95,7 +95,8 @@ def _sqlite_row_writer() -> tuple[str, Callable[[Entry], tuple[Any, ...]]]:
     probe = _file_entry(2, ROOT_ID, "probe", "probe")
     if engine._row_to_entry(row(probe)) != probe:
         raise SystemExit("bench: the SQLite row format changed; update _sqlite_row_writer in bench/catalog.py")
-    return f"INSERT INTO entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row
+    # OR IGNORE: a resumed generation may write again the batch that was being written
+    return f"INSERT OR IGNORE INTO entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row
 
 
 @contextlib.contextmanager
@@ -151,7 +152,13 @@ def mongo_bulk(url: str) -> Iterator[Callable[[list[Entry]], None]]:
 
     def write(batch: list[Entry]) -> None:
         nonlocal highest
-        db["entries"].insert_many([doc(e) for e in batch], ordered=False)
+        try:
+            db["entries"].insert_many([doc(e) for e in batch], ordered=False)
+        except pymongo.errors.BulkWriteError as exc:
+            # a resumed generation may write again the batch that was being written
+            if any(err.get("code") != 11000 for err in exc.details.get("writeErrors", [])) or exc.details.get(
+                    "writeConcernErrors"):
+                raise
         highest = max(highest, max(e.id for e in batch))
 
     try:
@@ -356,31 +363,43 @@ class Shape:
                 yield _file_entry(next(ids), dir_id, f"f{f:06d}", f"/data/d{a:06d}/f{f:06d}")
 
 
-def generate(shape: Shape, write: Callable[[list[Entry]], None], label: str, batch_size: int) -> float:
-    """Stream the tree into ``write`` in batches; progress on stderr; returns seconds."""
+def generate(shape: Shape, write: Callable[[list[Entry]], None], label: str, batch_size: int,
+             after: int = ROOT_ID, written: Callable[[int], None] | None = None) -> float:
+    """Stream the tree into ``write`` in batches, skipping ids up to ``after`` (written by an
+    interrupted run); ``written(id)`` after each batch; progress on stderr; returns seconds."""
     t0 = time.perf_counter()
     last = t0
-    done = 0
+    skipped = max(0, after - ROOT_ID)
+    done = skipped
     batch: list[Entry] = []
-    for entry in shape.entries():
-        batch.append(entry)
-        if len(batch) >= batch_size:
-            write(batch)
-            done += len(batch)
-            batch = []
-            now = time.perf_counter()
-            if now - last >= 10 or done == shape.n:
-                rate = done / (now - t0)
-                print(f"  {label}: {done:,}/{shape.n:,} entries ({100 * done / shape.n:.0f}%, {rate:,.0f}/s, "
-                      f"~{(shape.n - done) / rate:,.0f} s left)", file=sys.stderr, flush=True)
-                last = now
-    if batch:
+
+    def flush() -> None:
+        nonlocal done, batch, last
         write(batch)
         done += len(batch)
+        if written is not None:
+            written(batch[-1].id)
+        batch = []
+        now = time.perf_counter()
+        if now - last >= 10:
+            rate = (done - skipped) / (now - t0)
+            print(f"  {label}: {done:,}/{shape.n:,} entries ({100 * done / shape.n:.0f}%, {rate:,.0f}/s, "
+                  f"~{(shape.n - done) / rate:,.0f} s left)", file=sys.stderr, flush=True)
+            last = now
+
+    for entry in shape.entries():
+        if entry.id <= after:
+            continue
+        batch.append(entry)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
     if done != shape.n:
         raise RuntimeError(f"generated {done} entries, expected {shape.n}")
     elapsed = time.perf_counter() - t0
-    print(f"  {label}: {done:,} entries in {elapsed:,.1f} s ({done / elapsed:,.0f}/s)", file=sys.stderr, flush=True)
+    print(f"  {label}: {done - skipped:,} entries in {elapsed:,.1f} s ({(done - skipped) / elapsed:,.0f}/s)",
+          file=sys.stderr, flush=True)
     return elapsed
 
 
@@ -482,20 +501,31 @@ def prepare(engine: str, url: str, place: str, shape: Shape, workdir: Path, reus
         return None
     if reuse:
         raise SystemExit(f"--reuse {workdir}: no complete {engine} catalog of {shape.n:,} entries there (use --keep)")
-    print(f"{engine}: generating {shape.n:,} entries in bulk ...", file=sys.stderr, flush=True)
+    resumed = known is not None and known.get("shape") == asdict(shape) and known.get("place") == place
+    after = int(known.get("written_through", ROOT_ID)) if known and resumed else ROOT_ID
+    before_s = float(known.get("partial_s", 0.0)) if known and resumed else 0.0
+    print(f"{engine}: generating {shape.n:,} entries in bulk" + (f", resuming after id {after:,}" if resumed else "")
+          + " ...", file=sys.stderr, flush=True)
     with open_catalog(url) as cat:  # the engine makes its schema and root
         cat.put_backend(BackendRecord(name=BULK_BACKEND, url="memory://bench"))
-        if cat.stats()["entries"] != 1:
+        if not resumed and cat.lookup(ROOT_ID, "ls") is not None:
             raise SystemExit(f"{engine}: {url} is not empty; use another --keep directory")
-    manifest["engines"][engine] = {"place": place, "shape": asdict(shape), "complete": False}
+    record = {"place": place, "shape": asdict(shape), "complete": False, "written_through": after, "partial_s": before_s}
+    manifest["engines"][engine] = record
     _write_manifest(workdir, manifest)
+    t0 = time.perf_counter()
+
+    def written(last_id: int) -> None:  # progress survives an interrupted run
+        record.update(written_through=last_id, partial_s=before_s + time.perf_counter() - t0)
+        _write_manifest(workdir, manifest)
+
     if engine == "sqlite":
         with sqlite_bulk(url.removeprefix("sqlite:///")) as write:
-            elapsed = generate(shape, write, engine, batch)
+            elapsed = before_s + generate(shape, write, engine, batch, after, written)
     else:
         with mongo_bulk(url) as write:
-            elapsed = generate(shape, write, engine, batch)
-    manifest["engines"][engine].update(complete=True, generate_s=elapsed)
+            elapsed = before_s + generate(shape, write, engine, batch, after, written)
+    record.update(complete=True, generate_s=elapsed)
     _write_manifest(workdir, manifest)
     return elapsed
 
@@ -642,8 +672,8 @@ def _cell(key: str, field: str, m: dict[str, float], rtt: float | None = None) -
     if field == "rate":
         if rtt is None:
             return f"{m['rate']:,.0f}"
-        # each writer waits for its round trips; the server is assumed not to be the limit
-        return f"{m['writers'] / (m['latency'] + trips * rtt):,.0f}"
+        # each writer also waits trips x RTT per create; the server is assumed not to be the limit
+        return f"{m['rate'] * m['latency'] / (m['latency'] + trips * rtt):,.0f}"
     value = m[field] + (trips * rtt if rtt else 0.0)
     return _ms(value)
 
@@ -679,7 +709,8 @@ def print_table(shape: Shape, results: dict[str, dict[str, dict[str, float]]], n
     print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
     for row in rows[1:]:
         print(line(row))
-    print("MongoDB at an RTT: measured time + round trips x RTT (create: writers / (time per create + trips x RTT)).")
+    print("MongoDB at an RTT: measured time + round trips x RTT; creates: measured rate x t / (t + trips x RTT), "
+          "t = a writer's time per create.")
     for note in notes:
         print(note)
 
