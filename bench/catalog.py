@@ -593,9 +593,10 @@ def run_engine(engine: str, url: str, shape: Shape, samples: int, creates: int, 
     r["open"] = {"s": c["s"], "trips": c["trips"]}
     try:
         # a previous run stopped between its rename and the rename back
-        moved = cat.lookup(ROOT_ID, "sub-moved")
-        if moved is not None and cat.lookup(ROOT_ID, "sub") is None:
-            cat.rename(moved.id, ROOT_ID, "sub")
+        for top in ("/", "/data"):
+            moved = cat.lookup(cat.resolve(top).id, "sub-moved")
+            if moved is not None and cat.lookup(ROOT_ID, "sub") is None:
+                cat.rename(moved.id, ROOT_ID, "sub")
 
         rng = random.Random(12)
         for key, pick in (("resolve3", shape.data_path), ("resolve10", shape.deep_path)):
@@ -628,13 +629,16 @@ def run_engine(engine: str, url: str, shape: Shape, samples: int, creates: int, 
 
         sub = cat.resolve("/sub")
         probe = cat.resolve(shape.sub_probe())
-        with counted() as c:
-            cat.rename(sub.id, ROOT_ID, "sub-moved")
-        after = cat.resolve(shape.sub_probe("/sub-moved"))
-        if (after.id, after.version) != (probe.id, probe.version):
-            raise RuntimeError("rename rewrote descendants (or lost them)")
-        r["rename"] = {"s": c["s"], "trips": c["trips"], "descendants": float(shape.sub_descendants)}
-        cat.rename(sub.id, ROOT_ID, "sub")
+        data = cat.resolve("/data")
+        # in place (same parent), then into another directory (the engines check for cycles)
+        for key, parent_id, moved_to in (("rename", ROOT_ID, "/sub-moved"), ("move", data.id, "/data/sub-moved")):
+            with counted() as c:
+                cat.rename(sub.id, parent_id, "sub-moved")
+            after = cat.resolve(shape.sub_probe(moved_to))
+            if (after.id, after.version) != (probe.id, probe.version):
+                raise RuntimeError("rename rewrote descendants (or lost them)")
+            r[key] = {"s": c["s"], "trips": c["trips"]}
+            cat.rename(sub.id, ROOT_ID, "sub")
     finally:
         cat.close()
     return r
@@ -664,6 +668,7 @@ def _rows(shape: Shape) -> list[tuple[str, str, str]]:
         ("create4sep", "rate", "create, 4 writers, separate dirs (entries/s)"),
         ("create4shared", "rate", "create, 4 writers, one shared dir (entries/s)"),
         ("rename", "s", f"rename a dir with {shape.sub_descendants:,} descendants"),
+        ("move", "s", "move it into another dir"),
     ]
 
 
