@@ -22,8 +22,13 @@ Then, through the public :class:`~vdir.catalog.Catalog` API only:
 * ls: ``iter_children`` of the 100k-entry directory, all of it;
 * create: entries per second with 1 writer and with 4 concurrent writers (processes by
   default, each with its own Catalog), into separate directories and into one shared directory;
-* rename of the directory with 1 M descendants: must be one write (checked: a descendant keeps
-  its id and version and resolves under the new name); it is renamed back afterwards.
+* rename of the directory with 1 M descendants, in place and then into another directory: must
+  be one write (checked: a descendant keeps its id and version and resolves under the new name);
+  it is renamed back afterwards, so a kept catalog can be measured again.
+
+``--keep DIR`` generates into DIR (SQLite file, SecantusDB data, ``manifest.json``) and keeps it;
+an interrupted generation resumes from the manifest; ``--reuse DIR`` only measures.  A run adds
+``/writes-*`` directories of a few thousand entries to a kept catalog.
 
 Each figure is printed beside the number of round trips it took (MongoDB: commands seen by a
 ``pymongo.monitoring.CommandListener``; SQLite: statements seen by ``set_trace_callback``), and
