@@ -62,6 +62,9 @@ def server_env(request: pytest.FixtureRequest, needs: list[str], home: Path) -> 
 
 @pytest.mark.parametrize("page, index, script", blocks("sh"), ids=lambda v: str(v) if not isinstance(v, str) or len(v) < 40 else "")
 def test_shell_examples_run(cli: CLI, page: str, index: int, script: str, request: pytest.FixtureRequest) -> None:
+    # under pipefail, `cmd | grep -q x` fails at random: grep exits at the first match and cmd
+    # dies writing to the closed pipe (SIGPIPE); `grep x >/dev/null` reads everything
+    assert not re.search(r"\|\s*grep\s+-\w*q", script), f"{page} block {index}: use `| grep ... >/dev/null`, not `| grep -q`"
     bindir = cli.home / "bin"
     bindir.mkdir(exist_ok=True)
     shim = bindir / "vdir"
