@@ -918,26 +918,6 @@ class VDir:
         except AlreadyExists:
             raise AlreadyExists(f"{norm}: exists", path=norm) from None
 
-    def remove_held(self, path: str) -> tuple[Entry, Callable[[], None]]:
-        """Remove a file or link from the catalog now, and return it with a function that
-        deletes its objects: for a file still open somewhere (the mount's ``unlink`` of an open
-        file), whose bytes must stay readable until the last close.  The objects are under a
-        write intent until then, so a crash in between leaves them to fsck, never a dangling
-        entry.  ``Conflict`` (nothing removed) if the entry changes meanwhile."""
-        norm, entry = self._resolve(path)
-        if entry.type == DIR:
-            raise IsADirectory(f"{norm}: is a directory", path=norm)
-        owned = objects.owned(entry)
-        token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rm") if owned else None
-        try:
-            if self.catalog.delete_entries([entry]):
-                raise Conflict(f"{norm}: changed by another writer while it was being removed; kept", path=norm)
-        except BaseException:
-            if token:
-                objects.end_intent(self.catalog, token)
-            raise
-        return entry, lambda: objects.release(self, owned, norm, token) if token else None
-
     def symlink(self, target: str, path: str) -> Entry:
         norm = paths.normalize(path)
         parent_path, name = paths.split(norm)

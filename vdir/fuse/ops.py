@@ -14,7 +14,9 @@ rename in it); while a file created here is not committed yet, its directory sho
 was created.  atime follows ``relatime``: the first read through a handle moves it to now when
 it was not later than mtime or ctime, or is more than :data:`RELATIME` seconds old (one catalog
 write, without a new version).  An open file that is unlinked stays readable, and ``fstat``
-shows it, until its last handle closes; its objects are deleted then.
+shows it, until its last handle closes: libfuse (``hard_remove`` off) renames it to
+``.fuse_hiddenNNNN`` in its directory instead, and unlinks that name after the last close (a
+new file not committed yet is only re-keyed there, never uploaded).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ READONLY_XATTRS = ("user.vdir.hash", "user.vdir.replicas")
 """Facts of the catalog readable as extended attributes (by name; not listed, so tools that copy
 xattrs do not try to write them elsewhere)."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+HIDDEN_PREFIX = ".fuse_hidden"
+"""libfuse's name for an unlinked file that is still open (see the module docstring)."""
 RELATIME = 86400.0
 """An atime older than this is moved on read even when it is later than mtime and ctime."""
 
@@ -133,8 +137,6 @@ class VDirOperations:
         self._dir_touched: dict[str, float] = {}
         """Directories in which this mount created files not committed yet: when (their mtime
         until the catalog's moves past it)."""
-        self._held: dict[int, Callable[[], None]] = {}
-        """Unlinked files still open here (by node id): what deletes their objects at the last close."""
         self.writeback = WriteBack(vd, cache, self.pool, self._lock, self._nodes)
         """Commits pending files in the background (started by :func:`~vdir.fuse.mount.serve`)."""
 
@@ -258,8 +260,6 @@ class VDirOperations:
         node = self._node(path, fh)
         if node is not None and (node.is_local or node.is_new):
             return self._node_attrs(node)
-        if node is not None and node.unlinked and node.entry is not None:
-            return self._attrs(node.entry)  # unlinked, still open: its last attributes
         if path is None:
             raise NotFound("file was removed")
         entry = self._entry(path)
@@ -470,12 +470,7 @@ class VDirOperations:
             entry = self.vd.entry(norm)
             if entry.type == DIR:
                 raise IsADirectory(f"{norm}: is a directory", path=norm)
-            if node is not None and node.refs > 0 and node.entry is not None and node.entry.id == entry.id:
-                # still open here: its bytes stay readable until the last close (see release)
-                _, free = self.vd.remove_held(norm)
-                self._held[id(node)] = free
-            else:
-                self.vd.rm(norm)
+            self.vd.rm(norm)
             self.meta.forget(norm)
             self._changed_in(norm)
         return 0
@@ -497,6 +492,8 @@ class VDirOperations:
                 held.enter_context(self._nodes[p].lock)
             node = self._nodes.get(src)
             if node is not None and node.is_new and self._rekey_new(node, src, dst, flags):
+                if paths.split(dst)[1].startswith(HIDDEN_PREFIX):
+                    node.discard()  # an unlink of an open file: readable until closed, never uploaded
                 return 0
             if node is not None and node.is_new:
                 node.commit()  # a file must be in the catalog to be renamed there
@@ -758,13 +755,6 @@ class VDirOperations:
             self.writeback.enqueue(node)
         else:
             node.close()
-        with self._lock:
-            free = self._held.pop(id(node), None)
-        if free is not None:  # the last handle of an unlinked file: its objects go now
-            try:
-                free()
-            except Exception as exc:  # noqa: BLE001 - the intent stays, fsck deletes them
-                log.warning("%s: objects of the removed file not deleted (fsck will find them): %s", node.path, exc)
         return 0
 
     # -- lifecycle -------------------------------------------------------------------------
