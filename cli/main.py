@@ -253,12 +253,13 @@ def ls(
         if not long:
             out.line(name + ("/" if i.type == "dir" and name != "/" else ""))
             return
-        kind = {"dir": "d", "file": "-", "symlink": "l"}.get(i.type, "?")
+        kind = TYPE_LETTERS.get(i.type, "?")
         mode = kind + stat_mod.filemode(i.mode)[1:]
         reps = shown(",".join(r["backend"] + ("" if r["state"] == "ok" else f"({r['state']})") for r in i.replicas))
         h = (i.hash or "-")[:16] if i.type == "file" else "-"
         tail = f" -> {shown(i.target)}" if i.target else ""
-        size = fmt_size(i.size, exact=not human)
+        # a device shows its numbers where a file shows its size, as ls -l does
+        size = f"{os.major(i.rdev)}, {os.minor(i.rdev)}" if i.type in ("chr", "blk") else fmt_size(i.size, exact=not human)
         out.line(f"{mode} {size:>12} {fmt_time(i.mtime)} {h:16} {reps or '-':12} {name}{'/' if i.type == 'dir' and name != '/' else ''}{tail}")
 
     for i in singles:
@@ -271,6 +272,13 @@ def ls(
             show(i, shown(i.path if recursive else i.name))
 
 
+TYPE_LETTERS = {"dir": "d", "file": "-", "symlink": "l", "fifo": "p", "chr": "c", "blk": "b", "sock": "s"}
+"""The type letter ``ls -l`` shows."""
+TYPE_NAMES = {"dir": "directory", "file": "regular file", "symlink": "symbolic link", "fifo": "fifo",
+              "chr": "character special file", "blk": "block special file", "sock": "socket"}
+"""Entry types as stat(1) names them."""
+
+
 @app.command()
 def stat(path: str = typer.Argument(..., metavar="PATH", autocompletion=complete_vpath, help="Virtual path."), as_json: bool = typer.Option(False, "--json", help="Machine-readable output (names exactly as stored).")) -> None:
     """Everything the catalog knows about one path."""
@@ -278,7 +286,11 @@ def stat(path: str = typer.Argument(..., metavar="PATH", autocompletion=complete
     if as_json:
         out.json(info.as_dict())
         return
-    out.line(f"  path: {shown(info.path)}\n  type: {info.type}\n  size: {info.size}\n  mode: {stat_mod.filemode(info.mode)[1:]} ({oct(info.mode & 0o7777)})")
+    kind = TYPE_NAMES.get(info.type, info.type)
+    out.line(f"  path: {shown(info.path)}\n  type: {kind}\n  size: {info.size}\n  mode: {TYPE_LETTERS.get(info.type, '?')}"
+             f"{stat_mod.filemode(info.mode)[1:]} ({oct(info.mode & 0o7777)})")
+    if info.type in ("chr", "blk"):
+        out.line(f"device: {os.major(info.rdev)}, {os.minor(info.rdev)} (major, minor)")
     out.line(f" mtime: {fmt_time(info.mtime)}\n  hash: {info.hash or '-'} (xxh3-128)\nversion: {info.version}")
     if info.target:
         out.line(f"target: {shown(info.target)}")

@@ -363,3 +363,34 @@ def test_put_reads_a_short_reading_stream_to_its_end(any_backend: Backend) -> No
     data = os.urandom(100_000)
     any_backend.put("trickle", _Trickle(data))  # type: ignore[arg-type]
     assert any_backend.get_bytes("trickle") == data
+
+
+def test_names_of_255_bytes_through_vdir(any_backend: Backend, tmp_path: object) -> None:
+    """A name of 255 bytes (the limit vdir accepts) is stored, overwritten (the overwrite goes to
+    a unique key beside the name, which must still fit) and read back through VDir on every
+    backend; so is a file whose whole path is longer than PATH_MAX (4,096 bytes)."""
+    from vdir.catalog.base import BackendRecord, open_catalog
+    from vdir.core import VDir
+    from vdir.fsck import fsck
+
+    vd = VDir(open_catalog(f"sqlite:///{tmp_path}/names.db"), default_backend=any_backend.name)
+    vd.catalog.put_backend(BackendRecord(any_backend.name, any_backend.url))
+    vd._backends[any_backend.name] = any_backend  # the fixture's opened backend (emulator credentials)
+    try:
+        for name in ("n" * 255, "é" * 127 + "x", "世" * 85):
+            assert len(name.encode()) == 255
+            path = f"/long names/{name}"
+            vd.put(b"first", path)
+            vd.put(b"second, longer", path, force=True)
+            assert vd.cat(path) == b"second, longer"
+            for r in vd.entry(path).replicas:
+                assert len(r.key.encode().rsplit(b"/", 1)[-1]) <= 255
+                assert any_backend.get_bytes(r.key) == b"second, longer"
+        deep = "/" + "/".join(["d" * 250] * 17) + "/file.txt"
+        assert len(deep.encode()) > 4096
+        vd.put(b"deep", deep)
+        vd.put(b"deeper", deep, force=True)
+        assert vd.cat(deep) == b"deeper"
+        assert not [p for p in fsck(vd).problems if p.kind in ("missing", "corrupt")]
+    finally:
+        vd.catalog.close()

@@ -7,6 +7,7 @@ The Mongo cases run against the session's SecantusDB server, or a real MongoDB w
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1129,3 +1130,76 @@ def test_mongo_task_round_trips(mongo_catalog_url: str) -> None:
         assert count(lambda: cat.renew_lease(task.id, "w", 60)) == ["update"]
         assert count(lambda: cat.finish_task(task.id, "w", DONE)) == ["update"]
         assert count(lambda: cat.claim_task("w", 60, kinds=["verify"])) == ["aggregate"]  # nothing due
+
+
+def test_special_files_round_trip(catalog: Catalog) -> None:
+    """FIFOs, device nodes (with their number) and sockets are entries like any other, with no
+    replicas; ``rdev`` survives create, update, listing and rename."""
+    from vdir.catalog.base import BLK, CHR, FIFO, SOCK
+
+    made = {
+        "pipe": catalog.create(Entry(name="pipe", type=FIFO, mode=0o644)),
+        "null": catalog.create(Entry(name="null", type=CHR, mode=0o666, rdev=os.makedev(1, 3))),
+        "disk": catalog.create(Entry(name="disk", type=BLK, mode=0o660, rdev=os.makedev(8, 17))),
+        "sock": catalog.create(Entry(name="sock", type=SOCK, mode=0o755)),
+    }
+    listed = {e.name: (e.type, e.rdev, e.mode, e.replicas) for e in catalog.list(ROOT_ID)}
+    assert listed == {
+        "pipe": (FIFO, 0, 0o644, []), "null": (CHR, os.makedev(1, 3), 0o666, []),
+        "disk": (BLK, os.makedev(8, 17), 0o660, []), "sock": (SOCK, 0, 0o755, []),
+    }
+    null = catalog.update(catalog.get(made["null"].id).copy(mode=0o600), made["null"].version)
+    assert (catalog.get(null.id).rdev, catalog.get(null.id).mode) == (os.makedev(1, 3), 0o600)
+    moved, _ = catalog.rename(made["disk"].id, ROOT_ID, "sda1")
+    assert catalog.resolve("/sda1").rdev == os.makedev(8, 17) and moved.type == BLK
+    assert [e.id for e, _ in catalog.iter_replicas()] == []
+    assert catalog.stats()["files"] == 0
+
+
+def test_atime_moves_forward_without_a_new_version(catalog: Catalog) -> None:
+    f = catalog.create(Entry(name="f", mtime=100.0, ctime=100.0, atime=100.0))
+    assert catalog.get(f.id).atime == 100.0
+    catalog.touch_atime(f, 500.0)
+    got = catalog.get(f.id)
+    assert (got.atime, got.version) == (500.0, 1)
+    catalog.touch_atime(f, 200.0)  # never backward
+    assert catalog.get(f.id).atime == 500.0
+    # an update writes what the caller sets (utimens may set an older atime)
+    assert catalog.update(got.copy(atime=300.0), got.version).atime == 300.0
+    assert catalog.get(f.id).atime == 300.0
+    catalog.delete(f.id)
+    catalog.touch_atime(f, 900.0)  # a vanished entry: nothing happens
+    with pytest.raises(NotFound):
+        catalog.get(f.id)
+
+
+def test_subdirectory_count_follows_every_change(catalog: Catalog) -> None:
+    """``subdirs`` (st_nlink - 2) counts child directories through create, delete, moves across
+    directories, renames within one, a directory replacing another, and files (never counted);
+    ``update`` cannot change it."""
+    def count(d: Entry) -> int:
+        return catalog.get(d.id).subdirs
+
+    a = catalog.create(Entry(name="a", type=DIR))
+    b = catalog.create(Entry(name="b", type=DIR))
+    assert a.subdirs == 0 and catalog.root().subdirs == 2
+    x = catalog.create(Entry(name="x", type=DIR, parent_id=a.id))
+    y = catalog.create(Entry(name="y", type=DIR, parent_id=a.id))
+    mkfile(catalog, "f", a.id)
+    assert count(a) == 2
+    assert {e.name: e.subdirs for e in catalog.list(ROOT_ID)} == {"a": 2, "b": 0}
+    catalog.rename(x.id, a.id, "x2")  # within a directory
+    assert count(a) == 2
+    catalog.rename(x.id, b.id, "x")  # across
+    assert (count(a), count(b)) == (1, 1)
+    empty = catalog.create(Entry(name="e", type=DIR, parent_id=b.id))
+    assert count(b) == 2
+    catalog.rename(y.id, b.id, "e", replace_existing=True)  # replaces an empty directory
+    assert (count(a), count(b)) == (0, 2)
+    with pytest.raises(NotFound):
+        catalog.get(empty.id)
+    catalog.delete(x.id)
+    assert count(b) == 1
+    stale = catalog.get(b.id).copy(subdirs=99)
+    assert catalog.update(stale, stale.version) is not None and count(b) == 1
+    assert count(catalog.root()) == 2

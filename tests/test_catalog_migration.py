@@ -184,3 +184,79 @@ def test_task_queue_of_schema_2_is_upgraded_in_place(engine: str, old_code_2: Pa
         assert {t.id for t in again.list_tasks(PENDING)} == {fresh.id}
     finally:
         again.close()
+
+
+OLD_MAIN_3 = "e4d6c91"
+"""The last main whose catalogs have schema 3 (no special files, no atime, no subdirectory counts)."""
+
+WRITE_OLD_TREE = r"""
+import json, sys, vdir
+from vdir.catalog.base import Entry, Replica, open_catalog
+assert vdir.__file__.startswith(sys.argv[2]), vdir.__file__
+cat = open_catalog(sys.argv[1])
+top = cat.create(Entry(name="top", type="dir", mtime=1000.0, ctime=1000.0))
+subs = [cat.create(Entry(name=f"sub{i}", type="dir", parent_id=top.id)) for i in range(3)]
+inner = cat.create(Entry(name="inner", type="dir", parent_id=subs[0].id))
+f = cat.create(Entry(name="f.txt", parent_id=top.id, size=5, hash="abc", mtime=1234.5,
+                     replicas=[Replica("local", "top/f.txt", 5, "abc")]))
+cat.close()
+print(json.dumps({"top": top.id, "sub0": subs[0].id, "inner": inner.id, "file": f.id}))
+"""
+
+
+@pytest.fixture(scope="module")
+def old_code_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("old-vdir-3")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_MAIN_3, "vdir"], capture_output=True)
+    assert archive.returncode == 0, f"git archive {OLD_MAIN_3} failed (a full clone is needed): {archive.stderr.decode()}"
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "mongo"])
+def test_tree_of_schema_3_gets_atime_and_subdirectory_counts(engine: str, old_code_3: Path, tmp_path: Path,
+                                                              request: pytest.FixtureRequest) -> None:
+    from vdir.catalog.base import DIR, FIFO, Entry
+
+    url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", WRITE_OLD_TREE, url, str(old_code_3)], cwd=old_code_3, env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    ids = json.loads(proc.stdout)
+    if engine == "sqlite":
+        with sqlite3.connect(tmp_path / "old.db") as raw:
+            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
+
+    cat = open_catalog(url)
+    try:
+        top = cat.resolve("/top")
+        assert top.id == ids["top"] and top.type == DIR
+        # counted on upgrade: three subdirectories below /top, one below /top/sub0, none elsewhere
+        assert top.subdirs == 3
+        assert cat.get(ids["sub0"]).subdirs == 1 and cat.get(ids["inner"]).subdirs == 0
+        assert cat.root().subdirs == 1
+        f = cat.get(ids["file"])
+        assert (f.hash, f.size, f.rdev) == ("abc", 5, 0)
+        assert f.atime == f.mtime == 1234.5  # filled from mtime
+        assert cat.replica_users("local", "top/f.txt") == [f.id]
+        # the upgraded catalog takes the new kinds of entries, and keeps counting
+        fifo = cat.create(Entry(name="pipe", type=FIFO, parent_id=top.id, mode=0o600))
+        assert cat.get(fifo.id).type == FIFO
+        cat.create(Entry(name="sub3", type=DIR, parent_id=top.id))
+        assert cat.get(top.id).subdirs == 4
+        if engine == "sqlite":
+            with sqlite3.connect(tmp_path / "old.db") as raw:
+                assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+        else:
+            from vdir.catalog.mongo import MongoCatalog
+
+            assert isinstance(cat, MongoCatalog)
+            assert cat._db["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION
+    finally:
+        cat.close()
+    again = open_catalog(url)  # a second open finds nothing left to do, and the counts stand
+    try:
+        assert again.resolve("/top").subdirs == 4
+    finally:
+        again.close()

@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from vdir import objects, paths
 from vdir.backends.base import ServerSideCopy, copy_object
-from vdir.catalog.base import DIR, FILE, OK, SYMLINK, Entry, Replica
+from vdir.catalog.base import DIR, FILE, OK, SPECIAL, SYMLINK, Entry, Replica
 from vdir.errors import AlreadyExists, Conflict, InvalidArgument, IsADirectory, NotFound
 from vdir.filters import Filter, allows
 from vdir.streams import RangedReader, SpoolWriter, ordered_replicas
@@ -167,6 +167,10 @@ def _copy_one(vd: VDir, snorm: str, sentry: Entry, dnorm: str, force: bool, back
         if existing is not None:
             vd._remove_entries([(dnorm, existing)])
         return vd.symlink(sentry.target or "", dnorm)
+    if sentry.type in SPECIAL:
+        if existing is not None:
+            vd._remove_entries([(dnorm, existing)])
+        return vd.mknod(dnorm, sentry.type, sentry.mode, sentry.rdev)
     healthy = [r for r in ordered_replicas(vd, sentry) if r.state == OK]
     bname = vd.choose_backend(backend or (healthy[0].backend if healthy else None))
     store = vd.backend(bname)

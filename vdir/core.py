@@ -32,7 +32,20 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from vdir import copying, linking, localin, localout, objects, paths
 from vdir import find as find_mod
 from vdir.backends import Backend, Location, PutMode, open_backend
-from vdir.catalog.base import DIR, FILE, OK, ROOT_ID, SYMLINK, BackendRecord, Catalog, Entry, Replica
+from vdir.catalog.base import (
+    DEVICES,
+    DIR,
+    FILE,
+    OK,
+    ROOT_ID,
+    SOCK,
+    SPECIAL,
+    SYMLINK,
+    BackendRecord,
+    Catalog,
+    Entry,
+    Replica,
+)
 from vdir.config import Config
 from vdir.errors import (
     AlreadyExists,
@@ -77,10 +90,17 @@ class Info:
     version: int = 0
     target: str | None = None
     replicas: list[dict[str, Any]] = field(default_factory=list)
+    rdev: int = 0
+    """A device's number (``os.makedev(major, minor)``); 0 for every other type."""
+    atime: float = 0.0
+    ctime: float = 0.0
+    uid: int = 0
+    gid: int = 0
 
     @classmethod
     def of(cls, path: str, entry: Entry) -> Info:
         return cls(
+            rdev=entry.rdev, atime=entry.atime, ctime=entry.ctime, uid=entry.uid, gid=entry.gid,
             path=path,
             name=entry.name or "/",
             type=entry.type,
@@ -640,6 +660,10 @@ class VDir:
                 if dest.exists() and not force:
                     raise AlreadyExists(f"{dest}: exists (use --force to overwrite)")
                 return [dest]
+            if entry.type in SPECIAL:
+                if os.path.lexists(dest) and not force:
+                    raise AlreadyExists(f"{dest}: exists (use --force to overwrite)")
+                return [dest] if localout.make_special(dest, entry.type, entry.mode, entry.rdev, entry.mtime, norm) else []
             return [self._get_file(norm, entry, dest, force, progress)]
         if not recursive:
             raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
@@ -657,10 +681,10 @@ class VDir:
             tree.check(d)  # all refusals come before the first byte is written
         if not force:
             for rel, e in items:
-                if e.type == FILE and (dest / rel).exists():
+                if (e.type == FILE or e.type in SPECIAL) and os.path.lexists(dest / rel):
                     raise AlreadyExists(f"{dest / rel}: exists (use --force to overwrite)")
         if dry_run:
-            return [dest / rel for rel, e in items if e.type == FILE]
+            return [dest / rel for rel, e in items if e.type == FILE or (e.type in SPECIAL and e.type != SOCK)]
         if prefix:
             tree.ensure(prefix)
         else:
@@ -676,6 +700,9 @@ class VDir:
                 tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
                 with contextlib.suppress(FileExistsError):
                     os.symlink(e.target, target)
+            elif e.type in SPECIAL:
+                tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
+                localout.make_special(target, e.type, e.mode, e.rdev, e.mtime, paths.join(norm, rel))
 
         def one(item: tuple[str, Entry]) -> tuple[Path, Path]:
             rel, e = item
@@ -862,6 +889,26 @@ class VDir:
             except Conflict:
                 continue
         raise Conflict(f"{path}: kept changing while its attributes were set", path=path)
+
+    def mknod(self, path: str, kind: str, mode: int = 0o644, rdev: int = 0, *, uid: int | None = None,
+              gid: int | None = None) -> Entry:
+        """Create a special file: ``kind`` is ``"fifo"``, ``"chr"``, ``"blk"`` or ``"sock"``
+        (:data:`~vdir.catalog.base.SPECIAL`), ``rdev`` a device's number (devices only).  It is a
+        catalog entry only: no object on any backend.  ``AlreadyExists`` if the name is taken."""
+        norm = paths.normalize(path)
+        if kind not in SPECIAL:
+            raise InvalidArgument(f"{kind!r} is not a special file type (one of {', '.join(SPECIAL)})")
+        if rdev and kind not in DEVICES:
+            raise InvalidArgument(f"{norm}: only a device has a device number")
+        if norm == "/":
+            raise AlreadyExists("/: the root directory exists")
+        parent_path, name = paths.split(norm)
+        entry = Entry(name=name, type=kind, parent_id=self._dir_id(parent_path), mode=mode & 0o7777, rdev=rdev,
+                      uid=os.getuid() if uid is None else uid, gid=os.getgid() if gid is None else gid)
+        try:
+            return self.catalog.create(entry)
+        except AlreadyExists:
+            raise AlreadyExists(f"{norm}: exists", path=norm) from None
 
     def symlink(self, target: str, path: str) -> Entry:
         norm = paths.normalize(path)

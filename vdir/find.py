@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from vdir import paths
-from vdir.catalog.base import DIR, FILE, SYMLINK, Entry
+from vdir.catalog.base import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry
 from vdir.errors import InvalidArgument, NotADirectory, NotFound
 from vdir.units import parse_size
 
@@ -79,7 +79,8 @@ def find(vd: VDir, path: str = "/", *, name: str | None = None, size: str | int 
       (suffixes k, M, G, T are binary: KiB, MiB...; an int means exactly);
     - ``newer``: modified after this time (seconds since the epoch) or, for a ``str``, after
       the virtual path it names was modified;
-    - ``type``: ``"f"``/``"file"``, ``"d"``/``"dir"``, ``"l"``/``"symlink"``;
+    - ``type``: ``"f"``/``"file"``, ``"d"``/``"dir"``, ``"l"``/``"symlink"``, and as find(1) the
+      special files ``"p"``, ``"c"``, ``"b"``, ``"s"``;
     - ``maxdepth``: how far below ``path`` to go (0: ``path`` alone); a walk never reads
       directories below this depth.
 
@@ -135,7 +136,9 @@ def _size_test(size: str | int | None) -> Callable[[int], bool] | None:
 def _find_type(kind: str | None) -> str | None:
     if kind is None:
         return None
-    types = {"f": FILE, "file": FILE, "d": DIR, "dir": DIR, "l": SYMLINK, "symlink": SYMLINK}
+    types = {"f": FILE, "file": FILE, "d": DIR, "dir": DIR, "l": SYMLINK, "symlink": SYMLINK,
+             "p": FIFO, FIFO: FIFO, "c": CHR, CHR: CHR, "b": BLK, BLK: BLK, "s": SOCK, SOCK: SOCK}
     if kind not in types:
-        raise InvalidArgument(f"type {kind!r} is not one of f (file), d (dir), l (symlink)")
+        raise InvalidArgument(f"type {kind!r} is not one of f (file), d (dir), l (symlink), p (fifo), c (chr), "
+                              "b (blk), s (sock)")
     return types[kind]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
+from vdir import paths
 from vdir.errors import NotADirectory
 
 log = logging.getLogger("vdir.localout")
@@ -37,7 +38,7 @@ def stage(dest: Path, fill: Callable[[IO[bytes]], object], mode: int, mtime: flo
     """Write a temp file beside ``dest`` with ``fill``, with ``mode`` and ``mtime`` set (and
     fsync'ed with ``sync``); the temp file is removed if anything fails."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:100]}.", suffix=".vdir-part", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{paths.fit(dest.name, 100)}.", suffix=".vdir-part", dir=dest.parent)
     try:
         with os.fdopen(fd, "w+b") as out:
             fill(out)
@@ -50,6 +51,32 @@ def stage(dest: Path, fill: Callable[[IO[bytes]], object], mode: int, mtime: flo
         discard([tmp])
         raise
     return Path(tmp)
+
+
+def make_special(dest: Path, kind: str, mode: int, rdev: int, mtime: float, vpath: str) -> bool:
+    """Recreate a special file of the catalog at ``dest`` where this system allows it, as
+    ``cp -a`` and ``tar`` do: a FIFO always, a device node when running as root (else skipped
+    with a warning), never a socket (a socket file means nothing without its server: skipped
+    with a warning).  An existing non-directory at ``dest`` is replaced.  True if made."""
+    import stat as stat_mod
+
+    if kind == "sock":
+        log.warning("%s: socket not copied (a socket cannot be recreated; tar and cp -a skip them too)", vpath)
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        if not stat_mod.S_ISDIR(os.lstat(dest).st_mode):
+            os.unlink(dest)
+    try:
+        if kind == "fifo":
+            os.mkfifo(dest, mode & 0o7777)
+        else:
+            os.mknod(dest, (stat_mod.S_IFCHR if kind == "chr" else stat_mod.S_IFBLK) | (mode & 0o7777), rdev)
+    except PermissionError:
+        log.warning("%s: device node not copied (creating device nodes needs root)", vpath)
+        return False
+    os.chmod(dest, mode & 0o7777)  # the umask applied to mkfifo/mknod
+    os.utime(dest, (mtime, mtime))
+    return True
 
 
 class DestTree:

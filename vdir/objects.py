@@ -44,7 +44,7 @@ import xxhash
 from vdir.backends.base import Backend, PutMode
 from vdir.catalog.base import FILE, Catalog, Entry, Replica
 from vdir.errors import VDirError
-from vdir.paths import MAX_NAME_BYTES
+from vdir.paths import MAX_NAME_BYTES, fit
 
 if TYPE_CHECKING:
     from vdir.core import VDir
@@ -63,12 +63,7 @@ USERS_BATCH = 1000
 """Objects whose users :func:`delete_unused` asks the catalog about in one query."""
 
 
-def _fit(name: str, limit: int) -> str:
-    """``name`` cut to at most ``limit`` UTF-8 bytes, at a character boundary."""
-    data = name.encode("utf-8", "surrogateescape")
-    if len(data) <= limit:
-        return name
-    return data[:limit].decode("utf-8", "ignore")
+_fit = fit  # kept for callers of the old name
 
 
 def path_key(path: str) -> str:

@@ -4,6 +4,11 @@ A virtual path is absolute, ``/``-separated, with no empty, ``.`` or ``..`` comp
 valid UTF-8, each name at most :data:`MAX_NAME_BYTES` bytes.  :func:`normalize` is the only
 place these rules live; the core calls it on every path a user hands in, so front ends and the
 catalog can trust what they get.
+
+There is no limit on a whole path: the catalog stores names, not paths (a path of depth *d* is
+*d* names), and object keys longer than a store allows are shortened by :mod:`vdir.objects`.
+Linux's ``PATH_MAX`` (4,096 bytes) limits one syscall argument, not where a file may be: a
+program that walks with relative paths (``openat``, ``chdir``) goes deeper on a mount too.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import re
 from vdir.errors import InvalidPath, NameTooLong
 
 MAX_NAME_BYTES = 255
-MAX_PATH_BYTES = 4096
 
 
 def check_name(name: str) -> str:
@@ -37,6 +41,16 @@ def check_name(name: str) -> str:
     return name
 
 
+def fit(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` UTF-8 bytes, at a character boundary: for names made
+    from a user's name plus a suffix (temp files, conflict copies), which must stay within
+    :data:`MAX_NAME_BYTES` however long the user's name is."""
+    data = name.encode("utf-8", "surrogateescape")
+    if len(data) <= limit:
+        return name
+    return data[:limit].decode("utf-8", "ignore")
+
+
 def normalize(path: str) -> str:
     """Return the normal form of a virtual path, or raise :class:`InvalidPath`.
 
@@ -50,8 +64,6 @@ def normalize(path: str) -> str:
         raise InvalidPath("empty path")
     if "\x00" in path:
         raise InvalidPath(f"path {path!r} contains a NUL byte")
-    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
-        raise NameTooLong(f"path is longer than {MAX_PATH_BYTES} bytes")
     body = path[1:] if path.startswith("/") else path
     if body.endswith("/"):
         body = body[:-1]

@@ -5,7 +5,9 @@ suite (``tests/test_catalog_conformance.py``).
 
 Model
 -----
-* An :class:`Entry` is a directory, file or symlink, identified by an integer ``id``; the root
+* An :class:`Entry` is a directory, file, symlink or special file (FIFO, character or block
+  device, unix-domain socket: :data:`SPECIAL`, which hold no bytes and have no replicas; a
+  device's number is ``rdev``), identified by an integer ``id``; the root
   has ``id == ROOT_ID`` and ``parent_id is None``.  ``(parent_id, name)`` is unique.
   Listing a directory is an index scan on ``parent_id``; renaming a directory is one write of
   its own row, whatever lies below it.
@@ -19,7 +21,13 @@ Model
   catalog newer than the code is refused.  Version 2 added ``Entry.blocks`` and the
   ``(backend, key)`` index behind :meth:`Catalog.replica_users`.  Version 3 reshaped the task
   queue (below): a ``due`` time on every unfinished task, an expiry time on every finished one,
-  and the indexes that serve dedupe, claim and expiry.
+  and the indexes that serve dedupe, claim and expiry.  Version 4 added the special file types,
+  ``Entry.rdev``, ``Entry.atime`` (filled from ``mtime`` on upgrade) and ``Entry.subdirs``.
+* A directory's ``subdirs`` counts its child directories (``st_nlink`` is ``2 + subdirs``).
+  The engines maintain it in the same atomic write as create, delete and rename; ``update``
+  never changes it (whatever the caller's copy says), nor does it change ``atime``'s meaning:
+  :meth:`Catalog.touch_atime` moves ``atime`` forward without a new version (a read is not a
+  change that compare-and-set writers must notice).
 * :class:`Task` rows form the placement queue.  :meth:`Catalog.claim_task` is atomic (a
   compare-and-set on one task): two claimers never get the same task, and a task whose lease
   expired can be claimed again.  Every unfinished task has a ``due`` time on the catalog's clock
@@ -65,7 +73,7 @@ from typing import Any
 from vdir.errors import Conflict, InvalidArgument, NotADirectory, NotFound
 
 ROOT_ID = 1
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The catalog layout this code writes; see the module docstring."""
 
 TASK_RETENTION = 7 * 86400.0
@@ -74,6 +82,13 @@ TASK_RETENTION = 7 * 86400.0
 DIR = "dir"
 FILE = "file"
 SYMLINK = "symlink"
+FIFO = "fifo"
+CHR = "chr"
+BLK = "blk"
+SOCK = "sock"
+SPECIAL = (FIFO, CHR, BLK, SOCK)
+"""Special files: catalog entries only, never any bytes on a backend."""
+DEVICES = (CHR, BLK)
 
 # replica states
 OK = "ok"
@@ -118,6 +133,13 @@ class Entry:
     blocks: str | None = None
     """Per-block hashes of the content, opaque to the catalog (see :mod:`vdir.hashing`);
     ``None`` when not known (entries written before schema 2, lazily linked objects)."""
+    rdev: int = 0
+    """Device number (``os.makedev(major, minor)``) of a character or block device; 0 otherwise."""
+    atime: float = field(default_factory=time.time)
+    """Last access; moved by :meth:`Catalog.touch_atime` (``relatime`` rules are the caller's)."""
+    subdirs: int = 0
+    """Of a directory: how many child directories it has, maintained by the catalog (read-only
+    for callers: ``create`` stores 0, ``update`` keeps the stored count)."""
 
     @property
     def is_dir(self) -> bool:
@@ -126,6 +148,10 @@ class Entry:
     @property
     def is_file(self) -> bool:
         return self.type == FILE
+
+    @property
+    def is_special(self) -> bool:
+        return self.type in SPECIAL
 
     def copy(self, **changes: Any) -> Entry:
         """A deep-enough copy (replicas and xattrs are new containers) with ``changes`` applied."""
@@ -287,6 +313,11 @@ class Catalog(ABC):
         into itself or its own descendant raises ``InvalidArgument``.  The moved entry's
         version is bumped; ``expected_version`` makes it a compare-and-set.
         """
+
+    @abstractmethod
+    def touch_atime(self, entry: Entry, atime: float) -> None:
+        """Move the access time of ``entry`` (by id; its ``parent_id`` is the shard key) forward
+        to ``atime``: never backward, no version bump, no effect on a vanished entry.  One write."""
 
     @abstractmethod
     def delete(self, entry_id: int, expected_version: int | None = None) -> Entry:

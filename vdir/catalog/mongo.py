@@ -154,7 +154,8 @@ _RETRY_CODES = {
 }
 _RETRY_LABELS = ("RetryableWriteError", "TransientTransactionError", "UnknownTransactionCommitResult")
 
-_ENTRY_FIELDS = ("type", "mode", "uid", "gid", "size", "mtime", "ctime", "hash", "target", "blocks")
+_ENTRY_FIELDS = ("type", "mode", "uid", "gid", "size", "mtime", "ctime", "hash", "target", "blocks", "rdev", "atime")
+# ``subdirs`` is not among them: only create/delete/rename change it (with ``$inc`` in ``_touch``)
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
 
 
@@ -196,7 +197,8 @@ def _to_entry(d: dict[str, Any]) -> Entry:
     return Entry(
         id=d["_id"], parent_id=d.get("parent_id"), name=d["name"], type=d["type"], mode=d["mode"], uid=d["uid"],
         gid=d["gid"], size=d["size"], mtime=d["mtime"], ctime=d["ctime"], hash=d.get("hash"), version=d["version"],
-        target=d.get("target"), blocks=d.get("blocks"),
+        target=d.get("target"), blocks=d.get("blocks"), rdev=d.get("rdev", 0), atime=d.get("atime", d["mtime"]),
+        subdirs=d.get("subdirs", 0),
         xattrs={x["k"]: bytes(x["v"]) for x in d.get("xattrs", [])},
         replicas=[Replica(**r) for r in d.get("replicas", [])],
     )
@@ -273,22 +275,23 @@ def _duplicate_index(exc: PyMongoError) -> str | None:
     return "parent_name"
 
 
-def _touch_parts(parent_id: int, token: int, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def _touch_parts(parent_id: int, token: int, now: float, subdirs: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """The write every create/remove/rename makes to the directory it changes: mtime/ctime move
-    forward (the version does not change), and the operation's token joins ``ops``.  Filtered on
+    forward (the version does not change), its count of subdirectories moves by ``subdirs``, and
+    the operation's token joins ``ops`` (so a retried write never counts twice).  Filtered on
     "is a directory" and "token not yet there", so a match count of 1 means the parent exists,
     holds entries, and this operation was not applied before.  It also makes two operations on
     one directory *write* a common document, which is what turns MongoDB's snapshot isolation
     into serialisable outcomes here (rmdir vs create, crossed moves: see the module docstring)."""
-    return (
-        {"_id": parent_id, "type": DIR, "ops": {"$ne": token}},
-        {"$max": {"mtime": now, "ctime": now}, "$push": {"ops": {"$each": [token], "$slice": -OPS_KEPT}}},
-    )
+    change: dict[str, Any] = {"$max": {"mtime": now, "ctime": now}, "$push": {"ops": {"$each": [token], "$slice": -OPS_KEPT}}}
+    if subdirs:
+        change["$inc"] = {"subdirs": subdirs}
+    return {"_id": parent_id, "type": DIR, "ops": {"$ne": token}}, change
 
 
-def _touch(parent_id: int, token: int, now: float) -> UpdateOne:
+def _touch(parent_id: int, token: int, now: float, subdirs: int = 0) -> UpdateOne:
     """``_touch_parts`` as a bulk-write operation."""
-    return UpdateOne(*_touch_parts(parent_id, token, now))
+    return UpdateOne(*_touch_parts(parent_id, token, now, subdirs))
 
 
 class MongoCatalog(Catalog):
@@ -454,6 +457,9 @@ class MongoCatalog(Catalog):
         if version < 3:
             self._migrate_tasks_to_3()
         self._create_task_indexes()
+        # -- special files, atime, subdirectory counts (schema 4) ----------------------------
+        if version < 4:
+            self._migrate_entries_to_4()
         # -----------------------------------------------------------------------------------
         self._db["meta"].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
 
@@ -482,6 +488,18 @@ class MongoCatalog(Catalog):
             [{"$set": {"expire_at": {"$toDate": {"$multiply": [{"$add": ["$updated", TASK_RETENTION]}, 1000]}}}}],
         )
         self._db["counters"].delete_one({"_id": "tasks"})  # task ids no longer come from a counter
+
+    def _migrate_entries_to_4(self) -> None:
+        """Schema 3 -> 4: ``rdev`` and ``atime`` are optional fields (read as 0 and ``mtime``
+        when absent), but ``atime`` is written from ``mtime`` so every entry has one; each
+        directory gets ``subdirs``, counted.  Idempotent (the counts are set, not added)."""
+        self._entries.update_many({"atime": {"$exists": False}}, [{"$set": {"atime": "$mtime"}}])
+        counts = {d["_id"]: int(d["n"]) for d in self._entries.aggregate(
+            [{"$match": {"type": DIR}}, {"$group": {"_id": "$parent_id", "n": {"$sum": 1}}}]) if d["_id"] is not None}
+        self._entries.update_many({"type": DIR, "_id": {"$nin": builtins.list(counts)}}, {"$set": {"subdirs": 0}})
+        ops = [UpdateOne({"_id": dir_id}, {"$set": {"subdirs": n}}) for dir_id, n in counts.items()]
+        for i in range(0, len(ops), 1000):
+            self._entries.bulk_write(ops[i:i + 1000], ordered=False)
 
     @staticmethod
     def _new_entry_id() -> int:
@@ -596,9 +614,12 @@ class MongoCatalog(Catalog):
             now = time.time()
             doc = _entry_doc(entry, entry_id[0], 1)
             doc["op"] = token
+            if entry.type == DIR:
+                doc["subdirs"] = 0
             fields = {k: v for k, v in doc.items() if k not in ("_id", "parent_id")}
             child = {"_id": entry_id[0], "parent_id": parent_id, "op": token}
-            writes = [UpdateOne(child, {"$setOnInsert": fields}, upsert=True), _touch(parent_id, token, now)]
+            writes = [UpdateOne(child, {"$setOnInsert": fields}, upsert=True),
+                      _touch(parent_id, token, now, 1 if entry.type == DIR else 0)]
             try:
                 result = self._primary.bulk_write(writes, ordered=True)
             except BulkWriteError as exc:
@@ -613,7 +634,7 @@ class MongoCatalog(Catalog):
                     raise error from None
                 raise AlreadyExists(f"{entry.name!r} already exists in directory {parent_id}") from None
             if result.matched_count + result.upserted_count >= 2 or self._applied(parent_id, token):
-                return entry.copy(id=entry_id[0], version=1)  # or an earlier attempt's reply was lost
+                return entry.copy(id=entry_id[0], version=1, subdirs=0)  # or an earlier attempt's reply was lost
             # the parent is gone or is not a directory: take the child back
             self._primary.delete_one(child)
             raise self._parent_error(parent_id) or _Retry()
@@ -700,9 +721,10 @@ class MongoCatalog(Catalog):
         now = time.time()
         changes = {"parent_id": new_parent_id, "name": new_name, "ctime": now, "op": token}
         moved = {**current, **changes, "version": current["version"] + 1}
-        writes = [_touch(new_parent_id, token, now)]
+        moved_dir = 1 if is_dir and old_parent != new_parent_id else 0
+        writes = [_touch(new_parent_id, token, now, moved_dir - (1 if existing is not None and existing["type"] == DIR else 0))]
         if old_parent != new_parent_id:
-            writes.append(_touch(old_parent, token, now))
+            writes.append(_touch(old_parent, token, now, -moved_dir))
         # the ancestors read for the cycle check are written too, with the parent each had: a
         # concurrent move of any of them makes one of the two transactions fail (no write skew)
         writes += [UpdateOne({"_id": node, "parent_id": parent, "type": DIR}, {"$inc": {"lock": 1}}) for node, parent in chain]
@@ -785,13 +807,21 @@ class MongoCatalog(Catalog):
             )
             if gone.deleted_count != 1:
                 raise _Mismatch()
-            self._primary.update_one(*_touch_parts(parent_id, token, time.time()), session=session)
+            self._primary.update_one(*_touch_parts(parent_id, token, time.time(), -1 if current["type"] == DIR else 0),
+                                     session=session)
 
         try:
             self._transaction(body)
         except _Mismatch:
             raise self._lost(entry_id, expected_version) from None
         return _to_entry(current)
+
+    def touch_atime(self, entry: Entry, atime: float) -> None:
+        where: dict[str, Any] = {"_id": entry.id}
+        if entry.parent_id is not None:
+            where["parent_id"] = entry.parent_id  # the shard key
+        with self._errors():
+            self._primary.update_one(where, {"$max": {"atime": atime}})
 
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
         # Depth first (each directory is followed by everything below it), one paged iterator

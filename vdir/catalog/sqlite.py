@@ -90,7 +90,10 @@ CREATE TABLE IF NOT EXISTS entries (
     target TEXT,
     xattrs TEXT NOT NULL DEFAULT '{}',
     replicas TEXT NOT NULL DEFAULT '[]',
-    blocks TEXT
+    blocks TEXT,
+    rdev INTEGER NOT NULL DEFAULT 0,
+    atime REAL,
+    subdirs INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS entries_parent_name ON entries(parent_id, name);
 CREATE TABLE IF NOT EXISTS replica_index (
@@ -154,7 +157,8 @@ CREATE INDEX IF NOT EXISTS tasks_expire ON tasks(expire_at) WHERE expire_at IS N
 CREATE INDEX IF NOT EXISTS tasks_state_created ON tasks(state, created);
 """
 
-_ENTRY_COLS = "id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas, blocks"
+_ENTRY_COLS = ("id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas, blocks,"
+               " rdev, atime, subdirs")
 _TASK_COLS = (
     "id, kind, entry_id, entry_version, source, destination, state, attempts, last_error, lease_owner, "
     "lease_expires, not_before, dedupe_key, payload, created, updated"
@@ -176,10 +180,12 @@ def _dump_xattrs(xattrs: dict[str, bytes]) -> str:
 
 
 def _row_to_entry(row: tuple[Any, ...]) -> Entry:
-    (id_, parent_id, name, type_, mode, uid, gid, size, mtime, ctime, hash_, version, target, xattrs, replicas, blocks) = row
+    (id_, parent_id, name, type_, mode, uid, gid, size, mtime, ctime, hash_, version, target, xattrs, replicas, blocks,
+     rdev, atime, subdirs) = row
     return Entry(
         id=id_, parent_id=parent_id, name=name, type=type_, mode=mode, uid=uid, gid=gid, size=size,
         mtime=mtime, ctime=ctime, hash=hash_, version=version, target=target, blocks=blocks,
+        rdev=rdev, atime=mtime if atime is None else atime, subdirs=subdirs,
         xattrs={k: bytes.fromhex(v) for k, v in json.loads(xattrs).items()} if xattrs != "{}" else {},
         replicas=[Replica(**r) for r in json.loads(replicas)] if replicas != "[]" else [],
     )
@@ -223,6 +229,15 @@ def _migrate(conn: sqlite3.Connection, found: int) -> None:
         conn.execute("UPDATE tasks SET expire_at = updated + ? WHERE state IN ('done', 'failed')", (TASK_RETENTION,))
         conn.execute("DROP INDEX IF EXISTS tasks_claim")  # replaced by tasks_due
         conn.execute("DROP INDEX IF EXISTS tasks_lease")
+    if found < 4:  # 4: special files (rdev), atime (from mtime), each directory's count of subdirectories
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+        for column, decl in (("rdev", "INTEGER NOT NULL DEFAULT 0"), ("atime", "REAL"),
+                             ("subdirs", "INTEGER NOT NULL DEFAULT 0")):
+            if column not in columns:
+                conn.execute(f"ALTER TABLE entries ADD COLUMN {column} {decl}")
+        conn.execute("UPDATE entries SET atime = mtime WHERE atime IS NULL")
+        conn.execute("UPDATE entries SET subdirs = (SELECT count(*) FROM entries c WHERE c.parent_id = entries.id"
+                     " AND c.type = 'dir') WHERE type = 'dir'")
 
 
 def _translate(path: str, exc: sqlite3.Error) -> Exception:
@@ -396,8 +411,9 @@ class SQLiteCatalog(Catalog):
                 if conn.execute("SELECT 1 FROM entries WHERE id=?", (ROOT_ID,)).fetchone() is None:
                     now = time.time()
                     conn.execute(
-                        f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (ROOT_ID, None, "", DIR, 0o755, os.getuid(), os.getgid(), 0, now, now, None, 1, None, "{}", "[]", None),
+                        f"INSERT INTO entries ({_ENTRY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (ROOT_ID, None, "", DIR, 0o755, os.getuid(), os.getgid(), 0, now, now, None, 1, None, "{}", "[]", None,
+                         0, now, 0),
                     )
         except sqlite3.Error as exc:
             raise _translate(self.path, exc) from exc
@@ -440,10 +456,12 @@ class SQLiteCatalog(Catalog):
             raise NotADirectory(f"parent {parent.name!r} is not a directory")
 
     @staticmethod
-    def _touch(conn: sqlite3.Connection, dir_id: int | None, now: float) -> None:
+    def _touch(conn: sqlite3.Connection, dir_id: int | None, now: float, subdirs: int = 0) -> None:
         """A directory's mtime/ctime move forward when an entry is created, removed or renamed in
-        it (its version does not change: it is not a compare-and-set write of the directory)."""
-        conn.execute("UPDATE entries SET mtime=max(mtime, ?), ctime=max(ctime, ?) WHERE id=?", (now, now, dir_id))
+        it (its version does not change: it is not a compare-and-set write of the directory), and
+        its count of subdirectories moves by ``subdirs``."""
+        conn.execute("UPDATE entries SET mtime=max(mtime, ?), ctime=max(ctime, ?), subdirs=subdirs+? WHERE id=?",
+                     (now, now, subdirs, dir_id))
 
     def _set_replica_index(self, conn: sqlite3.Connection, entry: Entry) -> None:
         self._drop_replica_index(conn, entry.id)
@@ -462,17 +480,18 @@ class SQLiteCatalog(Catalog):
             self._check_parent(conn, entry.parent_id)
             if self._lookup(conn, entry.parent_id or 0, entry.name) is not None:
                 raise AlreadyExists(f"{entry.name!r} already exists in directory {entry.parent_id}")
-            new = entry.copy(version=1)
+            new = entry.copy(version=1, subdirs=0)
             cur = conn.execute(
                 "INSERT INTO entries (parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs,"
-                " replicas, blocks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " replicas, blocks, rdev, atime) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (new.parent_id, new.name, new.type, new.mode, new.uid, new.gid, new.size, new.mtime, new.ctime,
-                 new.hash, 1, new.target, _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.blocks),
+                 new.hash, 1, new.target, _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.blocks,
+                 new.rdev, new.atime),
             )
             new.id = int(cur.lastrowid or 0)
             if new.replicas:
                 self._set_replica_index(conn, new)
-            self._touch(conn, new.parent_id, time.time())
+            self._touch(conn, new.parent_id, time.time(), 1 if new.type == DIR else 0)
             return new
 
     def _current(self, conn: sqlite3.Connection, entry_id: int, expected_version: int | None) -> Entry:
@@ -488,12 +507,13 @@ class SQLiteCatalog(Catalog):
     def update(self, entry: Entry, expected_version: int) -> Entry:
         with self._write() as conn:
             current = self._current(conn, entry.id, expected_version)
-            new = entry.copy(version=current.version + 1, parent_id=current.parent_id, name=current.name)
+            new = entry.copy(version=current.version + 1, parent_id=current.parent_id, name=current.name,
+                             subdirs=current.subdirs)
             conn.execute(
                 "UPDATE entries SET type=?, mode=?, uid=?, gid=?, size=?, mtime=?, ctime=?, hash=?, version=?, target=?,"
-                " xattrs=?, replicas=?, blocks=? WHERE id=?",
+                " xattrs=?, replicas=?, blocks=?, rdev=?, atime=? WHERE id=?",
                 (new.type, new.mode, new.uid, new.gid, new.size, new.mtime, new.ctime, new.hash, new.version, new.target,
-                 _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.blocks, new.id),
+                 _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.blocks, new.rdev, new.atime, new.id),
             )
             self._set_replica_index(conn, new)
             return new
@@ -538,9 +558,10 @@ class SQLiteCatalog(Catalog):
                 "UPDATE entries SET parent_id=?, name=?, version=version+1, ctime=? WHERE id=?",
                 (new_parent_id, new_name, now, entry_id),
             )
-            self._touch(conn, new_parent_id, now)
+            moved_dir = 1 if current.type == DIR and current.parent_id != new_parent_id else 0
+            self._touch(conn, new_parent_id, now, moved_dir - (1 if replaced is not None and replaced.type == DIR else 0))
             if current.parent_id != new_parent_id:
-                self._touch(conn, current.parent_id, now)
+                self._touch(conn, current.parent_id, now, -moved_dir)
             moved = current.copy(parent_id=new_parent_id, name=new_name, version=current.version + 1, ctime=now)
             return moved, replaced
 
@@ -553,8 +574,12 @@ class SQLiteCatalog(Catalog):
                 raise DirectoryNotEmpty(f"directory {current.name!r} is not empty")
             conn.execute("DELETE FROM entries WHERE id=?", (entry_id,))
             self._drop_replica_index(conn, entry_id)
-            self._touch(conn, current.parent_id, time.time())
+            self._touch(conn, current.parent_id, time.time(), -1 if current.type == DIR else 0)
             return current
+
+    def touch_atime(self, entry: Entry, atime: float) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE entries SET atime=max(coalesce(atime, mtime), ?) WHERE id=?", (atime, entry.id))
 
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
         # Depth first, a stack of paged child iterators: memory grows with depth, not width.

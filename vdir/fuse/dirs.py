@@ -15,10 +15,13 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
 from vdir import paths
-from vdir.catalog.base import DIR, FILE, SYMLINK, Catalog, Entry
+from vdir.catalog.base import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Catalog, Entry
 from vdir.errors import to_errno
 
-TYPE_BITS = {DIR: stat.S_IFDIR, FILE: stat.S_IFREG, SYMLINK: stat.S_IFLNK}
+TYPE_BITS = {DIR: stat.S_IFDIR, FILE: stat.S_IFREG, SYMLINK: stat.S_IFLNK, FIFO: stat.S_IFIFO, CHR: stat.S_IFCHR,
+             BLK: stat.S_IFBLK, SOCK: stat.S_IFSOCK}
+KINDS = {bits: kind for kind, bits in TYPE_BITS.items()}
+"""Entry type of the ``S_IFMT`` bits of a mode."""
 Item = tuple[str, dict[str, int], int]
 """One directory entry as the kernel takes it: name, attributes (at least ``st_mode``), offset.
 Entries from the catalog carry full attributes, so a READDIRPLUS answers ``ls -l`` without a

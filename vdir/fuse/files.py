@@ -182,7 +182,7 @@ def upload(vd: VDir, record: PendingRecord, data_path: str | os.PathLike[str], w
 def _save_conflict_copy(vd: VDir, record: PendingRecord, data_path: str | os.PathLike[str]) -> str:
     parent, name = paths.split(record.path)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    copy = paths.join(parent, f"{name[:200]}.conflict-{stamp}-{secrets.token_hex(2)}")
+    copy = paths.join(parent, f"{paths.fit(name, 200)}.conflict-{stamp}-{secrets.token_hex(2)}")
     with open(data_path, "rb") as src:
         vd.write_stream(copy, src, mode=record.mode, parents=True)
     log.warning("%s: changed elsewhere while open in this mount; saved this mount's content as %s", record.path, copy)
@@ -274,6 +274,8 @@ class Node:
         self.lock = threading.RLock()
         self.refs = 0
         self.unlinked = False
+        self.accessed = False
+        """Read through a handle already (the atime check is made once per open file)."""
         self.dirty = False
         self.size = entry.size if entry else 0
         self.mode = entry.mode if entry else mode

@@ -235,10 +235,12 @@ def serve(vd: VDir, opts: MountOptions) -> None:
         log.warning("journal: %d upload(s) left pending by an earlier mount, resumed in the background", report.pending)
     _write_status(cache_root, {"pid": os.getpid(), "pending": report.pending, "parked": report.parked})
     ops.writeback.start()
+    # hard_remove off: an unlinked file that is still open is renamed to .fuse_hiddenNNNN and
+    # removed at its last close, so fstat and reads through its handles keep working
     kwargs: dict[str, Any] = dict(
         foreground=True, nothreads=False, fsname=FSNAME, subtype="vdir", default_permissions=True,
         attr_timeout=opts.attr_timeout, entry_timeout=opts.entry_timeout, negative_timeout=0,
-        hard_remove=True, auto_cache=True, debug=opts.debug,
+        hard_remove=False, auto_cache=True, debug=opts.debug,
     )
     if opts.read_only:
         kwargs["ro"] = True

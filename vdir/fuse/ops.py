@@ -8,6 +8,15 @@ Consistency: metadata read from the catalog is kept for ``attr_timeout`` seconds
 kernel keeps it as long again), so a change made elsewhere shows here within twice that.
 Opening a file always asks the catalog (close-to-open), and a file written here is committed
 when it is closed or fsync'ed.
+
+Times: a directory's mtime/ctime come from the catalog (moved by every create, remove and
+rename in it); while a file created here is not committed yet, its directory shows the time it
+was created.  atime follows ``relatime``: the first read through a handle moves it to now when
+it was not later than mtime or ctime, or is more than :data:`RELATIME` seconds old (one catalog
+write, without a new version).  An open file that is unlinked stays readable, and ``fstat``
+shows it, until its last handle closes: libfuse (``hard_remove`` off) renames it to
+``.fuse_hiddenNNNN`` in its directory instead, and unlinks that name after the last close (a
+new file not committed yet is only re-keyed there, never uploaded).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import json
 import logging
 import os
@@ -26,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdir import paths
-from vdir.catalog.base import DIR, FILE, SYMLINK, Entry
+from vdir.catalog.base import DIR, FILE, SPECIAL, SYMLINK, Entry
 from vdir.errors import (
     AlreadyExists,
     Conflict,
@@ -38,7 +48,7 @@ from vdir.errors import (
     to_errno,
 )
 from vdir.fuse.cache import CacheDir
-from vdir.fuse.dirs import TYPE_BITS, DirHandle, MetaCache, mapped
+from vdir.fuse.dirs import KINDS, TYPE_BITS, DirHandle, MetaCache, mapped
 from vdir.fuse.files import Node
 from vdir.fuse.writeback import WriteBack
 
@@ -60,6 +70,10 @@ READONLY_XATTRS = ("user.vdir.hash", "user.vdir.replicas")
 """Facts of the catalog readable as extended attributes (by name; not listed, so tools that copy
 xattrs do not try to write them elsewhere)."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+HIDDEN_PREFIX = ".fuse_hidden"
+"""libfuse's name for an unlinked file that is still open (see the module docstring)."""
+RELATIME = 86400.0
+"""An atime older than this is moved on read even when it is later than mtime and ctime."""
 
 
 LOOKUP_PAGE = 256
@@ -120,6 +134,9 @@ class VDirOperations:
         self._writers: set[int] = set()
         """Handles opened for writing: only their close (flush) commits."""
         self._recent_misses: dict[int, float] = {}
+        self._dir_touched: dict[str, float] = {}
+        """Directories in which this mount created files not committed yet: when (their mtime
+        until the catalog's moves past it)."""
         self.writeback = WriteBack(vd, cache, self.pool, self._lock, self._nodes)
         """Commits pending files in the background (started by :func:`~vdir.fuse.mount.serve`)."""
 
@@ -197,10 +214,29 @@ class VDirOperations:
         mode = TYPE_BITS.get(kind, stat.S_IFREG) | (entry.mode & 0o7777)
         size = len(entry.target.encode()) if kind == SYMLINK and entry.target else entry.size
         return {
-            "st_mode": mode, "st_nlink": 2 if kind == DIR else 1, "st_size": size,
+            "st_mode": mode, "st_nlink": 2 + entry.subdirs if kind == DIR else 1, "st_size": size,
             "st_uid": entry.uid, "st_gid": entry.gid, "st_blocks": (size + 511) // 512, "st_blksize": 1 << 20,
-            "st_mtime": int(entry.mtime * 1e9), "st_atime": int(entry.mtime * 1e9), "st_ctime": int(entry.ctime * 1e9),
+            "st_mtime": int(entry.mtime * 1e9), "st_atime": int(entry.atime * 1e9), "st_ctime": int(entry.ctime * 1e9),
+            "st_rdev": entry.rdev,
         }
+
+    def _dir_attrs(self, norm: str, entry: Entry) -> dict[str, Any]:
+        """A directory's attributes, with the creation time of files made here and not committed
+        yet as its mtime/ctime (the catalog's moves when they are)."""
+        attrs = self._attrs(entry)
+        with self._lock:
+            touched = self._dir_touched.get(norm)
+            if touched is not None and touched <= entry.mtime:
+                del self._dir_touched[norm]
+                touched = None
+        if touched is not None:
+            attrs["st_mtime"] = attrs["st_ctime"] = max(attrs["st_ctime"], int(touched * 1e9))
+        return attrs
+
+    def _changed_in(self, path: str) -> None:
+        """An entry was created, removed or renamed under ``path``'s directory: its cached
+        attributes (mtime, ctime, subdirectory count) are stale."""
+        self.meta.forget(paths.split(paths.normalize(path))[0])
 
     def _listing_attrs(self, entry: Entry) -> dict[str, Any]:
         """Attributes for a directory listing; a file open here with local changes reports
@@ -226,7 +262,10 @@ class VDirOperations:
             return self._node_attrs(node)
         if path is None:
             raise NotFound("file was removed")
-        return self._attrs(self._entry(path))
+        entry = self._entry(path)
+        if entry.type == DIR:
+            return self._dir_attrs(paths.normalize(path), entry)
+        return self._attrs(entry)
 
     @fuse_errors
     def chmod(self, path: str | None, mode: int) -> int:
@@ -261,16 +300,18 @@ class VDirOperations:
         self._writable()
         if path is None:
             raise NotFound("file was removed")
-        mtime_ns = times[1] if times else UTIME_NOW
-        if mtime_ns == UTIME_OMIT:
+        atime_ns, mtime_ns = times if times else (UTIME_NOW, UTIME_NOW)
+        now = time.time()
+        changes = {name: now if ns == UTIME_NOW else ns / 1e9
+                   for name, ns in (("atime", atime_ns), ("mtime", mtime_ns)) if ns != UTIME_OMIT}
+        if not changes:
             return 0
-        mtime = time.time() if mtime_ns == UTIME_NOW else mtime_ns / 1e9
         node = self._node(path, None)
-        if node is not None:
-            node.touch(mtime)
+        if node is not None and "mtime" in changes:
+            node.touch(changes["mtime"])
             if node.is_new:
                 return 0
-        self._update(path, mtime=mtime)
+        self._update(path, **changes)  # ctime moves to now with any change (update_entry)
         return 0
 
     def _update(self, path: str, **changes: Any) -> Entry:
@@ -390,6 +431,7 @@ class VDirOperations:
         norm = paths.normalize(path)
         entry = self.vd.mkdir(norm, mode=mode & 0o7777)
         self.meta.forget(norm)
+        self._changed_in(norm)
         uid, gid, _ = self.context()
         if (uid, gid) != (entry.uid, entry.gid):
             self._update(norm, uid=uid, gid=gid)
@@ -406,6 +448,7 @@ class VDirOperations:
             raise OSError(errno.ENOTEMPTY, "directory not empty")
         self.vd.rm(norm)
         self.meta.forget(norm, tree=True)
+        self._changed_in(norm)
         return 0
 
     # -- names -----------------------------------------------------------------------------
@@ -429,6 +472,7 @@ class VDirOperations:
                 raise IsADirectory(f"{norm}: is a directory", path=norm)
             self.vd.rm(norm)
             self.meta.forget(norm)
+            self._changed_in(norm)
         return 0
 
     @fuse_errors
@@ -448,12 +492,16 @@ class VDirOperations:
                 held.enter_context(self._nodes[p].lock)
             node = self._nodes.get(src)
             if node is not None and node.is_new and self._rekey_new(node, src, dst, flags):
+                if paths.split(dst)[1].startswith(HIDDEN_PREFIX):
+                    node.discard()  # an unlink of an open file: readable until closed, never uploaded
                 return 0
             if node is not None and node.is_new:
                 node.commit()  # a file must be in the catalog to be renamed there
             self.vd.rename(src, dst, replace=not flags & RENAME_NOREPLACE)
             self.meta.forget(src, tree=True)
             self.meta.forget(dst, tree=True)
+            self._changed_in(src)
+            self._changed_in(dst)
             victim = self._nodes.pop(dst, None)
             if victim is not None and victim is not node:
                 self._drop(victim)
@@ -502,6 +550,7 @@ class VDirOperations:
         norm = paths.normalize(path)
         self.vd.symlink(target, norm)
         self.meta.forget(norm)
+        self._changed_in(norm)
         return 0
 
     @fuse_errors
@@ -514,7 +563,26 @@ class VDirOperations:
 
     @fuse_errors
     def mknod(self, path: str, mode: int, dev: int) -> int:
-        raise OSError(errno.EPERM, "only regular files, directories and symbolic links are supported")
+        """FIFOs, device nodes (``dev``: their number) and unix sockets (``bind``) become catalog
+        entries with no content; a regular file is created empty."""
+        self._writable()
+        norm = paths.normalize(path)
+        kind = KINDS.get(stat.S_IFMT(mode), FILE)
+        uid, gid, _ = self.context()
+        pending = self._node(norm, None)
+        if pending is not None and pending.is_new:
+            raise AlreadyExists(f"{norm}: exists", path=norm)
+        if kind == FILE:
+            self.vd.write_stream(norm, io.BytesIO(b""), mode=mode & 0o7777, parents=False)  # AlreadyExists if taken
+            if (uid, gid) != (os.getuid(), os.getgid()):
+                self._update(norm, uid=uid, gid=gid)
+        elif kind in SPECIAL:
+            self.vd.mknod(norm, kind, mode & 0o7777, dev if kind in ("chr", "blk") else 0, uid=uid, gid=gid)
+        else:
+            raise InvalidArgument(f"{norm}: mknod cannot make a {kind}")
+        self.meta.forget(norm)
+        self._changed_in(norm)
+        return 0
 
     # -- files -----------------------------------------------------------------------------
     def _attach(self, path: str, node: Node, flags: int = os.O_RDWR) -> int:
@@ -553,6 +621,8 @@ class VDirOperations:
             assert node.record is not None
             node.mark_dirty()
             self._nodes[norm] = node
+            self._dir_touched[parent_path] = node.mtime
+            self.meta.forget(parent_path)
             return self._attach(norm, node, flags | os.O_WRONLY)
 
     @fuse_errors
@@ -583,7 +653,28 @@ class VDirOperations:
 
     @fuse_errors
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
-        return self._handles[fh].read(size, offset)
+        node = self._handles[fh]
+        if not node.accessed:
+            node.accessed = True
+            self._access(node)
+        return node.read(size, offset)
+
+    def _access(self, node: Node) -> None:
+        """``relatime``: move the file's atime to now if it was not later than mtime or ctime,
+        or is older than :data:`RELATIME` (a failure is logged: a read never fails for it)."""
+        entry = node.entry
+        if entry is None or self.read_only or node.unlinked:
+            return
+        now = time.time()
+        if entry.atime > max(entry.mtime, entry.ctime) and now - entry.atime < RELATIME:
+            return
+        try:
+            self.vd.catalog.touch_atime(entry, now)
+        except Exception as exc:  # noqa: BLE001 - an access time is not worth a failed read
+            log.debug("%s: atime not updated: %s", node.path, exc)
+            return
+        node.entry = entry.copy(atime=now)
+        self.meta.forget(node.path)
 
     @fuse_errors
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
