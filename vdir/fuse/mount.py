@@ -190,7 +190,8 @@ FUSE_FILL_DIR_PLUS = 2
 def _fuse_class(fuse: ModuleType) -> type:
     class VDirFUSE(fuse.FUSE):  # type: ignore[name-defined,misc]
         """mfusepy drops rename(2) flags on libfuse3 (RENAME_NOREPLACE matters) and never answers
-        READDIRPLUS with attributes; both are added here."""
+        READDIRPLUS with attributes; both are added here, with a fast answer to the xattr probes
+        of other namespaces."""
 
         def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int) -> int:
             if not flags & FUSE_READDIR_PLUS:
@@ -207,6 +208,13 @@ def _fuse_class(fuse: ModuleType) -> type:
                 if filler(buf, name.encode(self.encoding, self.errors), st, off, fill) != 0:
                     break
             return 0
+
+        def getxattr(self, path: bytes, name: bytes, value: Any, size: int, *args: Any) -> int:
+            # The kernel asks for security.capability on every write and ls -l for an SELinux
+            # label and a POSIX ACL of every file: answered here, before any decoding or lookup.
+            if not name.startswith(b"user."):
+                return -(errno.EOPNOTSUPP if self.operations.xattrs else errno.ENOSYS)
+            return int(super().getxattr(path, name, value, size, *args))
 
         def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
             return int(self.operations.rename(old.decode(self.encoding, self.errors), new.decode(self.encoding, self.errors), flags) or 0)

@@ -306,7 +306,10 @@ class VDirOperations:
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         self._xattrs_on()
         if not name.startswith("user."):
-            raise OSError(errno.ENODATA, "no such attribute")
+            # security.*, system.posix_acl_*, trusted.*: not supported, answered without a look
+            # at the entry.  ENOTSUP (not ENODATA) lets ls and other tools remember that for the
+            # whole filesystem instead of asking again for every file.
+            raise OSError(errno.EOPNOTSUPP, "only user.* extended attributes are supported")
         entry, xattrs = self._xattrs(path)
         if name in READONLY_XATTRS and entry is not None and entry.type == FILE:
             if name == "user.vdir.hash":
