@@ -9,6 +9,11 @@ requests), then create / stat / ``ls -l`` of many small files.  vdir uses the em
 and with the backing files dropped from the page cache, so they measure the filesystem, not the
 kernel's caches.  Writes are timed until ``close`` returns (for vdir that includes the upload
 and the catalog commit); the time until the bytes are in rclone's backing folder is printed too.
+A small-file workload follows on each: untar a tarball of this repository's sources (made at
+run time), ``git status`` in a git repository made of it, ``find -type f | xargs stat`` (both
+from a fresh mount).  vdir runs three times: as mounted by default, with ``--no-xattrs``
+(metadata phases only) and with ``--write-back`` (``close`` returns once the file is in the
+local journal, as rclone's does once it is in its cache).
 Figures are printed, never asserted.
 """
 
@@ -31,6 +36,8 @@ from vdir.fuse.mount import is_mounted
 MIB = 1024 * 1024
 NOX = "vdir --no-xattrs"
 """A second vdir mount, without extended attributes: the metadata phases only."""
+WB = "vdir --write-back"
+"""A third vdir mount whose close returns once the file is in the local journal."""
 
 
 def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -94,9 +101,20 @@ def write_big(t: Target, size: int, block: bytes) -> tuple[float, float]:
         os.write(fd, block)
     os.close(fd)
     closed = time.perf_counter() - t0
-    target = t.backing("big.bin")
-    _wait(lambda: target.exists() and target.stat().st_size == size and not _partial(target), 600, "upload")
+
+    def stored() -> bool:
+        target = t.backing("big.bin")
+        return target.exists() and target.stat().st_size == size and not _partial(target)
+
+    _wait(stored, 600, "upload")
     return closed, time.perf_counter() - t0
+
+
+def _object(objects: Path, name: str) -> Path:
+    """The local backend's object for ``name``: the name itself, or a fresh ``name.~xxxxxxxx``
+    (what vdir picks when the first key may be taken, e.g. for a streamed upload)."""
+    found = sorted(objects.glob(f"{name}.~*")) if objects.is_dir() else []
+    return found[-1] if found and not (objects / name).exists() else objects / name
 
 
 def _partial(path: Path) -> bool:
@@ -141,6 +159,38 @@ def metadata(t: Target, files: int) -> tuple[float, float, float]:
     return create, stat, ls
 
 
+def source_tarball(work: Path) -> Path:
+    """A tarball of this repository's own source files (made now, nothing downloaded)."""
+    repo = Path(__file__).resolve().parents[1]
+    tar = work / "source.tar"
+    members = [d for d in ("vdir", "cli", "tests", "docs", "bench") if (repo / d).is_dir()]
+    subprocess.run(["tar", "-cf", str(tar), "--exclude=__pycache__", "-C", str(repo), *members], check=True)
+    return tar
+
+
+def small_files(t: Target, tar: Path) -> tuple[float, float, float, int]:
+    """(untar, git status, find -type f | xargs stat) seconds for a source tree; file count."""
+    d = t.path / ("src-" + "".join(c for c in t.name if c.isalnum()))
+    d.mkdir()
+    t0 = time.perf_counter()
+    subprocess.run(["tar", "-xf", str(tar), "-C", str(d)], check=True)
+    untar = time.perf_counter() - t0
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q"], cwd=d, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=d, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench"], cwd=d, check=True)
+    t.remount()
+    t0 = time.perf_counter()
+    subprocess.run(["git", "status", "--porcelain"], cwd=d, check=True, capture_output=True)
+    status = time.perf_counter() - t0
+    t.remount()
+    t0 = time.perf_counter()
+    found = subprocess.run("find . -type f -print0 | xargs -0 stat --format=%s | wc -l", shell=True, cwd=d, check=True,
+                           capture_output=True).stdout
+    stat = time.perf_counter() - t0
+    return untar, status, stat, int(found.strip())
+
+
 @contextlib.contextmanager
 def setup(work: Path) -> Iterator[list[Target]]:
     home = work / "home"
@@ -152,7 +202,8 @@ def setup(work: Path) -> Iterator[list[Target]]:
     native = work / "native"
     native.mkdir()
     rsrc, rmnt, vmnt, nmnt = work / "rclone-src", work / "rclone-mnt", work / "vdir-mnt", work / "vdir-nox-mnt"
-    for d in (rsrc, rmnt, vmnt, nmnt):
+    wmnt = work / "vdir-wb-mnt"
+    for d in (rsrc, rmnt, vmnt, nmnt, wmnt):
         d.mkdir()
 
     def rclone() -> subprocess.Popen[bytes]:
@@ -171,8 +222,9 @@ def setup(work: Path) -> Iterator[list[Target]]:
     targets = [
         Target("native", native, lambda: None, lambda name: native / name),
         Target("rclone", rmnt, rclone, lambda name: rsrc / name),
-        Target("vdir", vmnt, vdir(vmnt), lambda name: objects / name),
-        Target(NOX, nmnt, vdir(nmnt, "--no-xattrs"), lambda name: objects / name),
+        Target("vdir", vmnt, vdir(vmnt), lambda name: _object(objects, name)),
+        Target(NOX, nmnt, vdir(nmnt, "--no-xattrs"), lambda name: _object(objects, name)),
+        Target(WB, wmnt, vdir(wmnt, "--write-back"), lambda name: _object(objects, name)),
     ]
     try:
         for t in targets:
@@ -200,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     try:
         with setup(work) as targets:
+            tar = source_tarball(work)
             for t in targets:
                 results[t.name] = {}
                 if t.name != NOX:
@@ -216,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
                     "stat files/s": args.files / st,
                     "ls -l files/s": args.files / ls,
                 })
+                if t.name != NOX:
+                    untar, status, st, n = small_files(t, tar)
+                    results[t.name].update({
+                        f"untar ({n} files) files/s": n / untar,
+                        "git status files/s": n / status,
+                        "find|xargs stat files/s": n / st,
+                    })
                 print(f"{t.name}: done", file=sys.stderr, flush=True)
     finally:
         if args.workdir is None:
@@ -226,10 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     for metric in results["vdir"]:
         n, r, v = (results[k][metric] for k in ("native", "rclone", "vdir"))
         print(f"{metric:28} {n:10.0f} {r:10.0f} {v:10.0f} {v / r:11.2f}x {v / n:11.2f}x")
-    print("\nwith --no-xattrs (no extended attributes; the kernel stops asking for them, as with rclone):")
-    for metric, v in results[NOX].items():
-        r = results["rclone"][metric]
-        print(f"{metric:28} {'':10} {r:10.0f} {v:10.0f} {v / r:11.2f}x")
+    for other, title in ((NOX, "with --no-xattrs (no extended attributes; the kernel stops asking for them, as with rclone)"),
+                         (WB, "with --write-back (close returns once the file is in the local journal; fsync waits)")):
+        print(f"\n{title}:")
+        for metric, v in results[other].items():
+            r = results["rclone"][metric]
+            print(f"{metric:28} {'':10} {r:10.0f} {v:10.0f} {v / r:11.2f}x")
     return 0
 
 

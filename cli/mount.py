@@ -22,6 +22,9 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         entry_timeout: float = typer.Option(1.0, "--entry-timeout", help="Seconds the kernel may keep name lookups."),
         no_xattrs: bool = typer.Option(False, "--no-xattrs", help="No extended attributes (not even user.vdir.hash): "
                                        "the kernel stops asking for them, and ls -l gets several times faster."),
+        write_back: bool = typer.Option(False, "--write-back", help="close returns once the file is in the local write-back "
+                                        "journal and uploads continue in the background (default: close waits for the commit; "
+                                        "fsync always waits)."),
     ) -> None:
         """Mount the virtual directory at MOUNTPOINT (a FUSE filesystem); returns once it is ready."""
         from vdir.fuse import mount as m
@@ -39,7 +42,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         opts = m.MountOptions(
             mountpoint=path, config=str(vd.config.path) if vd.config else state.config, read_only=read_only,
             cache_dir=cache, cache_size=size, allow_other=allow_other, attr_timeout=attr_timeout,
-            entry_timeout=entry_timeout, xattrs=not no_xattrs, debug=bool(state.verbose),
+            entry_timeout=entry_timeout, xattrs=not no_xattrs, write_back=write_back, debug=bool(state.verbose),
         )
         if foreground:
             m.serve(vd, opts)

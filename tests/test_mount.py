@@ -553,3 +553,61 @@ def test_block_cache_and_journal_units(tmp_path: Path) -> None:
     with pytest.raises(AlreadyExists, match="in use by another vdir mount"):
         CacheDir(tmp_path / "c", 1 << 20)
     held.close()
+
+
+# -- caches of the mount (issue 13, item 5) ---------------------------------------------------------
+def test_name_caches_are_invalidated(mnt: Path, world: World) -> None:
+    """Names found absent are cached (kernel and mount) for the timeout: a name made elsewhere
+    shows within the bound, one made through this mount at once; removal and rename likewise."""
+    assert not (mnt / "later.txt").exists()  # now cached as absent
+    world.vd.put(b"by the api", "/later.txt")
+    wait_for(lambda: (mnt / "later.txt").exists(), BOUND, "name created by the API")
+    assert (mnt / "later.txt").read_bytes() == b"by the api"
+    assert not (mnt / "here.txt").exists()  # cached as absent, then created through this mount
+    (mnt / "here.txt").write_bytes(b"mine")
+    assert (mnt / "here.txt").read_bytes() == b"mine" and "here.txt" in os.listdir(mnt)
+    assert not (mnt / "d").exists()
+    (mnt / "d").mkdir()
+    (mnt / "d" / "x").write_bytes(b"x")
+    assert sorted(os.listdir(mnt / "d")) == ["x"]
+    (mnt / "here.txt").rename(mnt / "d" / "moved.txt")  # at once, both names
+    assert not (mnt / "here.txt").exists() and (mnt / "d" / "moved.txt").read_bytes() == b"mine"
+    os.unlink(mnt / "d" / "x")
+    assert not (mnt / "d" / "x").exists()
+    world.cli.run("mv", "/later.txt", "/renamed.txt", check=True)
+    wait_for(lambda: not (mnt / "later.txt").exists() and (mnt / "renamed.txt").exists(), BOUND, "mv via the CLI")
+    with mounted(world.cli, world.tmp / "mnt2") as other:
+        assert not (mnt / "from-other").exists()
+        (other.path / "from-other").write_bytes(b"2")
+        wait_for(lambda: (mnt / "from-other").exists(), BOUND, "name created by a second mount")
+        os.unlink(other.path / "from-other")
+        wait_for(lambda: not (mnt / "from-other").exists(), BOUND, "name removed by a second mount")
+    # the probes of other xattr namespaces are refused (not "no such attribute"), so tools stop asking
+    assert errno_of(os.getxattr, mnt / "renamed.txt", "security.selinux") == errno.ENOTSUP
+    assert errno_of(os.getxattr, mnt / "renamed.txt", "system.posix_acl_access") == errno.ENOTSUP
+
+
+def test_write_back_close(world: World) -> None:
+    """--write-back: close returns once the file is journaled; fsync waits for the commit; a
+    kill -9 right after close loses nothing."""
+    cache = world.tmp / "wb.cache"
+    with mounted(world.cli, world.tmp / "wb", "--write-back", cache_dir=cache) as m:
+        fd = os.open(m.path / "synced.txt", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"synced")
+        os.fsync(fd)
+        assert world.vd.cat("/synced.txt") == b"synced"  # fsync: stored and committed
+        os.close(fd)
+        for i in range(20):
+            (m.path / f"f{i}.txt").write_bytes(b"%d" % i)
+        assert (m.path / "f3.txt").read_bytes() == b"3"  # served here at once, whether committed or not
+        wait_for(lambda: all(world.vd.exists(f"/f{i}.txt") for i in range(20)), 30, "background commits")
+        assert world.vd.cat("/f7.txt") == b"7"
+        data = os.urandom(200_000)
+        (m.path / "last.bin").write_bytes(data)
+        os.killpg(m.proc.pid, signal.SIGKILL)  # right after close
+        m.proc.wait(30)
+    with mounted(world.cli, world.tmp / "wb", cache_dir=cache) as m:
+        assert (m.path / "last.bin").read_bytes() == data
+        wait_for(lambda: world.vd.exists("/last.bin"), 30, "journal replayed")
+        assert world.vd.cat("/last.bin") == data
+        assert world.vd.stat("/synced.txt").mode & 0o777 == 0o600

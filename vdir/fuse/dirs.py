@@ -39,12 +39,17 @@ def mapped(items: Iterator[Item]) -> Iterator[Item]:
 
 class MetaCache:
     """Entries by path for at most ``ttl`` seconds (bounded in size), so ``ls -l`` of a large
-    directory costs one listing, not one catalog query per name."""
+    directory costs one listing, not one catalog query per name.
+
+    It also remembers names found absent (in a directory that exists) for as long: the lookup
+    that precedes every create, and the create itself, then cost one catalog query together.
+    Whatever this mount creates, removes or renames is forgotten at once (:meth:`forget`);
+    changes made elsewhere show within ``ttl``."""
 
     def __init__(self, ttl: float, max_items: int = 65536) -> None:
         self.ttl = ttl
         self.max_items = max_items
-        self._items: OrderedDict[str, tuple[float, Entry]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, Entry | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, path: str) -> Entry | None:
@@ -54,7 +59,19 @@ class MetaCache:
             return None
         return item[1]
 
+    def absent(self, path: str) -> bool:
+        """``path`` was found not to exist less than ``ttl`` seconds ago (and not created here since)."""
+        with self._lock:
+            item = self._items.get(path)
+        return item is not None and item[1] is None and item[0] >= time.monotonic()
+
+    def put_absent(self, path: str) -> None:
+        self._put(path, None)
+
     def put(self, path: str, entry: Entry) -> None:
+        self._put(path, entry)
+
+    def _put(self, path: str, entry: Entry | None) -> None:
         if self.ttl <= 0:
             return
         with self._lock:

@@ -284,6 +284,8 @@ class Node:
         self.fd: int | None = None
         self.background = False
         """Dirty content left to the background write-back (no handle will commit it on close)."""
+        self._saved: tuple[object, ...] | None = None
+        """What the journal record held when this node last saved it."""
         self._bg_cancel: threading.Event | None = None
         # clean reads
         self._reader: RangedReader | None = None
@@ -369,13 +371,27 @@ class Node:
             self._sequential = self.size == 0
             self._drop_reader()
 
-    def mark_dirty(self) -> None:
+    def mark_dirty(self, save: bool = True) -> None:
+        """The content differs from the catalog's.  The record is saved the first time (before
+        the change returns) unless ``save`` is false: a new file's record waits for its first
+        write or its close (:meth:`checkpoint`), so ``create`` writes one file, not two."""
         assert self.record is not None
         self.record.mtime = self.mtime
         self.record.mode = self.mode
-        if not self.dirty:
+        if not self.dirty or (save and self._saved is None):
             self.dirty = True
-            self.cache.journal.save(self.record)
+            if save:
+                self._save()
+
+    def _save(self) -> None:
+        assert self.record is not None
+        self.cache.journal.save(self.record)
+        self._saved = self._state()
+
+    def _state(self) -> tuple[object, ...]:
+        r = self.record
+        assert r is not None
+        return (r.path, r.mtime, r.mode, r.uid, r.gid, tuple(r.xattrs.items()), r.base_version, r.replace)
 
     def write(self, data: bytes, offset: int) -> int:
         self.interrupt()
@@ -455,6 +471,16 @@ class Node:
             self.mark_dirty()
 
     # -- commit ----------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Bring the journal record up to date (path, mtime, mode) without committing: what a
+        ``close`` does when the upload is left to the write-back.  From here on a crash of the
+        mount loses nothing: the next mount replays the record."""
+        with self.lock:
+            if self.dirty and self.record is not None and not self.unlinked:
+                self.record.path, self.record.mtime, self.record.mode = self.path, self.mtime, self.mode
+                if self._saved != self._state():
+                    self._save()
+
     def commit(self, background: bool = False) -> Entry | None:
         """Upload the local content if it changed; returns the committed entry (or ``None``).
 
@@ -469,7 +495,7 @@ class Node:
                 return None
             assert self.fd is not None
             self.record.path, self.record.mtime, self.record.mode = self.path, self.mtime, self.mode
-            if background:
+            if background and self._stream is None:
                 cancel = self._bg_cancel = threading.Event()
                 try:
                     entry = upload(self.vd, self.record, self.cache.journal.data_path(self.record.id), cancel=cancel, replay=True)
@@ -500,7 +526,7 @@ class Node:
                 self.cache.journal.forget(self.record)
                 raise
             self.entry = entry
-            self.dirty = False
+            self.dirty = self.background = False
             self.cache.journal.forget(self.record)
             return entry
 

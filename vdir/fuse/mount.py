@@ -62,6 +62,8 @@ class MountOptions:
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     xattrs: bool = True
+    write_back: bool = False
+    """``close`` returns once the file is in the journal; the write-back commits it (``fsync`` still waits)."""
     debug: bool = False
 
 
@@ -182,6 +184,8 @@ def check_catalog(vd: VDir) -> None:
         raise CatalogError(f"catalog unreachable: {type(exc).__name__}: {exc}") from exc
 
 
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold the GIL while others wait (Python's default is 0.005)."""
 FUSE_READDIR_PLUS = 1
 FUSE_FILL_DIR_PLUS = 2
 
@@ -190,7 +194,8 @@ FUSE_FILL_DIR_PLUS = 2
 def _fuse_class(fuse: ModuleType) -> type:
     class VDirFUSE(fuse.FUSE):  # type: ignore[name-defined,misc]
         """mfusepy drops rename(2) flags on libfuse3 (RENAME_NOREPLACE matters) and never answers
-        READDIRPLUS with attributes; both are added here."""
+        READDIRPLUS with attributes; both are added here, with a fast answer to the xattr probes
+        of other namespaces."""
 
         def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int) -> int:
             if not flags & FUSE_READDIR_PLUS:
@@ -207,6 +212,13 @@ def _fuse_class(fuse: ModuleType) -> type:
                 if filler(buf, name.encode(self.encoding, self.errors), st, off, fill) != 0:
                     break
             return 0
+
+        def getxattr(self, path: bytes, name: bytes, value: Any, size: int, *args: Any) -> int:
+            # The kernel asks for security.capability on every write and ls -l for an SELinux
+            # label and a POSIX ACL of every file: answered here, before any decoding or lookup.
+            if not name.startswith(b"user."):
+                return -(errno.EOPNOTSUPP if self.operations.xattrs else errno.ENOSYS)
+            return int(super().getxattr(path, name, value, size, *args))
 
         def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
             return int(self.operations.rename(old.decode(self.encoding, self.errors), new.decode(self.encoding, self.errors), flags) or 0)
@@ -229,17 +241,20 @@ def serve(vd: VDir, opts: MountOptions) -> None:
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog.url or str(opts.config))
     cache = CacheDir(cache_root, opts.cache_size)
     ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context,
-                         xattrs=opts.xattrs)
+                         xattrs=opts.xattrs, sync_close=not opts.write_back)
     report = ops.writeback.adopt(cache.journal.records())
     if report.pending:
         log.warning("journal: %d upload(s) left pending by an earlier mount, resumed in the background", report.pending)
     _write_status(cache_root, {"pid": os.getpid(), "pending": report.pending, "parked": report.parked})
     ops.writeback.start()
+    # Background commits run Python code; a FUSE request waiting for the GIL would wait up to the
+    # switch interval (5 ms by default) each time.  Requests are short: hand the GIL over sooner.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # hard_remove off: an unlinked file that is still open is renamed to .fuse_hiddenNNNN and
     # removed at its last close, so fstat and reads through its handles keep working
     kwargs: dict[str, Any] = dict(
         foreground=True, nothreads=False, fsname=FSNAME, subtype="vdir", default_permissions=True,
-        attr_timeout=opts.attr_timeout, entry_timeout=opts.entry_timeout, negative_timeout=0,
+        attr_timeout=opts.attr_timeout, entry_timeout=opts.entry_timeout, negative_timeout=opts.entry_timeout,
         hard_remove=False, auto_cache=True, debug=opts.debug,
     )
     if opts.read_only:

@@ -4,10 +4,13 @@ This module does not import libfuse (that happens only in :mod:`vdir.fuse.mount`
 operation is a plain method, and every error leaves it through :func:`fuse_errors`, which maps
 it with :func:`vdir.errors.to_errno` (unexpected exceptions are logged and become ``EIO``).
 
-Consistency: metadata read from the catalog is kept for ``attr_timeout`` seconds at most (the
-kernel keeps it as long again), so a change made elsewhere shows here within twice that.
-Opening a file always asks the catalog (close-to-open), and a file written here is committed
-when it is closed or fsync'ed.
+Consistency: metadata read from the catalog, and names found absent, are kept for
+``attr_timeout`` seconds at most (the kernel keeps them as long again), so a change made
+elsewhere shows here within twice that; what this mount changes it forgets at once.  Opening a
+file asks the catalog (close-to-open) unless this mount holds newer content for it.  A file
+written here is committed when ``close`` returns (``sync_close``, the default), or, without
+it, is in the write-back journal then and committed by the write-back shortly after;
+``fsync`` returns once it is committed either way.
 
 Times: a directory's mtime/ctime come from the catalog (moved by every create, remove and
 rename in it); while a file created here is not committed yet, its directory shows the time it
@@ -118,11 +121,15 @@ class VDirOperations:
         context: Callable[[], tuple[int, int, int]] | None = None,
         workers: int = 8,
         xattrs: bool = True,
+        sync_close: bool = True,
     ) -> None:
         self.vd = vd
         self.cache = cache
         self.read_only = read_only
         self.xattrs = xattrs
+        self.sync_close = sync_close
+        """``close`` waits for the upload and the commit; else it returns once the file is in
+        the journal and the write-back commits it (``fsync`` always waits)."""
         self.meta = MetaCache(attr_timeout)
         self.context = context or (lambda: (os.getuid(), os.getgid(), os.getpid()))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vdir-read-ahead")
@@ -139,6 +146,7 @@ class VDirOperations:
         until the catalog's moves past it)."""
         self.writeback = WriteBack(vd, cache, self.pool, self._lock, self._nodes)
         """Commits pending files in the background (started by :func:`~vdir.fuse.mount.serve`)."""
+        self.writeback.on_commit = self.meta.forget
 
     # -- helpers ---------------------------------------------------------------------------
     def _entry(self, path: str) -> Entry:
@@ -148,6 +156,8 @@ class VDirOperations:
         cached = self.meta.get(norm)
         if cached is not None:
             return cached
+        if self.meta.absent(norm):
+            raise NotFound(f"{norm}: no such file or directory", path=norm)
         if norm == "/":
             entry = self.vd.entry("/")
         else:
@@ -157,6 +167,7 @@ class VDirOperations:
                 raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
             found = self._lookup_child(parent, parent_path, name)
             if found is None:
+                self.meta.put_absent(norm)
                 raise NotFound(f"{norm}: no such file or directory", path=norm)
             entry = found
         self.meta.put(norm, entry)
@@ -238,11 +249,12 @@ class VDirOperations:
         attributes (mtime, ctime, subdirectory count) are stale."""
         self.meta.forget(paths.split(paths.normalize(path))[0])
 
-    def _listing_attrs(self, entry: Entry) -> dict[str, Any]:
+    def _listing_attrs(self, entry: Entry, path: str) -> dict[str, Any]:
         """Attributes for a directory listing; a file open here with local changes reports
         only its type, so the kernel asks getattr (and gets the open file's size)."""
         with self._lock:
-            busy = any(n.entry is not None and n.entry.id == entry.id and n.is_local for n in self._nodes.values())
+            node = self._nodes.get(path)
+            busy = node is not None and node.is_local and (node.entry is None or node.entry.id == entry.id)
         if busy:
             return {"st_mode": TYPE_BITS.get(entry.type, stat.S_IFREG)}
         return self._attrs(entry)
@@ -347,7 +359,10 @@ class VDirOperations:
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         self._xattrs_on()
         if not name.startswith("user."):
-            raise OSError(errno.ENODATA, "no such attribute")
+            # security.*, system.posix_acl_*, trusted.*: not supported, answered without a look
+            # at the entry.  ENOTSUP (not ENODATA) lets ls and other tools remember that for the
+            # whole filesystem instead of asking again for every file.
+            raise OSError(errno.EOPNOTSUPP, "only user.* extended attributes are supported")
         entry, xattrs = self._xattrs(path)
         if name in READONLY_XATTRS and entry is not None and entry.type == FILE:
             if name == "user.vdir.hash":
@@ -407,10 +422,13 @@ class VDirOperations:
         if entry.type != DIR:
             raise NotADirectory(f"{path}: not a directory", path=path)
         fh = self._new_fh()
+        norm = paths.normalize(path)
+
+        def attrs(child: Entry) -> dict[str, Any]:
+            return self._listing_attrs(child, paths.join(norm, child.name))
+
         with self._lock:
-            self._dirs[fh] = DirHandle(
-                self.vd.catalog, self.meta, self.pending_names, paths.normalize(path), entry, self._listing_attrs
-            )
+            self._dirs[fh] = DirHandle(self.vd.catalog, self.meta, self.pending_names, norm, entry, attrs)
         return fh
 
     @fuse_errors
@@ -604,8 +622,10 @@ class VDirOperations:
             raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
         with self._lock:
             existing = self._nodes.get(norm)
+            known_absent = self.meta.absent(norm)  # the kernel's lookup just before found nothing
+            self.meta.forget(norm)
             if existing is None:
-                if self.vd.catalog.lookup(parent.id, name) is not None:
+                if not known_absent and self.vd.catalog.lookup(parent.id, name) is not None:
                     if flags & os.O_EXCL:
                         raise OSError(errno.EEXIST, "file exists")
                     return self._open(norm, flags)
@@ -619,7 +639,7 @@ class VDirOperations:
             if (uid, gid) != (os.getuid(), os.getgid()):
                 node.set_owner(uid, gid)
             assert node.record is not None
-            node.mark_dirty()
+            node.mark_dirty(save=False)
             self._nodes[norm] = node
             self._dir_touched[parent_path] = node.mtime
             self.meta.forget(parent_path)
@@ -714,8 +734,11 @@ class VDirOperations:
     @fuse_errors
     def flush(self, path: str | None, fh: int) -> int:
         node = self._handles[fh]
-        if fh in self._writers and node.dirty and not node.background and node.commit() is not None:
-            self.meta.forget(node.path)
+        if fh in self._writers and node.dirty and not node.background:
+            if not self.sync_close:
+                node.checkpoint()  # in the journal: the write-back commits it after the last close
+            elif node.commit() is not None:
+                self.meta.forget(node.path)
         return 0
 
     @fuse_errors
@@ -736,7 +759,7 @@ class VDirOperations:
             if node.refs:
                 return 0
         try:
-            if node.dirty and not node.background:
+            if node.dirty and not node.background and self.sync_close:
                 node.commit()
                 self.meta.forget(node.path)
         except Conflict:

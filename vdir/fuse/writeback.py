@@ -28,7 +28,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vdir.fuse")
 
+WORKERS = 4
+"""Files committed in the background at once (uploads wait on the network or the disk, not on Python)."""
 RETRY_FIRST = 1.0
 RETRY_MAX = 30.0
 """Seconds between two attempts to commit a pending file, at most."""
@@ -76,9 +78,14 @@ class WriteBack:
         self._delay: dict[Node, float] = {}
         self._reported: dict[Node, str] = {}
         self._verify: set[Node] = set()
-        self._current: Node | None = None
+        self._announce: set[Node] = set()
+        """Taken up from the journal at start: its commit is logged."""
+        self._busy: set[Node] = set()
+        """Nodes a worker is committing now."""
         self._stop = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self.on_commit: Callable[[str], None] | None = None
+        """Called with the path of each file committed here (the mount forgets cached metadata)."""
         self.parked: list[str] = []
         """One line per record parked by this mount."""
 
@@ -111,6 +118,7 @@ class WriteBack:
             if visible:
                 check_generation(self.vd, record)
         node = Node.adopt(self.vd, self.cache, self.pool, record, entry)
+        self._announce.add(node)
         if visible:
             with self._lock:
                 older = self._nodes.get(record.path)
@@ -121,20 +129,23 @@ class WriteBack:
             self._verify.add(node)
         self.enqueue(node)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="vdir-write-back")
-        self._thread.start()
+    def start(self, workers: int = WORKERS) -> None:
+        for i in range(workers):
+            thread = threading.Thread(target=self._run, daemon=True, name=f"vdir-write-back-{i}")
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop (what is pending stays in the journal for the next mount)."""
         with self._cond:
             self._stop = True
-            current = self._current
+            busy = list(self._busy)
             self._cond.notify_all()
-        if current is not None:
-            current.interrupt()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for node in busy:
+            node.interrupt()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- queue ----------------------------------------------------------------------------------
     def enqueue(self, node: Node, delay: float = 0.0) -> None:
@@ -145,18 +156,18 @@ class WriteBack:
 
     def pending(self) -> int:
         with self._cond:
-            return len(self._due) + (self._current is not None)
+            return len(self._due) + len(self._busy)
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._stop:
                     now = time.monotonic()
-                    ready = [n for n, due in self._due.items() if due <= now]
+                    ready = [n for n, due in self._due.items() if due <= now and n not in self._busy]
                     if ready:
                         node = min(ready, key=self._due.__getitem__)
                         del self._due[node]
-                        self._current = node
+                        self._busy.add(node)
                         break
                     self._cond.wait(min(self._due.values()) - now if self._due else None)
                 if self._stop:
@@ -167,7 +178,8 @@ class WriteBack:
                 log.exception("%s: background upload failed unexpectedly (kept pending)", node.path)
             finally:
                 with self._cond:
-                    self._current = None
+                    self._busy.discard(node)
+                    self._cond.notify_all()
 
     def _process(self, node: Node) -> None:
         if node.unlinked or not node.dirty or not node.background or node.record is None:
@@ -207,7 +219,10 @@ class WriteBack:
             if node.dirty and node.background and not node.unlinked:
                 self.enqueue(node)
             return
-        log.warning("%s: pending upload committed (%d bytes)", node.path, entry.size)
+        if node in self._announce or node in self._delay:
+            log.warning("%s: pending upload committed (%d bytes)", node.path, entry.size)
+        if self.on_commit is not None:
+            self.on_commit(node.path)
         self._settle(node)
 
     def _already_committed(self, node: Node, record: PendingRecord) -> bool:
@@ -225,6 +240,7 @@ class WriteBack:
         self._delay.pop(node, None)
         self._reported.pop(node, None)
         self._verify.discard(node)
+        self._announce.discard(node)
 
     def _settle(self, node: Node) -> None:
         """Committed (or handled as a conflict): no longer pending."""
