@@ -146,3 +146,27 @@ def test_standalone_server_is_refused_in_one_line(mongo_proxy: MongoProxy, mongo
     message = str(info.value)
     assert "\n" not in message and "standalone" in message
     assert "--replSet" in message and "rs.initiate()" in message
+
+
+def test_reads_wait_out_faults_too(faulty: tuple[Catalog, MongoProxy]) -> None:
+    """A read that meets a not-primary answer or a dropped connection more often than pymongo's
+    one retry covers is run again until the deadline, like a write: a path lookup, a listing,
+    an entry by id and a record read during an election are a pause, not an error."""
+    cat, proxy = faulty
+    d = cat.create(Entry(name="d", type=DIR))
+    f = cat.create(Entry(name="f", parent_id=d.id))
+    cat.put_record("nodes", "n1", {"up": True})
+    for kind in ("error", "drop_before", "drop_after"):
+        inject(proxy, kind, "find", count=3)
+        assert cat.lookup(d.id, "f") is not None
+        inject(proxy, kind, "find", count=3)
+        assert [e.name for e in cat.list(d.id)] == ["f"]
+        inject(proxy, kind, "find", count=3)
+        assert cat.get(f.id).name == "f"
+        inject(proxy, kind, "find", count=3)
+        assert cat.get_record("nodes", "n1")[0] == {"up": True}
+        inject(proxy, kind, "find", count=3)
+        assert cat.resolve("/d/f").id == f.id
+    proxy.outage(1.5)
+    assert cat.lookup(ROOT_ID, "d") is not None
+    proxy.reset()

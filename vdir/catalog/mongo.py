@@ -54,6 +54,7 @@ one function, :meth:`MongoCatalog._translate`.
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import re
 import secrets
@@ -292,6 +293,27 @@ def _touch_parts(parent_id: int, token: int, now: float, subdirs: int = 0) -> tu
 def _touch(parent_id: int, token: int, now: float, subdirs: int = 0) -> UpdateOne:
     """``_touch_parts`` as a bulk-write operation."""
     return UpdateOne(*_touch_parts(parent_id, token, now, subdirs))
+
+
+def _reads(method: Callable[..., T]) -> Callable[..., T]:
+    """A read (or an idempotent write) run again, like every write, when a failover or a dropped
+    connection outlasts pymongo's one retry: until the operation's deadline, with backoff."""
+
+    @functools.wraps(method)
+    def wrapper(self: MongoCatalog, *args: Any, **kwargs: Any) -> T:
+        deadline = time.monotonic() + self._deadline
+        delay = 0.05
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except VDirError as exc:  # translated by _errors(); the driver's error is its cause
+                cause = exc.__cause__
+                if not isinstance(cause, PyMongoError) or not _retryable(cause) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    return wrapper
 
 
 class MongoCatalog(Catalog):
@@ -558,6 +580,7 @@ class MongoCatalog(Catalog):
                 return exc
         return _Retry()  # changed (and, with expected_version, changed back): try again
 
+    @_reads
     def get(self, entry_id: int) -> Entry:
         with self._errors():
             doc = self._doc(entry_id)
@@ -565,16 +588,19 @@ class MongoCatalog(Catalog):
             raise NotFound(f"catalog entry {entry_id} not found")
         return _to_entry(doc)
 
+    @_reads
     def lookup(self, parent_id: int, name: str) -> Entry | None:
         with self._errors():
             doc = self._entries.find_one({"parent_id": parent_id, "name": name})
         return _to_entry(doc) if doc else None
 
+    @_reads
     def lookup_id(self, parent_id: int, name: str) -> tuple[int, str] | None:
         with self._errors():
             doc = self._entries.find_one({"parent_id": parent_id, "name": name}, {"_id": 1, "type": 1})
         return (int(doc["_id"]), str(doc["type"])) if doc else None
 
+    @_reads
     def list(self, parent_id: int, after: str | None = None, limit: int | None = None) -> builtins.list[Entry]:
         # MongoDB compares strings by their UTF-8 bytes (no collation), i.e. byte order.
         # With a limit, the first batch holds all of it (one round trip, the server closes the
@@ -816,6 +842,7 @@ class MongoCatalog(Catalog):
             raise self._lost(entry_id, expected_version) from None
         return _to_entry(current)
 
+    @_reads
     def touch_atime(self, entry: Entry, atime: float) -> None:
         where: dict[str, Any] = {"_id": entry.id}
         if entry.parent_id is not None:
@@ -853,11 +880,13 @@ class MongoCatalog(Catalog):
                 return
             last = batch[-1].id
 
+    @_reads
     def replica_users(self, backend: str, key: str) -> builtins.list[int]:
         with self._errors():
             found = self._entries.find({"replicas": {"$elemMatch": {"backend": backend, "key": key}}}, {"_id": 1})
             return [int(d["_id"]) for d in found]
 
+    @_reads
     def replica_users_many(self, objects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], builtins.list[int]]:
         # one query: per backend, an $elemMatch on (backend, key $in [...]) (the replica_key index)
         wanted = dict.fromkeys(objects)
@@ -906,11 +935,13 @@ class MongoCatalog(Catalog):
         """Every write is acknowledged only once majority-committed and journaled (see
         ``__init__``; a URL that sets ``w``/``journal`` itself takes that choice)."""
 
+    @_reads
     def count_replicas(self, backend: str) -> int:
         # entries with a replica there (as the SQLite engine's replica index counts them)
         with self._errors():
             return int(self._entries.count_documents({"replicas.backend": backend}))
 
+    @_reads
     def stats(self) -> dict[str, int]:
         pipeline: builtins.list[dict[str, Any]] = [
             {"$group": {
@@ -927,12 +958,14 @@ class MongoCatalog(Catalog):
         return {k: int(row.get(k, 0)) for k in ("entries", "files", "dirs", "bytes")}
 
     # -- backends ----------------------------------------------------------------------------
+    @_reads
     def put_backend(self, record: BackendRecord) -> None:
         doc = {"url": record.url, "options": record.options, "cloud": record.cloud, "region": record.region,
                "tier": record.tier, "cost": record.cost, "created": record.created}
         with self._errors():
             self._backends.replace_one({"_id": record.name}, doc, upsert=True)
 
+    @_reads
     def get_backend(self, name: str) -> BackendRecord:
         with self._errors():
             doc = self._backends.find_one({"_id": name})
@@ -940,6 +973,7 @@ class MongoCatalog(Catalog):
             raise NotFound(f"unknown backend {name!r}")
         return _to_backend(doc)
 
+    @_reads
     def list_backends(self) -> builtins.list[BackendRecord]:
         with self._errors():
             return [_to_backend(d) for d in self._backends.find().sort("_id", 1)]
@@ -951,6 +985,7 @@ class MongoCatalog(Catalog):
             raise NotFound(f"unknown backend {name!r}")
 
     # -- tasks -------------------------------------------------------------------------------
+    @_reads
     def now(self) -> float:
         with self._errors():
             before = time.monotonic()
@@ -1070,6 +1105,7 @@ class MongoCatalog(Catalog):
 
         return self._retrying(once, f"finish_task {task_id}")
 
+    @_reads
     def list_tasks(self, state: str | None = None, limit: int | None = None) -> builtins.list[Task]:
         with self._errors():
             cursor = self._tasks.find({} if state is None else {"state": state}).sort([("created", 1), ("_id", 1)])
@@ -1079,6 +1115,7 @@ class MongoCatalog(Catalog):
                 cursor = cursor.limit(limit)
             return [_to_task(d) for d in cursor]
 
+    @_reads
     def count_tasks(self) -> dict[str, int]:
         with self._errors():
             rows = self._tasks.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])
@@ -1151,6 +1188,7 @@ class MongoCatalog(Catalog):
 
         return self._retrying(once, f"put_record {collection} {key!r}")
 
+    @_reads
     def get_record(self, collection: str, key: str) -> tuple[dict[str, Any], int]:
         with self._errors():
             stored = self._records.find_one({"collection": collection, "key": key})
@@ -1158,6 +1196,7 @@ class MongoCatalog(Catalog):
             raise NotFound(f"{collection} {key!r} not found")
         return dict(stored["doc"]), int(stored["version"])
 
+    @_reads
     def list_records(self, collection: str) -> builtins.list[tuple[str, dict[str, Any], int]]:
         with self._errors():
             cursor = self._records.find({"collection": collection}).sort("key", 1)
