@@ -512,13 +512,12 @@ class MongoCatalog(Catalog):
         self._db["counters"].delete_one({"_id": "tasks"})  # task ids no longer come from a counter
 
     def _migrate_entries_to_4(self) -> None:
-        """Schema 3 -> 4: ``rdev`` and ``atime`` are optional fields (read as 0 and ``mtime``
-        when absent), but ``atime`` is written from ``mtime`` so every entry has one; each
-        directory gets ``subdirs``, counted.  Idempotent (the counts are set, not added)."""
-        self._entries.update_many({"atime": {"$exists": False}}, [{"$set": {"atime": "$mtime"}}])
+        """Schema 3 -> 4: ``rdev``, ``atime`` and ``subdirs`` are optional fields, read as 0,
+        ``mtime`` and 0 when absent (``$max``/``$inc`` treat an absent field the same way), so
+        only directories that hold subdirectories are written: their ``subdirs``, counted by one
+        aggregation.  Cost: O(directories), not O(entries).  Idempotent (counts are set, not added)."""
         counts = {d["_id"]: int(d["n"]) for d in self._entries.aggregate(
             [{"$match": {"type": DIR}}, {"$group": {"_id": "$parent_id", "n": {"$sum": 1}}}]) if d["_id"] is not None}
-        self._entries.update_many({"type": DIR, "_id": {"$nin": builtins.list(counts)}}, {"$set": {"subdirs": 0}})
         ops = [UpdateOne({"_id": dir_id}, {"$set": {"subdirs": n}}) for dir_id, n in counts.items()]
         for i in range(0, len(ops), 1000):
             self._entries.bulk_write(ops[i:i + 1000], ordered=False)
