@@ -74,6 +74,9 @@ def test_catalog_of_the_previous_release_is_upgraded_in_place(engine: str, old_c
         assert f is not None and f.hash == "abc" and f.blocks is None
         assert [(r.backend, r.key) for r in f.replicas] == [("local", "d/f.txt"), ("spare", "d/f.txt")]
         assert cat.resolve("/d/link").target == "f.txt"
+        # schema 4 facts of old entries: subdirectory counts, atime from mtime, no device number
+        assert cat.root().subdirs == 1 and d.subdirs == 0
+        assert f.atime == f.mtime and f.rdev == 0
         # the new index knows the old entries' objects
         assert cat.replica_users("local", "d/f.txt") == [f.id]
         assert cat.replica_users("spare", "d/f.txt") == [f.id]
