@@ -127,6 +127,8 @@ DEFAULT_DATABASE = "vdir"
 RETRIES = 20
 """Attempts of a write whose compare-and-set lost against a concurrent writer (no expected_version)."""
 PAGE = 500
+UPGRADE_TIMEOUT_S = 6 * 3600
+"""Deadline of a schema upgrade (index builds and migrations of a big catalog take long)."""
 
 SERVER_SELECTION_TIMEOUT_MS = 45_000
 """How long an operation waits for a primary (``serverSelectionTimeoutMS``): longer than an
@@ -459,7 +461,10 @@ class MongoCatalog(Catalog):
                 f"catalog {self._safe_url} has schema {version}, newer than this vdir understands ({SCHEMA_VERSION}); upgrade vdir"
             )
         if version < SCHEMA_VERSION:
-            self._set_up(version)
+            # an upgrade scans big collections: not bound by socketTimeoutMS (60 s by default)
+            # but by its own deadline (pymongo's client-side operation timeout)
+            with pymongo.timeout(UPGRADE_TIMEOUT_S):
+                self._set_up(version)
 
     def _set_up(self, version: int) -> None:
         """Indexes, the root and migrations from ``version``; then the schema version, last."""
