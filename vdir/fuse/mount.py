@@ -238,7 +238,7 @@ def serve(vd: VDir, opts: MountOptions) -> None:
     check_device()
     mountpoint = check_mountpoint(opts.mountpoint)
     check_catalog(vd)
-    cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog.url or str(opts.config))
+    cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog_url or str(opts.config))
     cache = CacheDir(cache_root, opts.cache_size)
     ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context,
                          xattrs=opts.xattrs, sync_close=not opts.write_back)
