@@ -2,13 +2,14 @@
 
 * The core's node-level operations (:meth:`~vdir.core.VDir.child`, ``children``, ``entry_by_id``,
   ``touch_atime``, ``catalog_url``) on both catalog engines.
-* The write-back: open files (:class:`~vdir.fuse.files.Node`), the journal
-  (:mod:`vdir.fuse.cache`) and the background committer (:class:`~vdir.fuse.writeback.WriteBack`)
+* The write-back: open files (:class:`~vdir.vfs.files.Node`), the journal
+  (:mod:`vdir.vfs.cache`) and the background committer (:class:`~vdir.vfs.writeback.WriteBack`)
   as plain objects: a pending file committed, the journal replayed after a simulated crash
   (the process dies with files pending, a new one takes the same cache directory), conflicts
   with changes made elsewhere, records parked when their directory is gone.  Both engines: the
   generation checks and compare-and-set commits are catalog operations.
-* The layering itself: ``vdir/fuse/`` never reaches into the catalog.
+* The layering itself: ``vdir/fuse/`` and ``vdir/vfs/`` never reach into the catalog, and
+  ``vdir/vfs/`` never imports FUSE.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from vdir.admin import add_backend
 from vdir.catalog.base import open_catalog
 from vdir.core import VDir
 from vdir.errors import Conflict, NotFound, to_errno
-from vdir.fuse.cache import CacheDir
-from vdir.fuse.files import Node
-from vdir.fuse.writeback import WriteBack
+from vdir.vfs.cache import CacheDir
+from vdir.vfs.files import Node
+from vdir.vfs.writeback import WriteBack
 
 ENGINES = ["sqlite", "mongo"]
-FUSE_DIR = Path(__file__).resolve().parents[1] / "vdir" / "fuse"
+PACKAGE = Path(__file__).resolve().parents[1] / "vdir"
 
 
 @pytest.fixture(params=ENGINES)
@@ -275,23 +276,32 @@ def test_replay_parks_what_lost_its_place(vd: VDir, tmp_path: Path) -> None:
 
 # -- the layering ----------------------------------------------------------------------------------
 DATA_MODEL = {"Entry", "DIR", "FILE", "SYMLINK", "SPECIAL", "FIFO", "CHR", "BLK", "SOCK", "DEVICES", "ROOT_ID"}
-"""What vdir/fuse/ may import from vdir.catalog: the data model, not the engines."""
+"""What vdir/fuse/ and vdir/vfs/ may import from vdir.catalog: the data model, not the engines."""
 
 
-def test_fuse_adapter_does_not_touch_the_catalog() -> None:
-    """vdir/fuse/ goes through the core only: no ``.catalog`` attribute, no catalog engine or
-    ``Catalog`` import (so the layering of issue 13, item 6 stays)."""
-    offences = []
-    files = sorted(FUSE_DIR.glob("*.py"))
-    assert files
-    for source in files:
-        tree = ast.parse(source.read_text(encoding="utf-8"), str(source))
-        for node in ast.walk(tree):
-            where = f"{source.name}:{getattr(node, 'lineno', '?')}"
-            if isinstance(node, ast.Attribute) and node.attr == "catalog":
-                offences.append(f"{where}: .catalog")
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vdir.catalog"):
-                offences += [f"{where}: imports {a.name} from {node.module}" for a in node.names if a.name not in DATA_MODEL]
-            elif isinstance(node, ast.Import):
-                offences += [f"{where}: imports {a.name}" for a in node.names if a.name.startswith("vdir.catalog")]
-    assert offences == []
+def _offences(source: Path, forbidden_modules: tuple[str, ...]) -> list[str]:
+    found = []
+    tree = ast.parse(source.read_text(encoding="utf-8"), str(source))
+    for node in ast.walk(tree):
+        where = f"{source.parent.name}/{source.name}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Attribute) and node.attr == "catalog":
+            found.append(f"{where}: .catalog")
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module.startswith("vdir.catalog"):
+                found += [f"{where}: imports {a.name} from {module}" for a in node.names if a.name not in DATA_MODEL]
+            elif module.startswith(forbidden_modules):
+                found.append(f"{where}: imports from {module}")
+        elif isinstance(node, ast.Import):
+            found += [f"{where}: imports {a.name}" for a in node.names if a.name.startswith(("vdir.catalog", *forbidden_modules))]
+    return found
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [("fuse", ()), ("vfs", ("vdir.fuse", "mfusepy", "fuse"))])
+def test_layers_do_not_touch_the_catalog(package: str, forbidden: tuple[str, ...]) -> None:
+    """vdir/fuse/ (the FUSE adapter) and vdir/vfs/ (open files, write-back, journal) go through
+    the core only: no ``.catalog`` attribute, no catalog engine or ``Catalog`` import; vdir/vfs/
+    imports nothing of FUSE (so the layering of issue 13, item 6 stays)."""
+    files = sorted((PACKAGE / package).glob("*.py"))
+    assert len(files) >= 3
+    assert [o for source in files for o in _offences(source, forbidden)] == []

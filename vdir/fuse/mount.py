@@ -231,8 +231,8 @@ def serve(vd: VDir, opts: MountOptions) -> None:
 
     Files left pending by an earlier mount are taken up first (catalog look-ups only: listed and
     readable from the cache at once) and uploaded in the background while the mount serves."""
-    from vdir.fuse.cache import CacheDir
     from vdir.fuse.ops import VDirOperations
+    from vdir.vfs.cache import CacheDir
 
     fuse = load_fuse()
     check_device()

@@ -50,10 +50,10 @@ from vdir.errors import (
     ReadOnly,
     to_errno,
 )
-from vdir.fuse.cache import CacheDir
 from vdir.fuse.dirs import KINDS, TYPE_BITS, DirHandle, MetaCache, mapped
-from vdir.fuse.files import Node
-from vdir.fuse.writeback import WriteBack
+from vdir.vfs.cache import CacheDir
+from vdir.vfs.files import Node
+from vdir.vfs.writeback import WriteBack
 
 if TYPE_CHECKING:
     from vdir.core import VDir
