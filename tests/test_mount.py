@@ -529,8 +529,8 @@ def test_read_cache_is_bounded_and_never_stale(world: World) -> None:
 
 def test_block_cache_and_journal_units(tmp_path: Path) -> None:
     from vdir.errors import AlreadyExists
-    from vdir.fuse.cache import BlockCache, CacheDir, Journal
     from vdir.units import parse_size
+    from vdir.vfs.cache import BlockCache, CacheDir, Journal
 
     assert parse_size("10G") == 10 * 1024**3 and parse_size("512MiB") == 512 * 1024**2 and parse_size("4096") == 4096
     cache = BlockCache(tmp_path / "b", max_bytes=10, block=4)

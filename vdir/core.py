@@ -234,6 +234,39 @@ class VDir:
     def entry(self, path: str) -> Entry:
         return self._resolve(path)[1]
 
+    # -- by entry id (node-level: what an inode-style front end such as the mount needs) -------
+    # A front end that already holds a directory's entry asks for its children by id: one index
+    # probe on (parent_id, name) instead of resolving the whole path again.  These are thin on
+    # purpose; errors are the core's own (vdir.errors, mapped to errno by vdir.errors.to_errno):
+    # an unreachable catalog raises CatalogError or BackendUnavailable, as everywhere else.
+    @property
+    def catalog_url(self) -> str:
+        """The catalog's URL (``sqlite:///…``, ``mongodb://…``), or ``""`` when it has none: the
+        name of state a front end keeps per catalog (the mount's cache directory)."""
+        return self.catalog.url
+
+    def entry_by_id(self, entry_id: int) -> Entry:
+        """The entry with this id (one read); ``NotFound`` if there is none."""
+        return self.catalog.get(entry_id)
+
+    def child(self, parent_id: int, name: str) -> Entry | None:
+        """The entry called ``name`` (one path component) in the directory ``parent_id``, or
+        ``None`` when there is none (also when ``parent_id`` is gone or not a directory).  One
+        index probe."""
+        return self.catalog.lookup(parent_id, name)
+
+    def children(self, parent_id: int, *, after: str | None = None, limit: int | None = None) -> list[Entry]:
+        """Entries of the directory ``parent_id`` in name order (UTF-8 byte order), those after
+        the name ``after`` only, at most ``limit`` of them: one page of a listing, so a caller
+        pages through a huge directory without holding it (pass the last name as ``after``).
+        ``[]`` for an empty, missing or non-directory ``parent_id``."""
+        return self.catalog.list(parent_id, after=after, limit=limit)
+
+    def touch_atime(self, entry: Entry, atime: float) -> None:
+        """Move ``entry``'s access time forward to ``atime`` (by id): never backward, no new
+        version, no effect when the entry is gone.  One catalog write."""
+        self.catalog.touch_atime(entry, atime)
+
     def ls(self, path: str = "/", recursive: bool = False) -> list[Info]:
         """The entries in a directory (or the file itself), sorted by name; ``recursive`` walks."""
         return list(self.iter_ls(path, recursive))

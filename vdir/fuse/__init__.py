@@ -2,9 +2,9 @@
 
 ``vdir mount MOUNTPOINT`` (see :mod:`cli.mount` and ``docs/mount.md``).  Modules:
 :mod:`vdir.fuse.mount` (lifecycle; the only one that loads libfuse), :mod:`vdir.fuse.ops` (the
-operations, on the core API), :mod:`vdir.fuse.files` (open files: write-back and read-ahead), :mod:`vdir.fuse.dirs`
-(paged listings, short-lived metadata cache),
-:mod:`vdir.fuse.cache` (journal and read cache on disk).
+operations, on the core API), :mod:`vdir.fuse.dirs` (paged listings, short-lived metadata cache).
+Open files, the write-back and its journal, and the read cache are the layer below, :mod:`vdir.vfs`
+(no FUSE there).
 """
 
 from __future__ import annotations

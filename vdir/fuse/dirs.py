@@ -13,10 +13,14 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from vdir import paths
-from vdir.catalog.base import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Catalog, Entry
+from vdir.catalog.base import BLK, CHR, DIR, FIFO, FILE, SOCK, SYMLINK, Entry
 from vdir.errors import to_errno
+
+if TYPE_CHECKING:
+    from vdir.core import VDir
 
 TYPE_BITS = {DIR: stat.S_IFDIR, FILE: stat.S_IFREG, SYMLINK: stat.S_IFLNK, FIFO: stat.S_IFIFO, CHR: stat.S_IFCHR,
              BLK: stat.S_IFBLK, SOCK: stat.S_IFSOCK}
@@ -97,14 +101,14 @@ class DirHandle:
 
     def __init__(
         self,
-        catalog: Catalog,
+        vd: VDir,
         meta: MetaCache,
         pending: Callable[[str], set[str]],
         path: str,
         entry: Entry,
         attrs: Callable[[Entry], dict[str, int]] | None = None,
     ) -> None:
-        self.catalog = catalog
+        self.vd = vd
         self.attrs = attrs or (lambda e: {"st_mode": TYPE_BITS.get(e.type, stat.S_IFREG)})
         self.meta = meta
         self.pending = pending
@@ -122,7 +126,7 @@ class DirHandle:
         after: str | None = None
         seen_pending = self.pending(self.path)
         while True:
-            batch = self.catalog.list(self.entry.id, after=after, limit=self.PAGE)
+            batch = self.vd.children(self.entry.id, after=after, limit=self.PAGE)
             for child in batch:
                 seen_pending.discard(child.name)
                 self.meta.put(paths.join(self.path, child.name), child)

@@ -231,14 +231,14 @@ def serve(vd: VDir, opts: MountOptions) -> None:
 
     Files left pending by an earlier mount are taken up first (catalog look-ups only: listed and
     readable from the cache at once) and uploaded in the background while the mount serves."""
-    from vdir.fuse.cache import CacheDir
     from vdir.fuse.ops import VDirOperations
+    from vdir.vfs.cache import CacheDir
 
     fuse = load_fuse()
     check_device()
     mountpoint = check_mountpoint(opts.mountpoint)
     check_catalog(vd)
-    cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog.url or str(opts.config))
+    cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog_url or str(opts.config))
     cache = CacheDir(cache_root, opts.cache_size)
     ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context,
                          xattrs=opts.xattrs, sync_close=not opts.write_back)

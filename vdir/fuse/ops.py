@@ -50,10 +50,10 @@ from vdir.errors import (
     ReadOnly,
     to_errno,
 )
-from vdir.fuse.cache import CacheDir
 from vdir.fuse.dirs import KINDS, TYPE_BITS, DirHandle, MetaCache, mapped
-from vdir.fuse.files import Node
-from vdir.fuse.writeback import WriteBack
+from vdir.vfs.cache import CacheDir
+from vdir.vfs.files import Node
+from vdir.vfs.writeback import WriteBack
 
 if TYPE_CHECKING:
     from vdir.core import VDir
@@ -185,9 +185,9 @@ class VDirOperations:
                 self._recent_misses.clear()
             self._recent_misses[parent.id] = now + self.meta.ttl
         if not streak or self.meta.ttl <= 0:
-            return self.vd.catalog.lookup(parent.id, name)
+            return self.vd.child(parent.id, name)
         found = None
-        for child in self.vd.catalog.list(parent.id, after=_name_before(name), limit=LOOKUP_PAGE):
+        for child in self.vd.children(parent.id, after=_name_before(name), limit=LOOKUP_PAGE):
             self.meta.put(paths.join(parent_path, child.name), child)
             if child.name == name:
                 found = child
@@ -428,7 +428,7 @@ class VDirOperations:
             return self._listing_attrs(child, paths.join(norm, child.name))
 
         with self._lock:
-            self._dirs[fh] = DirHandle(self.vd.catalog, self.meta, self.pending_names, norm, entry, attrs)
+            self._dirs[fh] = DirHandle(self.vd, self.meta, self.pending_names, norm, entry, attrs)
         return fh
 
     @fuse_errors
@@ -538,7 +538,7 @@ class VDirOperations:
         parent = self._entry(parent_path)
         if parent.type != DIR:
             raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
-        if self.vd.catalog.lookup(parent.id, name) is not None:
+        if self.vd.child(parent.id, name) is not None:
             return False
         victim = self._nodes.get(dst)
         if victim is not None:
@@ -625,7 +625,7 @@ class VDirOperations:
             known_absent = self.meta.absent(norm)  # the kernel's lookup just before found nothing
             self.meta.forget(norm)
             if existing is None:
-                if not known_absent and self.vd.catalog.lookup(parent.id, name) is not None:
+                if not known_absent and self.vd.child(parent.id, name) is not None:
                     if flags & os.O_EXCL:
                         raise OSError(errno.EEXIST, "file exists")
                     return self._open(norm, flags)
@@ -689,7 +689,7 @@ class VDirOperations:
         if entry.atime > max(entry.mtime, entry.ctime) and now - entry.atime < RELATIME:
             return
         try:
-            self.vd.catalog.touch_atime(entry, now)
+            self.vd.touch_atime(entry, now)
         except Exception as exc:  # noqa: BLE001 - an access time is not worth a failed read
             log.debug("%s: atime not updated: %s", node.path, exc)
             return

@@ -1,10 +1,10 @@
 """Background write-back: files left pending in the journal are committed by one thread while
 the mount serves.
 
-A file is *pending* when its content is in the journal (see :mod:`vdir.fuse.cache`) but not in
+A file is *pending* when its content is in the journal (see :mod:`vdir.vfs.cache`) but not in
 the catalog: an earlier mount was killed or lost its backend before committing it, or its commit
 on ``close`` failed here.  A mount takes every record of its journal as a pending
-:class:`~vdir.fuse.files.Node` *before* it starts serving (catalog look-ups only, no upload), so
+:class:`~vdir.vfs.files.Node` *before* it starts serving (catalog look-ups only, no upload), so
 the file is listed, with its pending size, and readable from the cache at once; the uploads then
 run in the background and never hold up the mount.  A write to a pending file cancels its
 background upload; the file is committed when that handle closes, like any other.
@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING
 
 from vdir.catalog.base import FILE
 from vdir.errors import Conflict, VDirError, is_retryable
-from vdir.fuse.cache import CacheDir, PendingRecord
-from vdir.fuse.files import Node, Unreplayable, _current, check_generation
+from vdir.vfs.cache import CacheDir, PendingRecord
+from vdir.vfs.files import Node, Unreplayable, _current, check_generation
 
 if TYPE_CHECKING:
     from vdir.core import VDir
 
-log = logging.getLogger("vdir.fuse")
+log = logging.getLogger("vdir.vfs")
 
 WORKERS = 4
 """Files committed in the background at once (uploads wait on the network or the disk, not on Python)."""

@@ -1,11 +1,11 @@
 """Open files of a mount: content, write-back and read-ahead, on the core API.
 
 A :class:`Node` is one open file, shared by every handle this mount has on it.  It is *clean*
-while it only reads: reads are served block by block (:data:`~vdir.fuse.cache.BLOCK` bytes)
+while it only reads: reads are served block by block (:data:`~vdir.vfs.cache.BLOCK` bytes)
 from memory, then the on-disk read cache, then the backend through one
 :class:`~vdir.streams.RangedReader`, with the next blocks fetched ahead in the background when
 reading is sequential.  Its first write (or truncate) makes it *local*: the whole content is
-copied into a journaled data file (see :mod:`vdir.fuse.cache`) and every read and write goes
+copied into a journaled data file (see :mod:`vdir.vfs.cache`) and every read and write goes
 there.  :meth:`Node.commit` (on ``close``/``fsync``) uploads it with
 :meth:`~vdir.core.VDir.write_stream`, conditional on the version the node was based on.
 
@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any
 from vdir import paths
 from vdir.catalog.base import DIR, FILE, Entry
 from vdir.errors import AlreadyExists, Conflict, IntegrityError, NotFound
-from vdir.fuse.cache import BLOCK, CacheDir, PendingRecord
 from vdir.streams import RangedReader, read_verified
+from vdir.vfs.cache import BLOCK, CacheDir, PendingRecord
 
 if TYPE_CHECKING:
     from vdir.core import VDir
 
-log = logging.getLogger("vdir.fuse")
+log = logging.getLogger("vdir.vfs")
 
 READ_AHEAD = 2
 """Blocks fetched ahead of a sequential reader."""
@@ -543,7 +543,7 @@ class Node:
                 self.cache.journal.forget(self.record)
 
     def park(self, reason: str) -> str:
-        """Move the pending content aside (:meth:`~vdir.fuse.cache.Journal.park`): it is never
+        """Move the pending content aside (:meth:`~vdir.vfs.cache.Journal.park`): it is never
         committed; the parked data file's path.  Reads through open handles go on working."""
         with self.lock:
             assert self.record is not None

@@ -13,7 +13,7 @@ A file becomes *pending* on its first write: the record is written (atomically, 
 rename) before the write returns, and the data file holds every byte written.  Both are removed
 once :meth:`~vdir.core.VDir.write_stream` has committed the content, so a mount killed at any
 moment leaves exactly the uncommitted files here, and the next mount uploads them (in the
-background, see :mod:`vdir.fuse.writeback`).
+background, see :mod:`vdir.vfs.writeback`).
 
 Each record remembers what it was based on (the *generation*): the entry id and version for a
 change to an existing file, the parent directory's id for a new one.  A replay never creates a
@@ -43,7 +43,7 @@ from typing import Any
 
 from vdir.errors import AlreadyExists
 
-log = logging.getLogger("vdir.fuse")
+log = logging.getLogger("vdir.vfs")
 
 BLOCK = 4 * 1024 * 1024
 """Read-cache block size: the unit fetched from a backend (and so the read-ahead step)."""
