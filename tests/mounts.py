@@ -14,7 +14,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+import vdir
 from tests.servers.vdirs import CLI
+from vdir.core import VDir
 from vdir.fuse.mount import FSTYPE, is_mounted
 
 
@@ -96,3 +100,29 @@ def mounted(cli: CLI, mountpoint: Path, *args: str, cache_dir: Path | None = Non
         yield mount
     finally:
         force_unmount(mountpoint, proc)
+
+
+# -- fixtures shared by the mount test modules (import them there) ---------------------------
+
+
+@dataclass
+class World:
+    cli: CLI
+    vd: VDir
+    tmp: Path
+
+
+@pytest.fixture
+def world(cli: CLI, tmp_path: Path) -> Iterator[World]:
+    cli.run("init", check=True)
+    vd = vdir.connect(str(cli.home / ".config" / "vdir" / "config.yaml"))
+    try:
+        yield World(cli, vd, tmp_path)
+    finally:
+        vd.close()
+
+
+@pytest.fixture
+def mnt(world: World) -> Iterator[Path]:
+    with mounted(world.cli, world.tmp / "mnt") as m:
+        yield m.path

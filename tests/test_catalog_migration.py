@@ -42,19 +42,29 @@ print(json.dumps({"dir": d.id, "file": f.id}))
 
 @pytest.fixture(scope="module")
 def old_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("old-vdir")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_MAIN, "vdir"], capture_output=True)
-    assert archive.returncode == 0, f"git archive {OLD_MAIN} failed (a full clone is needed): {archive.stderr.decode()}"
+    return extract(tmp_path_factory, OLD_MAIN)
+
+
+def extract(tmp_path_factory: pytest.TempPathFactory, commit: str) -> Path:
+    """The ``vdir`` package of ``commit``, unpacked into a fresh directory."""
+    dest = tmp_path_factory.mktemp(f"old-vdir-{commit}")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "vdir"], capture_output=True)
+    assert archive.returncode == 0, f"git archive {commit} failed (a full clone is needed): {archive.stderr.decode()}"
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
 
 
-def write_with_old_code(old_code: Path, url: str) -> dict[str, int]:
+def run_old(code: Path, script: str, url: str) -> dict[str, int]:
+    """Run ``script`` with the old ``vdir`` in ``code`` against the catalog ``url``; its JSON output."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", WRITE_OLD, url, str(old_code)], cwd=old_code, env=env,
+    proc = subprocess.run([sys.executable, "-c", script, url, str(code)], cwd=code, env=env,
                           capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()
     return dict(json.loads(proc.stdout))
+
+
+def write_with_old_code(old_code: Path, url: str) -> dict[str, int]:
+    return run_old(old_code, WRITE_OLD, url)
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "mongo"])
@@ -130,11 +140,7 @@ print(json.dumps({"done": done.id, "pending": pending.id, "later": later.id, "ru
 
 @pytest.fixture(scope="module")
 def old_code_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("old-vdir-2")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_MAIN_2, "vdir"], capture_output=True)
-    assert archive.returncode == 0, f"git archive {OLD_MAIN_2} failed (a full clone is needed): {archive.stderr.decode()}"
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    return dest
+    return extract(tmp_path_factory, OLD_MAIN_2)
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "mongo"])
@@ -143,11 +149,7 @@ def test_task_queue_of_schema_2_is_upgraded_in_place(engine: str, old_code_2: Pa
     from vdir.catalog.base import DONE, PENDING, RUNNING, Task
 
     url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", WRITE_OLD_TASKS, url, str(old_code_2)], cwd=old_code_2, env=env,
-                          capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()
-    ids = json.loads(proc.stdout)
+    ids = run_old(old_code_2, WRITE_OLD_TASKS, url)
     if engine == "sqlite":
         with sqlite3.connect(tmp_path / "old.db") as raw:
             assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
@@ -209,11 +211,7 @@ print(json.dumps({"top": top.id, "sub0": subs[0].id, "inner": inner.id, "file": 
 
 @pytest.fixture(scope="module")
 def old_code_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("old-vdir-3")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_MAIN_3, "vdir"], capture_output=True)
-    assert archive.returncode == 0, f"git archive {OLD_MAIN_3} failed (a full clone is needed): {archive.stderr.decode()}"
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    return dest
+    return extract(tmp_path_factory, OLD_MAIN_3)
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "mongo"])
@@ -222,11 +220,7 @@ def test_tree_of_schema_3_gets_atime_and_subdirectory_counts(engine: str, old_co
     from vdir.catalog.base import DIR, FIFO, Entry
 
     url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", WRITE_OLD_TREE, url, str(old_code_3)], cwd=old_code_3, env=env,
-                          capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()
-    ids = json.loads(proc.stdout)
+    ids = run_old(old_code_3, WRITE_OLD_TREE, url)
     if engine == "sqlite":
         with sqlite3.connect(tmp_path / "old.db") as raw:
             assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"

@@ -13,16 +13,11 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-import vdir
-from tests.mounts import Mount, force_unmount, fuse_usable, mounted, wait_for
-from tests.servers.vdirs import CLI
-from vdir.core import VDir
+from tests.mounts import Mount, World, force_unmount, fuse_usable, mounted, wait_for
 from vdir.fuse.mount import is_mounted
 from vdir.hashing import hash_bytes, new_hasher
 
@@ -39,29 +34,6 @@ def _fuse_required() -> None:
 
 BOUND = 2 * 1.0 + 1.0
 """Seconds a change made elsewhere may take to show in the mount: 2 x attr_timeout, plus slack."""
-
-
-@dataclass
-class World:
-    cli: CLI
-    vd: VDir
-    tmp: Path
-
-
-@pytest.fixture
-def world(cli: CLI, tmp_path: Path) -> Iterator[World]:
-    cli.run("init", check=True)
-    vd = vdir.connect(str(cli.home / ".config" / "vdir" / "config.yaml"))
-    try:
-        yield World(cli, vd, tmp_path)
-    finally:
-        vd.close()
-
-
-@pytest.fixture
-def mnt(world: World) -> Iterator[Path]:
-    with mounted(world.cli, world.tmp / "mnt") as m:
-        yield m.path
 
 
 def errno_of(fn: object, *args: object) -> int:

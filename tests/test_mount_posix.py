@@ -9,15 +9,11 @@ import re
 import socket
 import stat
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-import vdir
-from tests.mounts import fuse_usable, mounted, wait_for
-from tests.servers.vdirs import CLI
+from tests.mounts import World, fuse_usable, wait_for
 from vdir.core import VDir
 
 pytestmark = [pytest.mark.fuse]
@@ -31,29 +27,6 @@ def _fuse_required() -> None:
     reason = fuse_usable()
     if reason is not None:
         pytest.fail(f"real FUSE mounts are not possible here: {reason}")
-
-
-@dataclass
-class World:
-    cli: CLI
-    vd: VDir
-    tmp: Path
-
-
-@pytest.fixture
-def world(cli: CLI, tmp_path: Path) -> Iterator[World]:
-    cli.run("init", check=True)
-    vd = vdir.connect(str(cli.home / ".config" / "vdir" / "config.yaml"))
-    try:
-        yield World(cli, vd, tmp_path)
-    finally:
-        vd.close()
-
-
-@pytest.fixture
-def mnt(world: World) -> Iterator[Path]:
-    with mounted(world.cli, world.tmp / "mnt") as m:
-        yield m.path
 
 
 def objects(vd: VDir) -> list[str]:
