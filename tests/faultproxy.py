@@ -171,6 +171,25 @@ def _relay_body(src: _Conn, dst: socket.socket | _Sink, headers: dict[str, str],
             send(data)
 
 
+def shut_down(listener: socket.socket, lock: threading.Lock, open_sockets: set[socket.socket],
+              thread: threading.Thread | None) -> None:
+    """Stop a proxy: close its listening socket (shutdown first: it wakes the accept(), which
+    close alone does not on Linux), then every connection it holds, then wait for its thread."""
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        listener.close()
+    with lock:
+        sockets = list(open_sockets)
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+    if thread is not None:
+        thread.join(5)
+
+
 class FaultProxy:
     """A threaded proxy on a free 127.0.0.1 port that forwards to ``target`` and injects faults."""
 
@@ -245,19 +264,7 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._stopping = True
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not on Linux)
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        with self._lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
-        if self._thread is not None:
-            self._thread.join(5)
+        shut_down(self._listener, self._lock, self._open, self._thread)
 
     def __enter__(self) -> FaultProxy:
         return self.start()

@@ -79,6 +79,8 @@ from urllib.parse import urlsplit, urlunsplit
 import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
 
+from tests.faultproxy import shut_down
+
 OP_REPLY = 1
 OP_QUERY = 2004
 OP_COMPRESSED = 2012
@@ -550,19 +552,7 @@ class MongoProxy:
             timer, self._outage_timer = self._outage_timer, None
         if timer is not None:
             timer.cancel()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        with self._lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
-        if self._thread is not None:
-            self._thread.join(5)
+        shut_down(self._listener, self._lock, self._open, self._thread)
 
     def __enter__(self) -> MongoProxy:
         return self.start()
