@@ -26,9 +26,8 @@ import pytest
 import vdir
 from tests.faultproxy import FaultProxy
 from tests.helpers import tmpfs
-from tests.mounts import force_unmount, fuse_usable, mounted, wait_for
+from tests.mounts import World, force_unmount, fuse_usable, mounted, wait_for
 from tests.servers.s3 import S3Server
-from tests.test_mount import World, world  # noqa: F401 - the fixture
 from vdir.core import VDir
 from vdir.fuse.mount import FSTYPE, is_mounted
 from vdir.hashing import hash_bytes
