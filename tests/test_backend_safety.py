@@ -316,8 +316,9 @@ def test_s3_create_only_is_probed_once_and_recorded(server: str, vd: VDir, reque
     prefix = f"probe{os.getpid()}-{server}"
     record = add_backend(vd, "s3", f"s3://{s3.bucket}/{prefix}", endpoint=s3.endpoint, region="us-east-1", check=True)
     declared = record.options["create_only"]
-    # moto checks If-None-Match, but racily (two multipart creators can both win); SeaweedFS atomically
-    assert declared is {"moto_s3": False, "seaweedfs_s3": True}[server]
+    # moto and SeaweedFS check If-None-Match, but racily (two multipart creators can both win:
+    # SeaweedFS about one race in 40 under load), so neither is declared create-only
+    assert declared is False
     assert vd.catalog.get_backend("s3").options["create_only"] is declared
     backend = vd.backend("s3")
     try:

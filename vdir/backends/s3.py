@@ -48,8 +48,8 @@ any other S3 tool.
   :meth:`S3Backend._translate` (the one place), ``retryable`` where it may pass.
 * Create-only (``create_only_atomic``): option ``create_only`` says whether this endpoint
   honours ``If-None-Match: *`` on ``PutObject`` *and* ``CompleteMultipartUpload``, atomically
-  (AWS has since 2024; SeaweedFS 4.48 does; moto 5.2 checks the header but two racing multipart
-  creators can both win).  Not given, it is False, and ``vdir backend add`` asks the server once
+  (AWS has since 2024; moto 5.2 and SeaweedFS 4.x check the header but two racing multipart
+  creators can both win, so they are answered False whatever the probe sees).  Not given, it is False, and ``vdir backend add`` asks the server once
   (:meth:`S3Backend.probe_create_only`) and records the answer in the backend's options.
 * Temporaries: unfinished multipart uploads below the prefix (a killed ``put``) are listed by
   ``list_temporaries`` and aborted by ``remove_temporary``.
@@ -147,9 +147,12 @@ RETRY_CODES = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComp
 """Error codes botocore's ``standard`` retry mode retries (besides 5xx and throttling); the lean path does too."""
 THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                   "RequestThrottled", "ServiceUnavailable"}
-RACY_CONDITION_SERVERS = ("werkzeug",)
-"""``Server`` headers of S3 servers that check ``If-None-Match`` but not atomically (moto 5.2
-serves as Werkzeug: two racing multipart creators of one key both win), so never create-only."""
+RACY_CONDITION_SERVERS = ("werkzeug", "seaweedfs")
+"""``Server`` headers of S3 servers that check ``If-None-Match`` but not atomically, so never
+create-only: moto 5.2 (serves as Werkzeug) — two racing multipart creators of one key both win;
+SeaweedFS 4.x — the same, about one race in 40 when the machine is busy (two CPU hogs beside 40
+races of two 6 MiB multipart creators), never when it is idle, which is why a sequential probe
+cannot tell."""
 FILER_SERVERS = ("seaweedfs",)
 """``Server`` headers of S3 servers that list in directory order and keep empty folders."""
 def parse_number(value: float | str, what: str, kind: type[int] | type[float] = int) -> Any:
