@@ -16,7 +16,7 @@ import tests.servers as _servers  # noqa: E402
 
 pytest_plugins = [
     f"tests.servers.{m.name}" for m in pkgutil.iter_modules(_servers.__path__) if m.name not in ("process",)
-] + ["tests.mounts"]  # the `world` and `mnt` fixtures of the mount test modules
+] + ["tests.mounts", "tests.catalogs"]  # fixtures shared by the mount and the catalog test modules
 
 
 def backend_fixture_names() -> list[str]:
