@@ -9,18 +9,9 @@ URL's path, ``vdir`` when it has none):
   list of ``{k, v}`` pairs with ``v`` as BSON binary (xattr names contain dots, which MongoDB
   field names should not).
 * ``backends`` — ``_id`` is the backend name.
-* ``tasks`` — integer ``_id`` made by the client (:func:`~vdir.catalog.base.new_task_id`: no
-  counter document, no extra round trip).  While a task is unfinished it has ``open_key`` (its
-  dedupe key, sparse unique index ``open_key``: "at most one unfinished task per dedupe key",
-  and the dedupe lookup is an index point query) and ``due`` (seconds on the server's clock when
-  it may be claimed: ``max(not_before, created)`` while pending, the lease expiry while running;
-  sparse index ``due``, so finished tasks are not in it and claiming reads the head of a short
-  index).  A finished task has ``expire_at`` (a BSON date, ``$$NOW`` + ``task_retention``) under
-  a TTL index with ``expireAfterSeconds: 0``: the server deletes it then.  ``state_created`` and
-  ``created`` serve ``list_tasks``.  Times written by the task methods come from the server
-  (``$$NOW`` in pipeline updates, or read with ``$$NOW`` in the same aggregation that picks the
-  task to claim), never from the client's clock.
-* ``records`` — ``(collection, key)`` unique, the document as a BSON sub-document.
+* ``tasks`` — the placement queue: see :mod:`vdir.catalog.mongo_queue`.
+* ``records`` — ``(collection, key)`` unique, the document as a BSON sub-document: see
+  :mod:`vdir.catalog.mongo_records`.
 
 Atomicity.  A replica set (or mongos) is required; a standalone server is refused at open.
 ``update`` and the record writes are one filtered document write (compare-and-set on the
@@ -35,10 +26,8 @@ vs create, rename into a directory being removed, crossed directory moves: one o
 a write conflict and runs again, seeing the other's result.  (Plain filtered writes rather than
 ``find_one_and_*`` for entries: SecantusDB, the server the tests use, runs ``findAndModify`` in
 time proportional to the collection.)
-Claiming a task is two round trips for the same reason: one aggregation reads the first few due
-candidates from the ``due`` index together with the server's ``$$NOW``, then one ``update_one``
-compare-and-sets the first of them still as read (``_id``, ``due``, ``attempts``); a claimer
-that loses tries the next.
+The task queue (``tasks``, claiming, leases on the server's clock) is in
+:mod:`vdir.catalog.mongo_queue`, which this class inherits.
 
 Failover.  Majority/journaled write concern, primary reads for every read that decides a write,
 and one retry loop (:meth:`MongoCatalog._retrying`) that runs an operation again after a
@@ -47,7 +36,8 @@ backoff, until the operation's deadline.  A write whose reply was lost is recogn
 token when it runs again (the entry's ``op`` field for update and rename, the parent's ``ops``
 for create and delete, the record's ``op``), so it is neither applied twice nor misreported.
 
-pymongo and bson are imported here and nowhere else in vdir.  Their errors become vdir errors in
+pymongo and bson are imported here and in the two modules this class inherits from
+(:mod:`vdir.catalog.mongo_queue`, :mod:`vdir.catalog.mongo_records`), nowhere else in vdir.  Their errors become vdir errors in
 one function, :meth:`MongoCatalog._translate`.
 """
 
@@ -67,7 +57,7 @@ from urllib.parse import parse_qsl
 try:
     import bson
     import pymongo
-    from pymongo import ReadPreference, ReturnDocument, UpdateOne
+    from pymongo import ReadPreference, UpdateOne
     from pymongo.client_session import ClientSession
     from pymongo.errors import (
         AutoReconnect,
@@ -89,22 +79,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from vdir.catalog.base import (
     DIR,
-    DONE,
-    FAILED,
-    PENDING,
     ROOT_ID,
-    RUNNING,
     SCHEMA_VERSION,
-    TASK_RETENTION,
     BackendRecord,
     Catalog,
     Entry,
     Replica,
-    Task,
-    check_finish_state,
     check_no_dirs,
-    new_task_id,
 )
+from vdir.catalog.mongo_queue import MongoTaskQueue, _Retry
+from vdir.catalog.mongo_records import MongoRecords
 from vdir.errors import (
     AlreadyExists,
     AuthenticationError,
@@ -162,10 +146,6 @@ _ENTRY_FIELDS = ("type", "mode", "uid", "gid", "size", "mtime", "ctime", "hash",
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
 
 
-class _Retry(Exception):
-    """Internal: a compare-and-set on a version we read (not one the caller gave) lost; read again."""
-
-
 class _Mismatch(Exception):
     """Internal: a write in a transaction matched fewer documents than it must; the transaction
     is aborted and the caller reads to learn why."""
@@ -205,33 +185,6 @@ def _to_entry(d: dict[str, Any]) -> Entry:
         xattrs={x["k"]: bytes(x["v"]) for x in d.get("xattrs", [])},
         replicas=[Replica(**r) for r in d.get("replicas", [])],
     )
-
-
-_TASK_FIELDS = ("kind", "entry_id", "entry_version", "source", "destination", "state", "attempts", "last_error",
-                "lease_owner", "lease_expires", "not_before", "dedupe_key", "payload", "created", "updated")
-
-
-_NOW_S: dict[str, Any] = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
-"""The server's clock in an aggregation expression: seconds since the epoch (ms precision)."""
-CLAIM_CANDIDATES = 8
-"""Due tasks read per claim round trip (a claimer that loses the first tries the next)."""
-
-
-def _lit(value: Any) -> dict[str, Any]:
-    """A value inside an update pipeline, never read as a field path or operator (``$x``)."""
-    return {"$literal": value}
-
-
-def _seconds(date: Any) -> float:
-    """A BSON date (naive UTC datetime) as seconds since the epoch."""
-    import calendar
-
-    return calendar.timegm(date.utctimetuple()) + date.microsecond / 1e6
-
-
-def _to_task(d: dict[str, Any]) -> Task:
-    fields: dict[str, Any] = {f: d[f] for f in _TASK_FIELDS if f in d}
-    return Task(id=d["_id"], **fields)
 
 
 def _to_backend(d: dict[str, Any]) -> BackendRecord:
@@ -318,7 +271,7 @@ def _reads(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-class MongoCatalog(Catalog):
+class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
     """Catalog in a MongoDB database; ``url`` is ``mongodb://[user:pass@]host[:port]/[database][?options]``.
 
     Needs a replica set (a one-node one will do) or a sharded cluster: every multi-document
@@ -489,32 +442,6 @@ class MongoCatalog(Catalog):
             self._migrate_entries_to_4()
         # -----------------------------------------------------------------------------------
         self._db["meta"].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
-
-    def _create_task_indexes(self) -> None:
-        self._tasks.create_index("open_key", unique=True, sparse=True, name="open_key")
-        self._tasks.create_index("due", sparse=True, name="due")
-        self._tasks.create_index("expire_at", sparse=True, expireAfterSeconds=0, name="expire_at")
-        self._tasks.create_index([("state", 1), ("created", 1), ("_id", 1)], name="state_created")
-        self._tasks.create_index([("created", 1), ("_id", 1)], name="created")
-
-    def _migrate_tasks_to_3(self) -> None:
-        """Schema 2 -> 3: unfinished tasks get ``due``, finished ones ``expire_at``; the indexes
-        the new queries do not use are dropped (the partial ``dedupe_open`` first, as the sparse
-        ``open_key`` index on the same key replaces it).  Every step is idempotent, so two
-        processes upgrading at once, or one killed half-way, end in the same state."""
-        existing = set(self._tasks.index_information())
-        for name in ("claim", "lease", "purge", "dedupe_open"):
-            if name in existing:
-                self._tasks.drop_index(name)
-        self._tasks.update_many({"state": PENDING, "due": {"$exists": False}},
-                                [{"$set": {"due": {"$max": ["$not_before", "$created"]}}}])
-        self._tasks.update_many({"state": RUNNING, "due": {"$exists": False}},
-                                [{"$set": {"due": {"$ifNull": ["$lease_expires", 0]}}}])
-        self._tasks.update_many(
-            {"state": {"$in": [DONE, FAILED]}, "expire_at": {"$exists": False}},
-            [{"$set": {"expire_at": {"$toDate": {"$multiply": [{"$add": ["$updated", TASK_RETENTION]}, 1000]}}}}],
-        )
-        self._db["counters"].delete_one({"_id": "tasks"})  # task ids no longer come from a counter
 
     def _migrate_entries_to_4(self) -> None:
         """Schema 3 -> 4: ``rdev``, ``atime`` and ``subdirs`` are optional fields, read as 0,
@@ -987,265 +914,6 @@ class MongoCatalog(Catalog):
             deleted = self._backends.delete_one({"_id": name}).deleted_count
         if not deleted:
             raise NotFound(f"unknown backend {name!r}")
-
-    # -- tasks -------------------------------------------------------------------------------
-    @_reads
-    def now(self) -> float:
-        with self._errors():
-            before = time.monotonic()
-            hello = self._client.admin.command("hello")
-            rtt = time.monotonic() - before
-        return _seconds(hello["localTime"]) + rtt / 2
-
-    def add_task(self, task: Task) -> Task:
-        values = {f: _lit(getattr(task, f)) for f in ("kind", "entry_id", "entry_version", "source", "destination",
-                                                      "not_before", "dedupe_key", "payload")}
-        fields: dict[str, Any] = {
-            **values, "state": PENDING, "attempts": 0, "last_error": None, "lease_owner": None, "lease_expires": None,
-            "created": _NOW_S, "updated": _NOW_S, "due": {"$max": [_lit(task.not_before), _NOW_S]},
-        }
-        if task.dedupe_key is not None:
-            fields["open_key"] = _lit(task.dedupe_key)
-
-        def once() -> Task:
-            if task.dedupe_key is not None:
-                existing = self._tasks.find_one({"open_key": task.dedupe_key})
-                if existing is not None:
-                    return _to_task(existing)
-            task_id = task.id or new_task_id()
-            try:
-                # an upsert that can only insert (the filter's second clause is false for every
-                # task): the server stamps created/due with its clock, and returns the document
-                doc = self._tasks.find_one_and_update(
-                    {"_id": task_id, "kind": {"$exists": False}}, [{"$set": fields}], upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DuplicateKeyError as exc:
-                if "open_key" not in str(exc.details or exc) and task.id:
-                    raise AlreadyExists(f"task {task.id} already exists") from None
-                raise _Retry() from None  # an equal task queued at the same moment, or an id collision
-            if doc is None:  # pragma: no cover - upsert always returns a document
-                raise _Retry()
-            return _to_task(doc)
-
-        return self._retrying(once, f"add_task {task.kind}")
-
-    def _claim_filter(self, kinds: builtins.list[str] | None) -> dict[str, Any]:
-        """Unfinished tasks (only they have ``due``), in ``due`` order from the ``due`` index."""
-        query: dict[str, Any] = {"due": {"$lte": float("inf")}}
-        if kinds:
-            query["kind"] = {"$in": builtins.list(kinds)}
-        return query
-
-    def claim_task(self, owner: str, lease_seconds: float, kinds: builtins.list[str] | None = None) -> Task | None:
-        pipeline: builtins.list[dict[str, Any]] = [
-            {"$match": self._claim_filter(kinds)}, {"$sort": {"due": 1}}, {"$limit": CLAIM_CANDIDATES},
-            {"$addFields": {"_now": "$$NOW"}},
-        ]
-        def once() -> Task | None:
-            # after a failover the loop runs again: a claim whose reply was lost leaves that task
-            # leased to us until its lease expires, then it is claimable again (never lost)
-            candidates = builtins.list(self._tasks.aggregate(pipeline))
-            if not candidates:
-                return None
-            for doc in candidates:
-                now = _seconds(doc.pop("_now"))
-                if doc["due"] > now:
-                    return None  # in due order: nothing after it is due either
-                lease = now + lease_seconds
-                changes = {"state": RUNNING, "lease_owner": owner, "lease_expires": lease, "due": lease,
-                           "updated": now, "attempts": doc["attempts"] + 1}
-                taken = self._tasks.update_one({"_id": doc["_id"], "due": doc["due"], "attempts": doc["attempts"]},
-                                               {"$set": changes})
-                if taken.matched_count == 1:
-                    doc.update(changes)
-                    return _to_task(doc)
-            raise _Retry()  # every candidate was taken by other claimers first: read the head again
-
-        return self._retrying(once, "claim_task")
-
-    def renew_lease(self, task_id: int, owner: str, lease_seconds: float) -> bool:
-        # renewed only while unexpired on the server's clock: the pipeline changes nothing otherwise
-        held = {"$gte": ["$due", _NOW_S]}
-        until = {"$add": [_NOW_S, lease_seconds]}
-        def once() -> bool:  # repeating a renewal is harmless: it extends from the server's now
-            result = self._tasks.update_one(
-                {"_id": task_id, "state": RUNNING, "lease_owner": owner},
-                [{"$set": {"lease_expires": {"$cond": [held, until, "$lease_expires"]},
-                           "updated": {"$cond": [held, _NOW_S, "$updated"]},
-                           "renewals": {"$cond": [held, {"$add": [{"$ifNull": ["$renewals", 0]}, 1]}, "$renewals"]}}},
-                 {"$set": {"due": "$lease_expires"}}],
-            )
-            return result.modified_count == 1
-
-        return self._retrying(once, f"renew_lease of task {task_id}")
-
-    def finish_task(
-        self,
-        task_id: int,
-        owner: str,
-        state: str,
-        error: str | None = None,
-        retry_at: float | None = None,
-        *,
-        retry_in: float | None = None,
-    ) -> bool:
-        check_finish_state(state, retry_at, retry_in)
-        token = self._new_token()  # tells a retry that its earlier, unanswered attempt applied
-        changes: dict[str, Any] = {"lease_owner": None, "lease_expires": None, "updated": _NOW_S, "op": token}
-        pipeline: builtins.list[dict[str, Any]]
-        if retry_at is not None or retry_in is not None:
-            not_before = _lit(retry_at) if retry_at is not None else {"$add": [_NOW_S, retry_in]}
-            changes.update(state=PENDING, not_before=not_before, last_error=_lit(error))
-            pipeline = [{"$set": changes}, {"$set": {"due": "$not_before"}}]
-        else:
-            changes.update(state=_lit(state), expire_at={"$add": ["$$NOW", int(self.task_retention * 1000)]})
-            if error is not None:
-                changes["last_error"] = _lit(error)
-            pipeline = [{"$set": changes}, {"$unset": ["open_key", "due", "renewals"]}]
-        def once() -> bool:
-            result = self._tasks.update_one({"_id": task_id, "state": RUNNING, "lease_owner": owner}, pipeline)
-            return result.matched_count == 1 or self._tasks.find_one({"_id": task_id, "op": token}, {"_id": 1}) is not None
-
-        return self._retrying(once, f"finish_task {task_id}")
-
-    @_reads
-    def list_tasks(self, state: str | None = None, limit: int | None = None) -> builtins.list[Task]:
-        with self._errors():
-            cursor = self._tasks.find({} if state is None else {"state": state}).sort([("created", 1), ("_id", 1)])
-            if limit is not None:
-                if limit <= 0:
-                    return []
-                cursor = cursor.limit(limit)
-            return [_to_task(d) for d in cursor]
-
-    @_reads
-    def count_tasks(self) -> dict[str, int]:
-        with self._errors():
-            rows = self._tasks.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}])
-            return {r["_id"]: int(r["n"]) for r in rows}
-
-    def purge_tasks(self, state: str, older_than: float) -> int:
-        with self._errors():
-            return int(self._tasks.delete_many({"state": state, "updated": {"$lt": older_than}}).deleted_count)
-
-    # -- records -----------------------------------------------------------------------------
-    def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None,
-                   *, stamp: str | None = None) -> int:
-        # every filter holds (collection, key), the shard key; every write sets ``op``, the
-        # token that lets a retry recognise its own write when an earlier reply was lost
-        where = {"collection": collection, "key": key}
-        token = self._new_token()
-        change: dict[str, Any] | builtins.list[dict[str, Any]] = {"$set": {"doc": doc, "op": token}, "$inc": {"version": 1}}
-        if stamp is not None:  # a pipeline update, so the server's $$NOW is the stamp
-            change = [{"$set": {"doc": {"$mergeObjects": [_lit(doc), {stamp: _NOW_S}]}, "op": token,
-                                "version": {"$add": [{"$ifNull": ["$version", 0]}, 1]}}}]
-
-        def mine() -> int | None:
-            """The version our token wrote, if it is still the latest write."""
-            stored = self._records.find_one(where, {"version": 1, "op": 1})
-            return int(stored["version"]) if stored is not None and stored.get("op") == token else None
-
-        def once() -> int:
-            if expected_version == 0 and stamp is not None:
-                try:
-                    self._records.update_one({**where, "version": {"$exists": False}}, change, upsert=True)
-                except DuplicateKeyError:
-                    if mine() is not None:
-                        return 1
-                    raise AlreadyExists(f"{collection} {key!r} already exists") from None
-                return 1
-            if expected_version == 0:
-                try:
-                    self._records.insert_one({**where, "doc": doc, "version": 1, "op": token})
-                except DuplicateKeyError:
-                    if mine() is not None:
-                        return 1
-                    raise AlreadyExists(f"{collection} {key!r} already exists") from None
-                return 1
-            if expected_version is None:
-                try:
-                    stored = self._records.find_one_and_update(
-                        {**where, "op": {"$ne": token}}, change, upsert=True, return_document=ReturnDocument.AFTER,
-                    )
-                except DuplicateKeyError:
-                    version = mine()  # our write applied already, or two upserts raced
-                    if version is not None:
-                        return version
-                    raise _Retry() from None
-                if stored is None:  # pragma: no cover - upsert always returns a document
-                    raise _Retry()
-                return int(stored["version"])
-            stored = self._records.find_one_and_update(
-                {**where, "version": expected_version}, change, return_document=ReturnDocument.AFTER,
-            )
-            if stored is not None:
-                return int(stored["version"])
-            current = self._records.find_one(where, {"version": 1, "op": 1})
-            if current is None:
-                raise NotFound(f"{collection} {key!r} does not exist")
-            if current.get("op") == token and current["version"] == expected_version + 1:
-                return expected_version + 1
-            raise Conflict(
-                f"{collection} {key!r} was changed by another writer (version {current['version']}, expected {expected_version})"
-            )
-
-        return self._retrying(once, f"put_record {collection} {key!r}")
-
-    @_reads
-    def get_record(self, collection: str, key: str) -> tuple[dict[str, Any], int]:
-        with self._errors():
-            stored = self._records.find_one({"collection": collection, "key": key})
-        if stored is None:
-            raise NotFound(f"{collection} {key!r} not found")
-        return dict(stored["doc"]), int(stored["version"])
-
-    @_reads
-    def list_records(self, collection: str) -> builtins.list[tuple[str, dict[str, Any], int]]:
-        with self._errors():
-            cursor = self._records.find({"collection": collection}).sort("key", 1)
-            return [(d["key"], dict(d["doc"]), int(d["version"])) for d in cursor]
-
-    def delete_record(self, collection: str, key: str) -> bool:
-        attempts = [0]
-
-        def once() -> bool:
-            attempts[0] += 1
-            deleted = bool(self._records.delete_one({"collection": collection, "key": key}).deleted_count)
-            # after a lost reply the record is gone either way; the earlier attempt most likely
-            # deleted it (a concurrent delete of the same record is the one case told wrongly)
-            return deleted or attempts[0] > 1
-
-        return self._retrying(once, f"delete_record {collection} {key!r}")
-
-    def put_records(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
-        if not docs:
-            return
-        ops = [pymongo.UpdateOne({"collection": collection, "key": key}, {"$set": {"doc": doc}, "$inc": {"version": 1}},
-                                 upsert=True) for key, doc in docs.items()]
-
-        def once() -> None:
-            try:
-                self._records.bulk_write(ops, ordered=False)
-            except BulkWriteError as exc:
-                # two upserts of one new key raced (E11000): the other writer's insert stands,
-                # so that key's update is applied again, now as a plain update
-                again = [ops[e["index"]] for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
-                if len(again) != len(exc.details.get("writeErrors", [])):
-                    raise
-                self._records.bulk_write(again, ordered=False)
-
-        # a retry after a lost reply sets the same documents again (their version moves on once more)
-        self._retrying(once, f"put_records {collection}")
-
-    def delete_records(self, collection: str, keys: Iterable[str]) -> int:
-        wanted = builtins.list(dict.fromkeys(keys))
-        if not wanted:
-            return 0
-        return self._retrying(
-            lambda: int(self._records.delete_many({"collection": collection, "key": {"$in": wanted}}).deleted_count),
-            f"delete_records {collection}",
-        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
