@@ -24,12 +24,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from vdir import copying, linking, localin, localout, objects, paths
+from vdir import copying, getting, linking, localin, objects, paths
 from vdir import find as find_mod
 from vdir.backends import Backend, Location, PutMode, open_backend
 from vdir.catalog.base import (
@@ -38,7 +38,6 @@ from vdir.catalog.base import (
     FILE,
     OK,
     ROOT_ID,
-    SOCK,
     SPECIAL,
     SYMLINK,
     BackendRecord,
@@ -661,124 +660,10 @@ class VDir:
     def get(self, src: str, dst: str | os.PathLike[str], *, recursive: bool = False, force: bool = False,
             workers: int = 8, progress: Progress | None = None, filter: Filter | None = None,
             dry_run: bool = False) -> list[Path]:
-        """Copy a file (or, with ``recursive``, a directory) to the local filesystem, up to
-        ``workers`` files at a time.
+        return getting.get(self, src, dst, recursive=recursive, force=force, workers=workers, progress=progress,
+                           filter=filter, dry_run=dry_run)
 
-        Each file is written to a temp file beside its destination, verified, made durable, then
-        renamed into place (a directory's files in batches: synced together, then renamed): a
-        failed or interrupted get never leaves a partial file under the real name.  Nothing is
-        written through a symbolic link below ``dst`` (``NotADirectory``, raised before any
-        byte is written); with ``force`` an existing link is replaced, never its target.
-        Each file gets the modification time the catalog records (as ``cp -p`` does).
-
-        ``filter`` (:mod:`vdir.filters`) picks what is taken below a source directory (paths
-        relative to it; a single file is matched by its name).  ``dry_run`` makes every check,
-        writes nothing and returns the local files that would be written.
-        """
-        norm, entry = self._resolve(src)
-        if filter is not None and filter.empty:
-            filter = None
-        dest = Path(os.fsdecode(dst))
-        # below the destination the user named, nothing is followed: every directory a recursive
-        # get writes into is checked with lstat (localout.DestTree), so a symlink the catalog or
-        # an earlier get put there is refused, never written through
-        tree, prefix = localout.DestTree(dest), ""
-        if dest.is_dir():
-            tree, prefix = localout.DestTree(dest), entry.name or "root"
-            dest = dest / prefix
-        if entry.type != DIR:
-            if filter is not None and not filter.matches(entry.name, False):
-                return []
-            if dry_run:
-                if dest.exists() and not force:
-                    raise AlreadyExists(f"{dest}: exists (use --force to overwrite)")
-                return [dest]
-            if entry.type in SPECIAL:
-                if os.path.lexists(dest) and not force:
-                    raise AlreadyExists(f"{dest}: exists (use --force to overwrite)")
-                return [dest] if localout.make_special(dest, entry.type, entry.mode, entry.rdev, entry.mtime, norm) else []
-            return [self._get_file(norm, entry, dest, force, progress)]
-        if not recursive:
-            raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
-        if prefix:
-            tree.check(prefix)
-        elif dest.exists() and not dest.is_dir():
-            raise NotADirectory(f"{dest}: exists and is not a directory")
-        items = [(rel, e) for rel, e in self.catalog.walk(entry.id) if filter is None or filter.matches(rel, e.type == DIR)]
-
-        def local_dir(rel: str) -> str:
-            """The directory (relative to the tree's root) an item at ``rel`` is written into."""
-            return "/".join(p for p in (prefix, rel) if p)
-
-        for d in sorted({local_dir(rel if e.type == DIR else paths.split("/" + rel)[0][1:]) for rel, e in items}):
-            tree.check(d)  # all refusals come before the first byte is written
-        if not force:
-            for rel, e in items:
-                if (e.type == FILE or e.type in SPECIAL) and os.path.lexists(dest / rel):
-                    raise AlreadyExists(f"{dest / rel}: exists (use --force to overwrite)")
-        if dry_run:
-            return [dest / rel for rel, e in items if e.type == FILE or (e.type in SPECIAL and e.type != SOCK)]
-        if prefix:
-            tree.ensure(prefix)
-        else:
-            dest.mkdir(parents=True, exist_ok=True)
-        files: list[tuple[str, Entry]] = []
-        for rel, e in items:
-            target = dest / rel
-            if e.type == DIR:
-                tree.ensure(local_dir(rel))
-            elif e.type == FILE:
-                files.append((rel, e))
-            elif e.type == SYMLINK and e.target is not None:
-                tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
-                with contextlib.suppress(FileExistsError):
-                    os.symlink(e.target, target)
-            elif e.type in SPECIAL:
-                tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
-                localout.make_special(target, e.type, e.mode, e.rdev, e.mtime, paths.join(norm, rel))
-
-        def one(item: tuple[str, Entry]) -> tuple[Path, Path]:
-            rel, e = item
-            tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
-            return self._stage_file(paths.join(norm, rel), e, dest / rel, progress, sync=False), dest / rel
-
-        # files are staged under temp names in batches; each batch is synced once and renamed
-        # into place (see vdir.localout)
-        written: list[Path] = []
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for batch in _batches(files):
-                futures = [pool.submit(one, item) for item in batch]
-                try:
-                    wait(futures)
-                    failed = next((f.exception() for f in futures if f.exception()), None)
-                    if failed is not None:
-                        raise failed
-                except BaseException:  # a failed file or an interrupt: no temp file stays behind
-                    for f in futures:
-                        f.cancel()
-                    wait(futures)
-                    localout.discard(f.result()[0] for f in futures if not f.cancelled() and not f.exception())
-                    raise
-                written += localout.publish([f.result() for f in futures])
-        return written
-
-    def _stage_file(self, vpath: str, entry: Entry, dest: Path, progress: Progress | None, *, sync: bool) -> Path:
-        if entry.type == SYMLINK:
-            raise InvalidArgument(f"{vpath}: is a symbolic link to {entry.target}")
-        return localout.stage(dest, lambda out: read_verified(self, vpath, entry, out, progress), entry.mode, entry.mtime,
-                              sync=sync)
-
-    def _get_file(self, vpath: str, entry: Entry, dest: Path, force: bool, progress: Progress | None) -> Path:
-        if dest.exists() and not force:
-            raise AlreadyExists(f"{dest}: exists (use --force to overwrite)")
-        tmp = self._stage_file(vpath, entry, dest, progress, sync=True)
-        try:
-            os.replace(tmp, dest)
-        except BaseException:
-            localout.discard([tmp])
-            raise
-        localout.sync_paths([dest.parent])
-        return dest
+    get.__doc__ = getting.get.__doc__
 
     def _record_lazy_hash(self, entry: Entry, digest: str, blocks: str | None = None) -> None:
         """A linked object's hash, learned on its first full read, is recorded (best effort),
@@ -1023,24 +908,6 @@ class _ProgressReader:
 
     def close(self) -> None:
         self.raw.close()
-
-
-
-
-def _batches(files: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]]:
-    """``files`` in runs of at most ``localout.BATCH_FILES`` files and about ``BATCH_BYTES`` bytes."""
-    batch: list[tuple[str, Entry]] = []
-    size = 0
-    for item in files:
-        batch.append(item)
-        size += item[1].size
-        if len(batch) >= localout.BATCH_FILES or size >= localout.BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
 
 
 

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdir import localout, paths
+from vdir import getting, localout, paths
 from vdir.catalog.base import DIR, FILE, Entry
 from vdir.errors import InvalidArgument, NotADirectory, NotFound
 from vdir.filters import Filter
@@ -315,7 +315,7 @@ def _to_local(vd: VDir, vroot: str, lroot: str, sfiles: dict[str, Item], send: l
         entry = sfiles[rel].entry
         assert entry is not None
         dest = tree.ensure(rel.rpartition("/")[0]) / rel.rpartition("/")[2]
-        return vd._stage_file(paths.join(vroot, rel), entry, dest, progress, sync=False), dest
+        return getting.stage_file(vd, paths.join(vroot, rel), entry, dest, progress, sync=False), dest
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i in range(0, len(send), BATCH):
