@@ -6,6 +6,7 @@ logs and tracebacks.  ``--json`` gives machine-readable output where a command l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat as stat_mod
@@ -22,7 +23,8 @@ from cli import help as help_screens
 from cli import sync as sync_opts
 from cli.listing import complete_vpath, expand_paths, outermost
 from cli.output import Output, SafeFormatter, fmt_size, fmt_time, safe_lines
-from vdir import __version__
+from vdir import __version__, paths
+from vdir.errors import NotFound
 from vdir.paths import printable as shown
 
 app = typer.Typer(
@@ -260,7 +262,7 @@ def ls(
         tail = f" -> {shown(i.target)}" if i.target else ""
         # a device shows its numbers where a file shows its size, as ls -l does
         size = f"{os.major(i.rdev)}, {os.minor(i.rdev)}" if i.type in ("chr", "blk") else fmt_size(i.size, exact=not human)
-        out.line(f"{mode} {size:>12} {fmt_time(i.mtime)} {h:16} {reps or '-':12} {name}{'/' if i.type == 'dir' and name != '/' else ''}{tail}")
+        out.line(f"{mode} {i.nlink:>2} {size:>12} {fmt_time(i.mtime)} {h:16} {reps or '-':12} {name}{'/' if i.type == 'dir' and name != '/' else ''}{tail}")
 
     for i in singles:
         show(i, shown(i.path))
@@ -291,6 +293,7 @@ def stat(path: str = typer.Argument(..., metavar="PATH", autocompletion=complete
              f"{stat_mod.filemode(info.mode)[1:]} ({oct(info.mode & 0o7777)})")
     if info.type in ("chr", "blk"):
         out.line(f"device: {os.major(info.rdev)}, {os.minor(info.rdev)} (major, minor)")
+    out.line(f" links: {info.nlink}\n inode: {info.inode}")
     out.line(f" mtime: {fmt_time(info.mtime)}\n  hash: {info.hash or '-'} (xxh3-128)\nversion: {info.version}")
     if info.target:
         out.line(f"target: {shown(info.target)}")
@@ -359,6 +362,25 @@ def mv(source: str = typer.Argument(..., metavar="SRC", autocompletion=complete_
        force: bool = typer.Option(False, "-f", "--force", help="Replace an existing file.")) -> None:
     """Rename or move a file or directory (a catalog change; no bytes move)."""
     state.vd().mv(source, dest, force=force)
+
+
+@app.command()
+def ln(
+    target: str = typer.Argument(..., metavar="TARGET", autocompletion=complete_vpath, help="Existing virtual path (for -s: any text, the link's target)."),
+    link_name: str = typer.Argument(..., metavar="LINK_NAME", autocompletion=complete_vpath, help="The new name, or an existing directory to make it in."),
+    symbolic: bool = typer.Option(False, "-s", "--symbolic", help="Make a symbolic link instead of a hard link."),
+) -> None:
+    """Make a hard link (another name of the same file: content stored once, changes seen through
+    every name) or, with -s, a symbolic link, as ln(1) does.  No bytes move."""
+    vd = state.vd()
+    dest = link_name
+    with contextlib.suppress(NotFound):
+        if vd.entry(link_name).type == "dir":
+            dest = paths.join(paths.normalize(link_name), target.rstrip("/").rsplit("/", 1)[-1])
+    if symbolic:
+        vd.symlink(target, dest)
+    else:
+        vd.hardlink(target, dest)
 
 
 @app.command()

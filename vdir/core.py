@@ -56,6 +56,7 @@ from vdir.errors import (
     IsADirectory,
     NotADirectory,
     NotFound,
+    NotPermitted,
     VDirError,
 )
 from vdir.filters import Filter
@@ -95,11 +96,16 @@ class Info:
     ctime: float = 0.0
     uid: int = 0
     gid: int = 0
+    nlink: int = 1
+    """Names of this file (hard links); a directory's is 2 plus its subdirectories, as ``stat`` shows."""
+    inode: int = 0
+    """The catalog's inode id: the names of one file share it (``st_ino`` on the mount)."""
 
     @classmethod
     def of(cls, path: str, entry: Entry) -> Info:
         return cls(
-            rdev=entry.rdev, atime=entry.atime, ctime=entry.ctime, uid=entry.uid, gid=entry.gid,
+            rdev=entry.rdev, atime=entry.atime, ctime=entry.ctime, uid=entry.uid, gid=entry.gid, inode=entry.id,
+            nlink=2 + entry.subdirs if entry.type == DIR else entry.nlink,
             path=path,
             name=entry.name or "/",
             type=entry.type,
@@ -286,10 +292,15 @@ class VDir:
         norm, entry = self._resolve(path)
         usage = Usage()
         items = [entry] if entry.type != DIR else (e for _, e in self.catalog.walk(entry.id))
+        linked: set[int] = set()
         for e in items:
             if e.type == DIR:
                 usage.dirs += 1
                 continue
+            if e.nlink > 1:  # the names of one inode are one file, counted once (as du does)
+                if e.id in linked:
+                    continue
+                linked.add(e.id)
             usage.files += 1
             usage.bytes += e.size
             for r in e.replicas:
@@ -783,7 +794,7 @@ class VDir:
         token = objects.begin_intent(self.catalog, ((r.backend, r.key) for r in owned), "rename") if owned else None
         try:
             moved, replaced = self.catalog.rename(sentry.id, parent.id, name, replace_existing=replace,
-                                                  expected_version=sentry.version)
+                                                  expected_version=sentry.version, source=self._name_of(sentry))
         except BaseException:
             if token:
                 objects.end_intent(self.catalog, token)
@@ -827,6 +838,31 @@ class VDir:
             return self.catalog.create(entry)
         except AlreadyExists:
             raise AlreadyExists(f"{norm}: exists", path=norm) from None
+
+    def hardlink(self, existing: str, new: str) -> Entry:
+        """POSIX ``link(2)``: ``new`` becomes another name of the file at ``existing`` (a file, a
+        symbolic link — not followed — or a special file; ``NotPermitted`` for a directory).  The
+        names share one inode: its content (stored once), replicas, mode and times; a change
+        through one is seen through every other, and the content goes when the last name does.
+        ``AlreadyExists`` if ``new`` exists.  One catalog write; no bytes move."""
+        snorm, sentry = self._resolve(existing)
+        norm = paths.normalize(new)
+        if norm == "/":
+            raise AlreadyExists("/: the root directory exists")
+        parent_path, name = paths.split(norm)
+        try:
+            return self.catalog.link(sentry.id, self._dir_id(parent_path), name)
+        except AlreadyExists:
+            raise AlreadyExists(f"{norm}: exists", path=norm) from None
+        except NotPermitted:
+            raise NotPermitted(f"{snorm}: is a directory (directories cannot have hard links)", path=snorm) from None
+        except NotFound:
+            raise NotFound(f"{snorm}: no such file (removed meanwhile)", path=snorm) from None
+
+    @staticmethod
+    def _name_of(entry: Entry) -> tuple[int, str] | None:
+        """Which name of ``entry`` a rename or delete means: the one it was looked up by."""
+        return (entry.parent_id, entry.name) if entry.parent_id is not None else None
 
     def symlink(self, target: str, path: str) -> Entry:
         norm = paths.normalize(path)

@@ -191,7 +191,7 @@ def _temporaries(vdir: VDir, store: Any, name: str, intended: dict[tuple[str, st
 def _lost(vdir: VDir, report: FsckReport, seen: set[int]) -> None:
     """Files with content and no replica at all: nothing any backend listing would show."""
     for rel, entry in vdir.catalog.walk(ROOT_ID):
-        if entry.type == FILE and entry.size > 0 and not entry.replicas:
+        if entry.type == FILE and entry.size > 0 and not entry.replicas and entry.id not in seen:
             seen.add(entry.id)
             report.problems.append(Problem("lost", "", path="/" + rel, detail="the catalog lists no replica for this file"))
 

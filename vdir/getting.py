@@ -86,8 +86,17 @@ def get(vd: VDir, src: str, dst: str | os.PathLike[str], *, recursive: bool = Fa
     else:
         dest.mkdir(parents=True, exist_ok=True)
     files: list[tuple[str, Entry]] = []
+    first_name: dict[int, str] = {}
+    """The first name met of each inode with several names (the one whose content is written)"""
+    links: list[tuple[str, str]] = []
     for rel, e in items:
         target = dest / rel
+        if e.type != DIR and e.nlink > 1:
+            if e.id in first_name:  # another name of a file already taken: a hard link, as cp -a/tar make
+                tree.ensure(local_dir(paths.split("/" + rel)[0][1:]))
+                links.append((first_name[e.id], rel))
+                continue
+            first_name[e.id] = rel
         if e.type == DIR:
             tree.ensure(local_dir(rel))
         elif e.type == FILE:
@@ -123,7 +132,10 @@ def get(vd: VDir, src: str, dst: str | os.PathLike[str], *, recursive: bool = Fa
                 localout.discard(f.result()[0] for f in futures if not f.cancelled() and not f.exception())
                 raise
             written += localout.publish([f.result() for f in futures])
-    return written
+    linked = [dest / rel for first, rel in links if localout.hard_link(dest / first, dest / rel, paths.join(norm, rel))]
+    if linked:
+        localout.sync_paths({p.parent for p in linked})  # the new names are durable like the files
+    return written + linked
 
 def stage_file(vd: VDir, vpath: str, entry: Entry, dest: Path, progress: Progress | None, *, sync: bool) -> Path:
     if entry.type == SYMLINK:

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import shutil
 import stat
 import tempfile
 import threading
@@ -51,6 +52,27 @@ def stage(dest: Path, fill: Callable[[IO[bytes]], object], mode: int, mtime: flo
         discard([tmp])
         raise
     return Path(tmp)
+
+
+def hard_link(existing: Path, dest: Path, vpath: str) -> bool:
+    """Make ``dest`` another name of ``existing`` (a file ``get -r`` wrote, never followed if it
+    is a symbolic link), replacing a non-directory at ``dest``, as ``cp -a`` does for the names
+    of one inode.  Where the filesystem has no hard links the content is copied instead (with a
+    warning).  False if ``existing`` was not written (a socket, a device without root)."""
+    if not os.path.lexists(existing):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISDIR(os.lstat(dest).st_mode):
+            os.unlink(dest)
+    try:
+        os.link(existing, dest, follow_symlinks=False)
+    except OSError as exc:
+        if not stat.S_ISREG(os.lstat(existing).st_mode):
+            raise
+        log.warning("%s: hard link not made here (%s); copied instead", vpath, exc.strerror)
+        shutil.copy2(existing, dest)
+        sync_paths([dest])
+    return True
 
 
 def make_special(dest: Path, kind: str, mode: int, rdev: int, mtime: float, vpath: str) -> bool:

@@ -251,11 +251,13 @@ def serve(vd: VDir, opts: MountOptions) -> None:
     # switch interval (5 ms by default) each time.  Requests are short: hand the GIL over sooner.
     sys.setswitchinterval(SWITCH_INTERVAL)
     # hard_remove off: an unlinked file that is still open is renamed to .fuse_hiddenNNNN and
-    # removed at its last close, so fstat and reads through its handles keep working
+    # removed at its last close, so fstat and reads through its handles keep working; use_ino:
+    # st_ino is the catalog's inode id, the same through every hard link of a file (tar, rsync -H,
+    # cp -a, du and find -samefile tell the names of one file by it)
     kwargs: dict[str, Any] = dict(
         foreground=True, nothreads=False, fsname=FSNAME, subtype="vdir", default_permissions=True,
         attr_timeout=opts.attr_timeout, entry_timeout=opts.entry_timeout, negative_timeout=opts.entry_timeout,
-        hard_remove=False, auto_cache=True, debug=opts.debug,
+        hard_remove=False, auto_cache=True, debug=opts.debug, use_ino=True,
     )
     if opts.read_only:
         kwargs["ro"] = True

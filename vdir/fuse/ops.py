@@ -75,6 +75,9 @@ xattrs do not try to write them elsewhere)."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 HIDDEN_PREFIX = ".fuse_hidden"
 """libfuse's name for an unlinked file that is still open (see the module docstring)."""
+NEW_INO = 1 << 63
+"""``st_ino`` of a file created here and not committed yet: this bit with a number unique while
+it is open (catalog ids are below 2**63); it takes its catalog id once committed."""
 RELATIME = 86400.0
 """An atime older than this is moved on read even when it is later than mtime and ctime."""
 
@@ -225,7 +228,8 @@ class VDirOperations:
         mode = TYPE_BITS.get(kind, stat.S_IFREG) | (entry.mode & 0o7777)
         size = len(entry.target.encode()) if kind == SYMLINK and entry.target else entry.size
         return {
-            "st_mode": mode, "st_nlink": 2 + entry.subdirs if kind == DIR else 1, "st_size": size,
+            "st_mode": mode, "st_nlink": 2 + entry.subdirs if kind == DIR else max(1, entry.nlink), "st_size": size,
+            "st_ino": entry.id,
             "st_uid": entry.uid, "st_gid": entry.gid, "st_blocks": (size + 511) // 512, "st_blksize": 1 << 20,
             "st_mtime": int(entry.mtime * 1e9), "st_atime": int(entry.atime * 1e9), "st_ctime": int(entry.ctime * 1e9),
             "st_rdev": entry.rdev,
@@ -256,11 +260,12 @@ class VDirOperations:
             node = self._nodes.get(path)
             busy = node is not None and node.is_local and (node.entry is None or node.entry.id == entry.id)
         if busy:
-            return {"st_mode": TYPE_BITS.get(entry.type, stat.S_IFREG)}
+            return {"st_mode": TYPE_BITS.get(entry.type, stat.S_IFREG), "st_ino": entry.id}
         return self._attrs(entry)
 
     def _node_attrs(self, node: Node) -> dict[str, Any]:
-        base = node.entry or Entry(name="", type=FILE, mode=node.mode, uid=self.context()[0], gid=self.context()[1])
+        base = node.entry or Entry(name="", type=FILE, mode=node.mode, uid=self.context()[0], gid=self.context()[1],
+                                   id=NEW_INO | id(node))  # its catalog id comes with the commit
         if node.record is not None:
             base = base.copy(uid=node.record.uid if node.record.uid is not None else base.uid,
                              gid=node.record.gid if node.record.gid is not None else base.gid)
@@ -577,7 +582,20 @@ class VDirOperations:
 
     @fuse_errors
     def link(self, target: str, source: str) -> int:
-        raise OSError(errno.EPERM, "hard links are not supported")
+        """``link(2)``: ``target`` (the new name) becomes another name of ``source``'s inode; a
+        file this mount has not committed yet is committed first (a name needs a catalog inode)."""
+        self._writable()
+        src, dst = paths.normalize(source), paths.normalize(target)
+        with self._lock:
+            node = self._nodes.get(src)
+        if node is not None and (node.is_new or node.dirty):
+            node.commit()
+            self.meta.forget(src)
+        self.vd.hardlink(src, dst)
+        self.meta.forget(src)  # its st_nlink and ctime changed
+        self.meta.forget(dst)
+        self._changed_in(dst)
+        return 0
 
     @fuse_errors
     def mknod(self, path: str, mode: int, dev: int) -> int:

@@ -115,8 +115,13 @@ def plan(vd: object, policy: Policy, top: str = "/", now: float | None = None) -
     if top_entry.type == FILE:
         yield from file_actions(top, top_entry, policy, backends, now)
         return
+    linked: set[int] = set()
     for rel, entry in vd.catalog.walk(top_entry.id):
         if entry.type == FILE:
+            if entry.nlink > 1:  # a file with several names is planned once, by the first name met
+                if entry.id in linked:
+                    continue
+                linked.add(entry.id)
             yield from file_actions(f"{base}/{rel}", entry, policy, backends, now)
 
 
