@@ -143,6 +143,8 @@ def put(
                 out.line(f"would store {shown(vpath)} ({fmt_size(st.st_size)})")
             for target, vpath in p.links:
                 out.line(f"would link {shown(vpath)} -> {shown(target)}")
+            for first, vpath in p.hardlinks:
+                out.line(f"would hard-link {shown(vpath)} to {shown(first)}")
         out.say(f"dry run: would store {sum(len(p.files) for p in plans)} file(s), {fmt_size(total)}")
         return
     with out.progress(total, "put") as tick:
@@ -150,8 +152,9 @@ def put(
         for s in srcs:
             count += len(vd.put(Path(s), dest, backend=backend, recursive=recursive, force=force, workers=jobs, progress=tick,
                                 follow_symlinks=dereference, filter=flt))
-    links = sum(len(p.links) for p in plans)
-    out.say(f"stored {count} file(s)" + (f", {links} symbolic link(s)" if links else "") + f", {fmt_size(total)}")
+    links, hard = sum(len(p.links) for p in plans), sum(len(p.hardlinks) for p in plans)
+    out.say(f"stored {count - hard} file(s)" + (f", {hard} hard link(s)" if hard else "")
+            + (f", {links} symbolic link(s)" if links else "") + f", {fmt_size(total)}")
 
 
 def _put_stdin(vd: Any, srcs: list[str], dest: str, *, backend: str | None, force: bool) -> None:

@@ -276,3 +276,31 @@ def test_tar_and_rsync_keep_hard_links_from_the_mount(lworld: World) -> None:
         assert os.stat(m.path / "back" / "a.bin").st_ino == os.stat(m.path / "back" / "sub" / "b.bin").st_ino
     assert lworld.vd.entry("/back/a.bin").nlink == 2
 
+
+
+def test_put_r_stores_local_hard_links_once(cli: CLI, tmp_path: Path) -> None:
+    cli.run("init", check=True)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    blob = os.urandom(300_000)
+    (src / "a.bin").write_bytes(blob)
+    os.link(src / "a.bin", src / "sub" / "b.bin")
+    (src / "c.txt").write_bytes(b"single")
+    dry = cli.run("put", "-r", "-n", str(src), "/in", check=True).stdout.decode()
+    assert "would hard-link /in/sub/b.bin to /in/a.bin" in dry
+    said = cli.run("put", "-r", str(src), "/in", check=True).stdout.decode()
+    assert "stored 2 file(s), 1 hard link(s)" in said
+    v = vdir.connect(str(cli.home / ".config" / "vdir" / "config.yaml"))
+    try:
+        assert v.entry("/in/a.bin").id == v.entry("/in/sub/b.bin").id and v.entry("/in/a.bin").nlink == 2
+        assert v.cat("/in/sub/b.bin") == blob
+        assert len([o for o in v.backend("local").list("")]) == 2  # a.bin once, c.txt
+    finally:
+        v.close()
+    # again with --force: the names are replaced and still share one inode
+    cli.run("put", "-r", "-f", str(src), "/in", check=True)
+    v = vdir.connect(str(cli.home / ".config" / "vdir" / "config.yaml"))
+    try:
+        assert v.entry("/in/a.bin").id == v.entry("/in/sub/b.bin").id
+    finally:
+        v.close()

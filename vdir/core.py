@@ -549,12 +549,7 @@ class VDir:
         for d in plan.dirs:
             self.mkdir(d, parents=True, exist_ok=True)
         for target, vpath in plan.links:
-            if force and self.exists(vpath):  # replaced in one rename, like a file with --force
-                tmp = f"{vpath}.~{os.urandom(4).hex()}"
-                self.symlink(target, tmp)
-                self.rename(tmp, vpath, replace=True)
-            else:
-                self.symlink(target, vpath)
+            self._make_name(vpath, force, lambda p, t=target: self.symlink(t, p))  # type: ignore[misc]
 
         def one(item: tuple[Path, str, os.stat_result]) -> Entry:
             local, vpath, st = item
@@ -565,9 +560,26 @@ class VDir:
                 )
 
         if len(plan.files) <= 1 or workers <= 1:
-            return [one(item) for item in plan.files]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, plan.files))
+            stored = [one(item) for item in plan.files]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                stored = list(pool.map(one, plan.files))
+        for first, vpath in plan.hardlinks:  # the content went up once, under its first name
+            there = self.catalog.locate(vpath)[1] if force else None
+            if there is not None and there.id == self.entry(first).id:
+                stored.append(there)  # already that name of that file (put again with --force)
+                continue
+            stored.append(self._make_name(vpath, force, lambda p, f=first: self.hardlink(f, p)))  # type: ignore[misc]
+        return stored
+
+    def _make_name(self, vpath: str, force: bool, make: Callable[[str], Entry]) -> Entry:
+        """Create a link at ``vpath`` with ``make``; with ``force`` an existing file there is
+        replaced in one rename (made under a temp name first), like a file put with ``--force``."""
+        if not (force and self.exists(vpath)):
+            return make(vpath)
+        tmp = f"{vpath}.~{os.urandom(4).hex()}"
+        make(tmp)
+        return self.rename(tmp, vpath, replace=True)
 
     def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
                  follow_symlinks: bool = False, filter: Filter | None = None) -> PutPlan:

@@ -24,6 +24,9 @@ class PutPlan:
     files: list[tuple[Path, str, os.stat_result]] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)
     """(target, vpath) of the symbolic links to store as links (``put -r`` without ``-L``)."""
+    hardlinks: list[tuple[str, str]] = field(default_factory=list)
+    """(vpath of the first name, vpath) of local files met again under another name (hard links,
+    same device and inode): stored once, the other names made hard links, as ``rsync -H`` does."""
     known: dict[str, tuple[int, Entry | None]] = field(default_factory=dict)
     """vpath → (parent directory id, entry there or None), as the plan found them (the
     destination of a one-file put), so the write need not look again."""
@@ -81,6 +84,7 @@ def plan_put(vd: VDir, src: str | os.PathLike[str], dst: str, *, recursive: bool
             raise IsADirectory(f"{local}: is a directory (use -r to copy directories)")
         plan.dirs.append(target)
         seen = {str(local): (st.st_dev, st.st_ino)}  # directory -> identity, for loop checks with -L
+        inodes: dict[tuple[int, int], str] = {}  # (device, inode) -> vpath of the first name met
         for root, dirnames, filenames in os.walk(local, followlinks=follow_symlinks):
             dirnames.sort()
             rel_root = Path(root).relative_to(local)
@@ -117,7 +121,13 @@ def plan_put(vd: VDir, src: str | os.PathLike[str], dst: str, *, recursive: bool
                     except FileNotFoundError:
                         raise NotFound(f"{full}: dangling symbolic link (-L follows links)") from None
                 if stat_mod.S_ISREG(fst.st_mode):
-                    plan.files.append((full, paths.join(vroot, _local_name(Path(f))), fst))
+                    vpath = paths.join(vroot, _local_name(Path(f)))
+                    if fst.st_nlink > 1:
+                        first = inodes.setdefault((fst.st_dev, fst.st_ino), vpath)
+                        if first != vpath:
+                            plan.hardlinks.append((first, vpath))
+                            continue
+                    plan.files.append((full, vpath, fst))
     elif stat_mod.S_ISREG(st.st_mode):
         plan.files.append((local, target, st))
     else:
@@ -126,7 +136,7 @@ def plan_put(vd: VDir, src: str | os.PathLike[str], dst: str, *, recursive: bool
         vd._check_dir_target(d)
     for _, vpath, _ in plan.files:
         vd._check_file_target(vpath, force, plan.known.get(vpath))
-    for _, vpath in plan.links:
+    for _, vpath in plan.links + plan.hardlinks:
         vd._check_file_target(vpath, force, plan.known.get(vpath))
     return plan
 
