@@ -21,6 +21,8 @@ function, :func:`to_errno`.  Whether an operation may be retried is a property o
           ├── Conflict (ESTALE)                 compare-and-set lost, or a write condition failed
           ├── PermissionDenied (EACCES)         also PermissionError
           │    └── AuthenticationError (EACCES) wrong or missing credentials
+          ├── NotPermitted (EPERM)              never allowed, whoever asks (a hard link to a
+          │                                     directory); also PermissionError
           ├── ReadOnly (EROFS)
           ├── NotSupported (EOPNOTSUPP)
           ├── IntegrityError (EIO)              bytes do not match the recorded hash
@@ -107,6 +109,13 @@ class Conflict(VDirError):
 
 class PermissionDenied(VDirError, PermissionError):
     errno_code = _errno.EACCES
+
+
+class NotPermitted(VDirError, PermissionError):
+    """The operation is never allowed on this kind of thing, whatever the permissions (POSIX
+    ``EPERM``): e.g. a hard link to a directory."""
+
+    errno_code = _errno.EPERM
 
 
 class AuthenticationError(PermissionDenied):

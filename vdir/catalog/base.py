@@ -23,6 +23,32 @@ Model
   queue (below): a ``due`` time on every unfinished task, an expiry time on every finished one,
   and the indexes that serve dedupe, claim and expiry.  Version 4 added the special file types,
   ``Entry.rdev``, ``Entry.atime`` (filled from ``mtime`` on upgrade) and ``Entry.subdirs``.
+  Version 5 added hard links: the ``inodes`` table/collection and pointer names (below); every
+  existing entry is its own inline inode with ``nlink`` 1, so the upgrade writes no entry.
+* Hard links: names and inodes are separate (as in JuiceFS).  ``Entry.id`` is the *inode* id:
+  every name of one file returns the same ``id`` and ``nlink`` (its number of names; 1 for a
+  directory, whose ``st_nlink`` comes from ``subdirs``).  :meth:`Catalog.link` gives a
+  non-directory a further name; ``parent_id``/``name`` of an entry read are the name it was
+  reached through (lookup, list, locate, walk), or for reads by id (:meth:`Catalog.get`,
+  :meth:`Catalog.iter_replicas`, ...) one of its names: the name it was created with while that
+  one lives, else the same one every time.  :meth:`Catalog.update` changes the inode (every
+  name sees it); :meth:`Catalog.rename` and :meth:`Catalog.delete` act on one name, which the
+  caller names with ``source=(parent_id, name)`` when the entry has more than one; removing a
+  name bumps the inode's version and sets its ctime, and the inode (with its replicas) goes
+  with its last name.  The replica index, :meth:`Catalog.replica_users`, task ``entry_id`` and
+  :meth:`Catalog.stats` are per inode.
+* Storage of links (schema 5, both engines): the entries table/collection holds *names*.  A name
+  whose inode has one name holds the inode inline — exactly the row/document of schema 4, its
+  id the inode id — so an entry never linked costs what it cost before (every round trip count
+  of ``tests/test_round_trips.py`` stands).  When a second name is made, the inode moves to the
+  ``inodes`` table/collection (same id, every attribute, ``nlink``), each name becomes a
+  *pointer* (``inode`` = the inode id, and ``type``, so resolving a path still reads one row
+  per component); a pointer's own id is never exposed.  When ``nlink`` drops back to 1 the
+  inode is inlined again into its last name (which takes the inode id): so "inline" and
+  "``nlink == 1``" are the same thing, the unlinked code paths (and costs) stay exactly as they
+  were, and the inode table only ever holds inodes with two names or more.  Reading a pointer
+  joins its inode (SQLite: a LEFT JOIN in the same statement; MongoDB: one more ``find`` by
+  ``_id`` for a page that holds pointers).
 * A directory's ``subdirs`` counts its child directories (``st_nlink`` is ``2 + subdirs``).
   The engines maintain it in the same atomic write as create, delete and rename; ``update``
   never changes it (whatever the caller's copy says), nor does it change ``atime``'s meaning:
@@ -73,7 +99,7 @@ from typing import Any
 from vdir.errors import Conflict, InvalidArgument, NotADirectory, NotFound
 
 ROOT_ID = 1
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The catalog layout this code writes; see the module docstring."""
 
 TASK_RETENTION = 7 * 86400.0
@@ -140,6 +166,11 @@ class Entry:
     subdirs: int = 0
     """Of a directory: how many child directories it has, maintained by the catalog (read-only
     for callers: ``create`` stores 0, ``update`` keeps the stored count)."""
+    nlink: int = 1
+    """Of a non-directory: how many names its inode has (:meth:`Catalog.link`); maintained by
+    the catalog (read-only for callers).  A directory keeps 1 here (its ``st_nlink`` is
+    ``2 + subdirs``).  In what :meth:`Catalog.delete` and :meth:`Catalog.rename` return for a
+    removed name: the names left (0: the inode and its replicas are gone)."""
 
     @property
     def is_dir(self) -> bool:
@@ -290,9 +321,24 @@ class Catalog(ABC):
 
     @abstractmethod
     def update(self, entry: Entry, expected_version: int) -> Entry:
-        """Replace the stored fields of ``entry.id`` (all but id, parent_id and name) if its
-        version is ``expected_version``; return it with the version bumped.  ``Conflict``
-        otherwise, ``NotFound`` if the entry is gone."""
+        """Replace the stored fields of the inode ``entry.id`` (all but id, parent_id, name,
+        subdirs and nlink; every name of it sees the change) if its version is
+        ``expected_version``; return it with the version bumped.  ``Conflict`` otherwise (also
+        when another writer linked or unlinked it since: that bumps the version), ``NotFound`` if
+        the entry is gone."""
+
+    @abstractmethod
+    def link(self, entry_id: int, new_parent_id: int, new_name: str) -> Entry:
+        """Give the non-directory ``entry_id`` (file, symlink, special file) one more name,
+        ``new_name`` in ``new_parent_id``; return the entry as seen through the new name: same
+        ``id``, ``nlink`` + 1, version + 1, ctime now.  The new parent is touched as
+        :meth:`create` touches it (mtime/ctime forward, version unchanged).  Atomic.
+
+        ``AlreadyExists`` if the name is taken, ``NotFound`` if the entry or the parent is gone,
+        ``NotADirectory`` if the parent is not a directory, ``NotPermitted`` for a directory.
+        Costs: SQLite one transaction; MongoDB one transaction (a read of the entry, then the
+        writes: the inode, the new name, the parent's touch) — the first link of an entry also
+        moves its inode out of the name (see the module docstring)."""
 
     @abstractmethod
     def rename(
@@ -303,8 +349,16 @@ class Catalog(ABC):
         *,
         replace_existing: bool = False,
         expected_version: int | None = None,
+        source: tuple[int, str] | None = None,
     ) -> tuple[Entry, Entry | None]:
         """Move an entry in one atomic write; return (moved entry, replaced entry or None).
+
+        ``source=(parent_id, name)`` says which name of the entry moves: required when it has
+        more than one name (``InvalidArgument`` without it), ``NotFound`` when it is not a name
+        of ``entry_id``; optional (and checked) otherwise.  Moving a name onto another name of
+        the same inode succeeds and changes nothing (both names stay; POSIX).  When the replaced
+        destination is one name of a linked inode, only that name goes: the replaced entry's
+        ``nlink`` is the names it has left, 0 when its inode (and its use of its replicas) went.
 
         If the destination name exists: ``AlreadyExists`` unless ``replace_existing``; with it,
         a file/symlink destination is removed atomically with the move, a directory
@@ -320,26 +374,34 @@ class Catalog(ABC):
         to ``atime``: never backward, no version bump, no effect on a vanished entry.  One write."""
 
     @abstractmethod
-    def delete(self, entry_id: int, expected_version: int | None = None) -> Entry:
-        """Remove one entry and return what was removed.  A directory with children raises
-        ``DirectoryNotEmpty``; the root cannot be deleted (``InvalidArgument``)."""
+    def delete(self, entry_id: int, expected_version: int | None = None, *,
+               source: tuple[int, str] | None = None) -> Entry:
+        """Remove one name of an entry and return what was removed, its ``nlink`` the names
+        left: 0 when this was the last and the inode (with its replicas) is gone.  Removing a
+        name that is not the last bumps the inode's version and sets its ctime (POSIX).
+        ``source=(parent_id, name)`` names the name, as for :meth:`rename` (required when the
+        entry has several; ``expected_version`` is compared with the inode's version).  A
+        directory with children raises ``DirectoryNotEmpty``; the root cannot be deleted
+        (``InvalidArgument``)."""
 
     @abstractmethod
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
         """Every entry below ``top_id`` (not itself), depth first, with its path relative to
-        the top (``"a/b.txt"``).  Streams: memory does not grow with the size of the tree."""
+        the top (``"a/b.txt"``); a linked file once per name (same id).  Streams: memory does
+        not grow with the size of the tree."""
 
     @abstractmethod
     def iter_replicas(self, backend: str | None = None) -> Iterator[tuple[Entry, Replica]]:
-        """(file entry, replica) for every replica, or only those on ``backend``; streams."""
+        """(file entry, replica) for every replica, or only those on ``backend``; streams.  Per
+        inode: a linked file's replicas come once, through one of its names."""
 
     @abstractmethod
     def count_replicas(self, backend: str) -> int:
-        """How many replicas live on ``backend`` (index-backed)."""
+        """How many inodes have a replica on ``backend`` (index-backed)."""
 
     @abstractmethod
     def replica_users(self, backend: str, key: str) -> builtins.list[int]:
-        """Ids of the entries with a replica at ``key`` on ``backend`` (index-backed).  The core
+        """Ids of the inodes with a replica at ``key`` on ``backend`` (index-backed).  The core
         asks before it deletes an object: bytes any entry still uses are never deleted."""
 
     @abstractmethod
@@ -350,7 +412,8 @@ class Catalog(ABC):
 
     @abstractmethod
     def stats(self) -> dict[str, int]:
-        """Counts for status displays: ``entries``, ``files``, ``dirs``, ``bytes``."""
+        """Counts for status displays: ``entries``, ``files``, ``dirs``, ``bytes``, per inode
+        (a file with several names counts once, its bytes once)."""
 
     # -- backends ---------------------------------------------------------------------------
     @abstractmethod
@@ -459,10 +522,16 @@ class Catalog(ABC):
         return self.get(ROOT_ID)
 
     def lookup_id(self, parent_id: int, name: str) -> tuple[int, str] | None:
-        """``(id, type)`` of the child ``name`` of ``parent_id``, or ``None``: path resolution
-        reads intermediate directories this way (engines read only those two fields)."""
+        """``(id, type)`` of the child ``name`` of ``parent_id``, or ``None`` (the inode id for
+        a linked name): one probe of the name, engines read only those fields."""
         entry = self.lookup(parent_id, name)
         return (entry.id, entry.type) if entry is not None else None
+
+    def _step(self, parent_id: int, name: str) -> tuple[int, str] | None:
+        """What :meth:`locate` reads of an intermediate component: only a directory's id
+        matters there (a directory is never linked, so its name holds its inode), a
+        non-directory raises ``NotADirectory`` whatever its id."""
+        return self.lookup_id(parent_id, name)
 
     def locate(self, path: str) -> tuple[int | None, Entry | None]:
         """``(id of the parent directory, entry at path or None)`` for a normalized absolute
@@ -476,7 +545,7 @@ class Catalog(ABC):
         names = path[1:].split("/")
         parent = ROOT_ID
         for i, name in enumerate(names[:-1]):
-            found = self.lookup_id(parent, name)
+            found = self._step(parent, name)
             if found is None:
                 raise NotFound(f"{path}: no such file or directory", path=path)
             if found[1] != DIR:
@@ -493,7 +562,8 @@ class Catalog(ABC):
         return entry
 
     def path_of(self, entry_id: int) -> str:
-        """Absolute path of an entry, walking up its parents."""
+        """Absolute path of an entry (of one of its names: the one :meth:`get` reads), walking up
+        its parents."""
         names: builtins.list[str] = []
         entry = self.get(entry_id)
         while entry.parent_id is not None:
@@ -518,21 +588,39 @@ class Catalog(ABC):
 
     # -- bulk operations (one round trip each in both engines) ------------------------------
     def delete_entries(self, entries: Sequence[Entry]) -> builtins.list[Entry]:
-        """Delete these files and symbolic links, each only if its stored version is still
-        ``entry.version`` (compare-and-set); return the entries kept because they changed.
-        An entry already gone counts as deleted.  Directories raise ``InvalidArgument`` and
-        nothing is deleted (they need :meth:`delete`'s emptiness check).  Not atomic as a whole:
-        each entry is deleted or kept on its own."""
+        """Remove the name ``(e.parent_id, e.name)`` of each of these files and symbolic links;
+        return the entries kept because they changed.  The last name of an inode goes (and the
+        inode with it) only if the inode's stored version is still ``e.version``, counting the
+        versions this call's own removals of its other names added (compare-and-set): several
+        names of one inode in one batch all go.  A name whose inode keeps other names goes
+        whatever the version (its content stays reachable).  An entry already gone counts as
+        deleted.  Directories raise ``InvalidArgument`` and nothing is deleted (they need
+        :meth:`delete`'s emptiness check).  Not atomic as a whole: each name is deleted or kept
+        on its own.  Entries never linked cost one round trip per call in both engines."""
         check_no_dirs(entries)
         kept: builtins.list[Entry] = []
+        bumps: dict[int, int] = {}
         for e in entries:
             try:
-                self.delete(e.id, expected_version=e.version)
+                removed = self._delete_name(e, bumps.get(e.id, 0))
             except NotFound:
                 continue
-            except Conflict:
+            except (Conflict, InvalidArgument):
                 kept.append(e)
+                continue
+            if removed.nlink:
+                bumps[e.id] = bumps.get(e.id, 0) + 1
         return kept
+
+    def _delete_name(self, e: Entry, bumped: int) -> Entry:
+        """:meth:`delete_entries` for one entry: its name goes, compare-and-set on
+        ``e.version + bumped`` only when it is the inode's last (read, then delete; an engine
+        may do better)."""
+        current = self.lookup(e.parent_id or 0, e.name)
+        if current is None or current.id != e.id:
+            raise NotFound(f"{e.name!r} is gone")
+        expected = e.version + bumped if current.nlink <= 1 else None
+        return self.delete(e.id, expected_version=expected, source=(e.parent_id or 0, e.name))
 
     def replica_users_many(self, objects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], builtins.list[int]]:
         """:meth:`replica_users` of many ``(backend, key)`` objects at once: every object asked

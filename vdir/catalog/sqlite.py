@@ -1,9 +1,16 @@
 """The embedded catalog engine: one SQLite file in WAL mode.
 
-* ``entries`` holds the tree (unique ``(parent_id, name)``; listing is an index range scan),
-  with each file's replicas as a JSON column read together with the row.  ``replica_index``
-  mirrors ``(backend, entry_id)`` so "what lives on backend X" is an index lookup, and
-  ``replica_keys`` mirrors ``(backend, key, entry_id)`` so "who uses this object" is one too.
+* ``entries`` holds the tree's names (unique ``(parent_id, name)``; listing is an index range
+  scan).  A name whose inode has one name holds it inline, with the file's replicas as a JSON
+  column read together with the row; a name of a linked inode (``nlink`` >= 2) is a pointer row
+  (``inode`` = the inode id, ``type``, placeholder attributes) and the inode a row of
+  ``inodes`` (same columns, plus ``nlink``), read with a LEFT JOIN in the same statement (see
+  the model in :mod:`vdir.catalog.base`).  Ids are assigned in the INSERT itself as one more
+  than the largest id of either table: SQLite would reuse a deleted maximal rowid, which an
+  inode that outlived its first name may still carry.  ``replica_index`` mirrors
+  ``(backend, entry_id)`` so "what lives on backend X" is an index lookup, and ``replica_keys``
+  mirrors ``(backend, key, entry_id)`` so "who uses this object" is one too; both are keyed by
+  inode id, wherever the inode lives.
 * ``meta.schema`` is the layout version; an older file is upgraded in place when opened
   (:func:`_migrate`, one transaction).
 * ``tasks``: ``due`` is set while a task is unfinished (``max(not_before, created)`` while
@@ -62,6 +69,7 @@ from vdir.errors import (
     NoSpace,
     NotADirectory,
     NotFound,
+    NotPermitted,
     TransientError,
 )
 
@@ -93,9 +101,29 @@ CREATE TABLE IF NOT EXISTS entries (
     blocks TEXT,
     rdev INTEGER NOT NULL DEFAULT 0,
     atime REAL,
-    subdirs INTEGER NOT NULL DEFAULT 0
+    subdirs INTEGER NOT NULL DEFAULT 0,
+    inode INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS entries_parent_name ON entries(parent_id, name);
+CREATE TABLE IF NOT EXISTS inodes (
+    id INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    ctime REAL NOT NULL,
+    hash TEXT,
+    version INTEGER NOT NULL,
+    target TEXT,
+    xattrs TEXT NOT NULL DEFAULT '{}',
+    replicas TEXT NOT NULL DEFAULT '[]',
+    blocks TEXT,
+    rdev INTEGER NOT NULL DEFAULT 0,
+    atime REAL,
+    nlink INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS replica_index (
     backend TEXT NOT NULL,
     entry_id INTEGER NOT NULL,
@@ -155,10 +183,26 @@ _TASK_INDEXES = """
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks(due) WHERE due IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_expire ON tasks(expire_at) WHERE expire_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_state_created ON tasks(state, created);
+CREATE INDEX IF NOT EXISTS entries_inode ON entries(inode) WHERE inode IS NOT NULL;
 """
 
 _ENTRY_COLS = ("id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs, replicas, blocks,"
                " rdev, atime, subdirs")
+_ATTRS = ("type", "mode", "uid", "gid", "size", "mtime", "ctime", "hash", "version", "target", "xattrs", "replicas",
+          "blocks", "rdev", "atime")
+"""The inode's columns: in ``entries`` for an inline name, in ``inodes`` for a linked one."""
+_COLS = ("coalesce(e.inode, e.id), e.parent_id, e.name, " + ", ".join(f"iif(e.inode IS NULL, e.{c}, i.{c})" for c in _ATTRS)
+         + ", e.subdirs, coalesce(i.nlink, 1)")
+"""An entry as seen through the name row ``e`` (its inode ``i`` joined when it is a pointer)."""
+_JOIN = "LEFT JOIN inodes i ON i.id = e.inode"
+_SEL = f"SELECT {_COLS} FROM entries e {_JOIN}"
+_SEL_ROW = f"SELECT {_COLS}, e.id, e.inode FROM entries e {_JOIN}"
+"""``_SEL`` and the name row's own id and inode pointer."""
+_NEW_ID = "(SELECT max(coalesce((SELECT max(id) FROM entries), 0), coalesce((SELECT max(id) FROM inodes), 0)) + 1)"
+"""A fresh id, never one an inode or a name has (max(id) of a rowid table is one b-tree probe)."""
+_POINTER = ("mode=0, uid=0, gid=0, size=0, mtime=0, ctime=0, hash=NULL, version=0, target=NULL, xattrs='{}', replicas='[]',"
+            " blocks=NULL, rdev=0, atime=NULL, subdirs=0")
+"""The placeholder attributes of a pointer row (version 0 never matches a compare-and-set)."""
 _TASK_COLS = (
     "id, kind, entry_id, entry_version, source, destination, state, attempts, last_error, lease_owner, "
     "lease_expires, not_before, dedupe_key, payload, created, updated"
@@ -181,11 +225,11 @@ def _dump_xattrs(xattrs: dict[str, bytes]) -> str:
 
 def _row_to_entry(row: tuple[Any, ...]) -> Entry:
     (id_, parent_id, name, type_, mode, uid, gid, size, mtime, ctime, hash_, version, target, xattrs, replicas, blocks,
-     rdev, atime, subdirs) = row
+     rdev, atime, subdirs, nlink) = row[:20]
     return Entry(
         id=id_, parent_id=parent_id, name=name, type=type_, mode=mode, uid=uid, gid=gid, size=size,
         mtime=mtime, ctime=ctime, hash=hash_, version=version, target=target, blocks=blocks,
-        rdev=rdev, atime=mtime if atime is None else atime, subdirs=subdirs,
+        rdev=rdev, atime=mtime if atime is None else atime, subdirs=subdirs, nlink=nlink,
         xattrs={k: bytes.fromhex(v) for k, v in json.loads(xattrs).items()} if xattrs != "{}" else {},
         replicas=[Replica(**r) for r in json.loads(replicas)] if replicas != "[]" else [],
     )
@@ -238,6 +282,10 @@ def _migrate(conn: sqlite3.Connection, found: int) -> None:
         conn.execute("UPDATE entries SET atime = mtime WHERE atime IS NULL")
         conn.execute("UPDATE entries SET subdirs = (SELECT count(*) FROM entries c WHERE c.parent_id = entries.id"
                      " AND c.type = 'dir') WHERE type = 'dir'")
+    if found < 5:  # 5: hard links: the inodes table (made by _SCHEMA), the pointer column; every entry stays inline
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+        if "inode" not in columns:
+            conn.execute("ALTER TABLE entries ADD COLUMN inode INTEGER")
 
 
 def _translate(path: str, exc: sqlite3.Error) -> Exception:
@@ -420,12 +468,21 @@ class SQLiteCatalog(Catalog):
 
     # -- entries -----------------------------------------------------------------------------
     def _get(self, conn: sqlite3.Connection, entry_id: int) -> Entry | None:
-        row = conn.execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE id=?", (entry_id,)).fetchone()
+        # the inline name, or the oldest name of a linked inode (the smallest row id: the name it
+        # was created with while that one lives, as later names get larger ids)
+        row = conn.execute(f"{_SEL} WHERE (e.id = ?1 AND e.inode IS NULL) OR e.inode = ?1 ORDER BY e.id LIMIT 1",
+                           (entry_id,)).fetchone()
         return _row_to_entry(row) if row else None
 
     def _lookup(self, conn: sqlite3.Connection, parent_id: int, name: str) -> Entry | None:
-        row = conn.execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE parent_id=? AND name=?", (parent_id, name)).fetchone()
+        row = conn.execute(f"{_SEL} WHERE e.parent_id=? AND e.name=?", (parent_id, name)).fetchone()
         return _row_to_entry(row) if row else None
+
+    @staticmethod
+    def _lookup_row(conn: sqlite3.Connection, parent_id: int, name: str) -> tuple[Entry, int, int | None] | None:
+        """(entry, the name row's own id, its inode pointer or None when inline)."""
+        row = conn.execute(f"{_SEL_ROW} WHERE e.parent_id=? AND e.name=?", (parent_id, name)).fetchone()
+        return (_row_to_entry(row), int(row[20]), row[21]) if row else None
 
     def get(self, entry_id: int) -> Entry:
         entry = self._read(lambda c: self._get(c, entry_id))
@@ -437,23 +494,24 @@ class SQLiteCatalog(Catalog):
         return self._read(lambda c: self._lookup(c, parent_id, name))
 
     def list(self, parent_id: int, after: str | None = None, limit: int | None = None) -> builtins.list[Entry]:
-        sql = f"SELECT {_ENTRY_COLS} FROM entries WHERE parent_id=?"
+        sql = f"{_SEL} WHERE e.parent_id=?"
         args: builtins.list[Any] = [parent_id]
         if after is not None:
-            sql += " AND name > ?"
+            sql += " AND e.name > ?"
             args.append(after)
-        sql += " ORDER BY name"
+        sql += " ORDER BY e.name"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         return self._read(lambda c: [_row_to_entry(r) for r in c.execute(sql, args)])
 
     def _check_parent(self, conn: sqlite3.Connection, parent_id: int | None) -> None:
-        parent = self._get(conn, parent_id) if parent_id is not None else None
-        if parent is None:
+        row = conn.execute("SELECT type, name FROM entries WHERE id=? AND inode IS NULL", (parent_id,)).fetchone() \
+            if parent_id is not None else None
+        if row is None:
             raise NotFound(f"parent directory {parent_id} does not exist")
-        if parent.type != DIR:
-            raise NotADirectory(f"parent {parent.name!r} is not a directory")
+        if row[0] != DIR:
+            raise NotADirectory(f"parent {row[1]!r} is not a directory")
 
     @staticmethod
     def _touch(conn: sqlite3.Connection, dir_id: int | None, now: float, subdirs: int = 0) -> None:
@@ -478,12 +536,12 @@ class SQLiteCatalog(Catalog):
     def create(self, entry: Entry) -> Entry:
         with self._write() as conn:
             self._check_parent(conn, entry.parent_id)
-            if self._lookup(conn, entry.parent_id or 0, entry.name) is not None:
+            if conn.execute("SELECT 1 FROM entries WHERE parent_id=? AND name=?", (entry.parent_id, entry.name)).fetchone():
                 raise AlreadyExists(f"{entry.name!r} already exists in directory {entry.parent_id}")
-            new = entry.copy(version=1, subdirs=0)
+            new = entry.copy(version=1, subdirs=0, nlink=1)
             cur = conn.execute(
-                "INSERT INTO entries (parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target, xattrs,"
-                " replicas, blocks, rdev, atime) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO entries (id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, hash, version, target,"
+                f" xattrs, replicas, blocks, rdev, atime) VALUES ({_NEW_ID},?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (new.parent_id, new.name, new.type, new.mode, new.uid, new.gid, new.size, new.mtime, new.ctime,
                  new.hash, 1, new.target, _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.blocks,
                  new.rdev, new.atime),
@@ -507,16 +565,71 @@ class SQLiteCatalog(Catalog):
     def update(self, entry: Entry, expected_version: int) -> Entry:
         with self._write() as conn:
             current = self._current(conn, entry.id, expected_version)
-            new = entry.copy(version=current.version + 1, parent_id=current.parent_id, name=current.name,
-                             subdirs=current.subdirs)
+            linked = current.nlink > 1  # the inode lives in ``inodes`` (see the module docstring)
+            new = entry.copy(version=current.version + 1, subdirs=current.subdirs, nlink=current.nlink)
+            if not linked:
+                new.parent_id, new.name = current.parent_id, current.name
             conn.execute(
-                "UPDATE entries SET type=?, mode=?, uid=?, gid=?, size=?, mtime=?, ctime=?, hash=?, version=?, target=?,"
-                " xattrs=?, replicas=?, blocks=?, rdev=?, atime=? WHERE id=?",
+                f"UPDATE {'inodes' if linked else 'entries'} SET type=?, mode=?, uid=?, gid=?, size=?, mtime=?, ctime=?,"
+                " hash=?, version=?, target=?, xattrs=?, replicas=?, blocks=?, rdev=?, atime=?"
+                f" WHERE id=?{'' if linked else ' AND inode IS NULL'}",
                 (new.type, new.mode, new.uid, new.gid, new.size, new.mtime, new.ctime, new.hash, new.version, new.target,
                  _dump_xattrs(new.xattrs), _dump_replicas(new.replicas), new.blocks, new.rdev, new.atime, new.id),
             )
             self._set_replica_index(conn, new)
             return new
+
+    def link(self, entry_id: int, new_parent_id: int, new_name: str) -> Entry:
+        with self._write() as conn:
+            current = self._current(conn, entry_id, None)
+            if current.type == DIR:
+                raise NotPermitted(f"{current.name!r} is a directory: directories cannot be hard-linked")
+            self._check_parent(conn, new_parent_id)
+            if conn.execute("SELECT 1 FROM entries WHERE parent_id=? AND name=?", (new_parent_id, new_name)).fetchone():
+                raise AlreadyExists(f"{new_name!r} already exists in directory {new_parent_id}")
+            now = time.time()
+            if current.nlink == 1:  # the first link: the inode moves out of its name, which becomes a pointer
+                attrs = ", ".join(_ATTRS)
+                conn.execute(f"INSERT INTO inodes (id, {attrs}, nlink) SELECT id, {attrs}, 1 FROM entries"
+                             " WHERE id=? AND inode IS NULL", (entry_id,))
+                conn.execute(f"UPDATE entries SET inode=id, {_POINTER} WHERE id=?", (entry_id,))
+            conn.execute("UPDATE inodes SET nlink=nlink+1, version=version+1, ctime=? WHERE id=?", (now, entry_id))
+            conn.execute(f"INSERT INTO entries (id, parent_id, name, type, mode, uid, gid, size, mtime, ctime, version, inode)"
+                         f" VALUES ({_NEW_ID}, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, ?)", (new_parent_id, new_name, current.type, entry_id))
+            self._touch(conn, new_parent_id, now)
+            return current.copy(parent_id=new_parent_id, name=new_name, nlink=current.nlink + 1,
+                                version=current.version + 1, ctime=now)
+
+    def _name_row(self, conn: sqlite3.Connection, current: Entry, source: tuple[int, str] | None) -> tuple[int, int, str]:
+        """(row id, parent_id, name) of the name of ``current`` that ``source`` names (see
+        :meth:`Catalog.rename`): no statement for an entry with one name."""
+        if current.nlink <= 1:
+            if source is not None and source != (current.parent_id, current.name):
+                raise NotFound(f"{source[1]!r} in directory {source[0]} is not a name of entry {current.id}")
+            return current.id, current.parent_id or 0, current.name
+        if source is None:
+            raise InvalidArgument(f"entry {current.id} has {current.nlink} names: say which one (source)")
+        row = conn.execute("SELECT id, inode FROM entries WHERE parent_id=? AND name=?", source).fetchone()
+        if row is None or row[1] != current.id:
+            raise NotFound(f"{source[1]!r} in directory {source[0]} is not a name of entry {current.id}")
+        return int(row[0]), source[0], source[1]
+
+    def _remove_name(self, conn: sqlite3.Connection, inode_id: int, row_id: int, nlink: int, now: float) -> int:
+        """Remove one name row of ``inode_id``, which has ``nlink`` names; return the names left.
+        The last name takes the inode (and its replica index) with it; a name that leaves one
+        name behind inlines the inode into that name, which takes the inode id."""
+        conn.execute("DELETE FROM entries WHERE id=?", (row_id,))
+        if nlink <= 1:
+            self._drop_replica_index(conn, inode_id)
+            return 0
+        if nlink > 2:
+            conn.execute("UPDATE inodes SET nlink=nlink-1, version=version+1, ctime=? WHERE id=?", (now, inode_id))
+            return nlink - 1
+        attrs = ", ".join(c for c in _ATTRS if c not in ("version", "ctime"))
+        conn.execute(f"UPDATE entries SET id=?1, inode=NULL, ({attrs}) = (SELECT {attrs} FROM inodes WHERE id=?1),"
+                     " version=(SELECT version + 1 FROM inodes WHERE id=?1), ctime=?2 WHERE inode=?1", (inode_id, now))
+        conn.execute("DELETE FROM inodes WHERE id=?", (inode_id,))
+        return 1
 
     def rename(
         self,
@@ -526,38 +639,47 @@ class SQLiteCatalog(Catalog):
         *,
         replace_existing: bool = False,
         expected_version: int | None = None,
+        source: tuple[int, str] | None = None,
     ) -> tuple[Entry, Entry | None]:
         with self._write() as conn:
             if entry_id == ROOT_ID:
                 raise InvalidArgument("the root directory cannot be moved")
             current = self._current(conn, entry_id, expected_version)
+            row_id, old_parent, old_name = self._name_row(conn, current, source)
+            current = current.copy(parent_id=old_parent, name=old_name)
             self._check_parent(conn, new_parent_id)
             if current.type == DIR:
                 ancestor: int | None = new_parent_id
                 while ancestor is not None:
                     if ancestor == entry_id:
                         raise InvalidArgument(f"cannot move directory {current.name!r} into itself")
-                    row = conn.execute("SELECT parent_id FROM entries WHERE id=?", (ancestor,)).fetchone()
-                    ancestor = row[0] if row else None
+                    found = conn.execute("SELECT parent_id FROM entries WHERE id=?", (ancestor,)).fetchone()
+                    ancestor = found[0] if found else None
             replaced: Entry | None = None
-            existing = self._lookup(conn, new_parent_id, new_name)
-            if existing is not None and existing.id != entry_id:
+            now = time.time()
+            existing = self._lookup_row(conn, new_parent_id, new_name)
+            if existing is not None and existing[0].id == entry_id and existing[1] != row_id:
+                return current, None  # another name of the same inode: nothing changes (POSIX)
+            if existing is not None and existing[0].id != entry_id:
+                target, target_row, _ = existing
                 if not replace_existing:
                     raise AlreadyExists(f"{new_name!r} already exists")
-                if existing.type == DIR and current.type != DIR:
+                if target.type == DIR and current.type != DIR:
                     raise IsADirectory(f"cannot replace directory {new_name!r} with a non-directory")
-                if existing.type != DIR and current.type == DIR:
+                if target.type != DIR and current.type == DIR:
                     raise NotADirectory(f"cannot replace non-directory {new_name!r} with a directory")
-                if existing.type == DIR and conn.execute("SELECT 1 FROM entries WHERE parent_id=? LIMIT 1", (existing.id,)).fetchone():
+                if target.type == DIR and conn.execute("SELECT 1 FROM entries WHERE parent_id=? LIMIT 1", (target.id,)).fetchone():
                     raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
-                conn.execute("DELETE FROM entries WHERE id=?", (existing.id,))
-                self._drop_replica_index(conn, existing.id)
-                replaced = existing
-            now = time.time()
-            conn.execute(
-                "UPDATE entries SET parent_id=?, name=?, version=version+1, ctime=? WHERE id=?",
-                (new_parent_id, new_name, now, entry_id),
-            )
+                left = self._remove_name(conn, target.id, target_row, target.nlink, now)
+                replaced = target.copy(nlink=left, **({"version": target.version + 1, "ctime": now} if left else {}))
+            if current.nlink > 1:
+                conn.execute("UPDATE entries SET parent_id=?, name=? WHERE id=?", (new_parent_id, new_name, row_id))
+                conn.execute("UPDATE inodes SET version=version+1, ctime=? WHERE id=?", (now, entry_id))
+            else:
+                conn.execute(
+                    "UPDATE entries SET parent_id=?, name=?, version=version+1, ctime=? WHERE id=?",
+                    (new_parent_id, new_name, now, entry_id),
+                )
             moved_dir = 1 if current.type == DIR and current.parent_id != new_parent_id else 0
             self._touch(conn, new_parent_id, now, moved_dir - (1 if replaced is not None and replaced.type == DIR else 0))
             if current.parent_id != new_parent_id:
@@ -565,21 +687,31 @@ class SQLiteCatalog(Catalog):
             moved = current.copy(parent_id=new_parent_id, name=new_name, version=current.version + 1, ctime=now)
             return moved, replaced
 
-    def delete(self, entry_id: int, expected_version: int | None = None) -> Entry:
+    def delete(self, entry_id: int, expected_version: int | None = None, *,
+               source: tuple[int, str] | None = None) -> Entry:
         with self._write() as conn:
             if entry_id == ROOT_ID:
                 raise InvalidArgument("the root directory cannot be deleted")
             current = self._current(conn, entry_id, expected_version)
-            if current.type == DIR and conn.execute("SELECT 1 FROM entries WHERE parent_id=? LIMIT 1", (entry_id,)).fetchone():
-                raise DirectoryNotEmpty(f"directory {current.name!r} is not empty")
-            conn.execute("DELETE FROM entries WHERE id=?", (entry_id,))
-            self._drop_replica_index(conn, entry_id)
-            self._touch(conn, current.parent_id, time.time(), -1 if current.type == DIR else 0)
-            return current
+            return self._delete_in(conn, current, source)
+
+    def _delete_in(self, conn: sqlite3.Connection, current: Entry, source: tuple[int, str] | None) -> Entry:
+        """:meth:`delete` of the name ``source`` of ``current`` (as just read), in ``conn``'s transaction."""
+        row_id, parent_id, name = self._name_row(conn, current, source)
+        if current.type == DIR and conn.execute("SELECT 1 FROM entries WHERE parent_id=? LIMIT 1", (current.id,)).fetchone():
+            raise DirectoryNotEmpty(f"directory {current.name!r} is not empty")
+        now = time.time()
+        left = self._remove_name(conn, current.id, row_id, current.nlink, now)
+        self._touch(conn, parent_id, now, -1 if current.type == DIR else 0)
+        if not left:
+            return current.copy(parent_id=parent_id, name=name, nlink=0)
+        return current.copy(parent_id=parent_id, name=name, nlink=left, version=current.version + 1, ctime=now)
 
     def touch_atime(self, entry: Entry, atime: float) -> None:
         with self._write() as conn:
-            conn.execute("UPDATE entries SET atime=max(coalesce(atime, mtime), ?) WHERE id=?", (atime, entry.id))
+            if not conn.execute("UPDATE entries SET atime=max(coalesce(atime, mtime), ?) WHERE id=? AND inode IS NULL",
+                                (atime, entry.id)).rowcount:
+                conn.execute("UPDATE inodes SET atime=max(coalesce(atime, mtime), ?) WHERE id=?", (atime, entry.id))
 
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
         # Depth first, a stack of paged child iterators: memory grows with depth, not width.
@@ -596,7 +728,7 @@ class SQLiteCatalog(Catalog):
                 stack.append((rel + "/", self.iter_children(child.id)))
 
     def lookup_id(self, parent_id: int, name: str) -> tuple[int, str] | None:
-        row = self._read(lambda c: c.execute("SELECT id, type FROM entries WHERE parent_id=? AND name=?",
+        row = self._read(lambda c: c.execute("SELECT coalesce(inode, id), type FROM entries WHERE parent_id=? AND name=?",
                                              (parent_id, name)).fetchone())
         return (int(row[0]), str(row[1])) if row else None
 
@@ -621,18 +753,20 @@ class SQLiteCatalog(Catalog):
         return self._read(q)
 
     def iter_replicas(self, backend: str | None = None) -> Iterator[tuple[Entry, Replica]]:
+        # a page of inode ids (inline names and the inodes table, or the replica index), each
+        # read through one name: the inline one, or the oldest pointer
+        if backend is None:
+            page = ("SELECT id FROM (SELECT id FROM entries WHERE id > ?2 AND replicas != '[]' ORDER BY id LIMIT 500)"
+                    " UNION ALL SELECT id FROM (SELECT id FROM inodes WHERE id > ?2 AND replicas != '[]' ORDER BY id LIMIT 500)"
+                    " ORDER BY 1 LIMIT 500")
+        else:
+            page = "SELECT entry_id FROM replica_index WHERE backend=?1 AND entry_id > ?2 ORDER BY entry_id LIMIT 500"
+        sql = (f"WITH page(x) AS ({page}) SELECT {_COLS} FROM page JOIN entries e ON e.id = coalesce("
+               "(SELECT id FROM entries WHERE id = page.x AND inode IS NULL), (SELECT min(id) FROM entries WHERE inode = page.x))"
+               f" {_JOIN} ORDER BY page.x")
         last = 0
         while True:
-            if backend is None:
-                sql = f"SELECT {_ENTRY_COLS} FROM entries WHERE id > ? AND replicas != '[]' ORDER BY id LIMIT 500"
-                args: tuple[Any, ...] = (last,)
-            else:
-                sql = (
-                    f"SELECT {', '.join('e.' + c.strip() for c in _ENTRY_COLS.split(','))} FROM replica_index r"
-                    " JOIN entries e ON e.id = r.entry_id WHERE r.backend=? AND r.entry_id > ? ORDER BY r.entry_id LIMIT 500"
-                )
-                args = (backend, last)
-            batch = self._read(lambda c, s=sql, a=args: [_row_to_entry(r) for r in c.execute(s, a)])  # type: ignore[misc]
+            batch = self._read(lambda c, a=(backend, last): [_row_to_entry(r) for r in c.execute(sql, a)])  # type: ignore[misc]
             if not batch:
                 return
             for entry in batch:
@@ -664,17 +798,18 @@ class SQLiteCatalog(Catalog):
 
     def delete_entries(self, entries: Sequence[Entry]) -> builtins.list[Entry]:
         # One transaction of four statements, whatever the number: the (id, version) pairs
-        # travel as one JSON parameter; directories are never matched (they need delete's check).
+        # travel as one JSON parameter; directories are never matched (they need delete's check),
+        # nor are pointer names (``inode IS NULL``): the names of linked inodes, and entries that
+        # changed, are looked at one by one afterwards, in the same transaction.
         check_no_dirs(entries)
         if not entries:
             return []
         pairs = json.dumps([[e.id, e.version] for e in entries])
-        ids = json.dumps([e.id for e in entries])
         with self._write() as conn:
             deleted = {r[0] for r in conn.execute(
                 "DELETE FROM entries WHERE (id, version) IN"
                 " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
-                " AND type != 'dir' RETURNING id", (pairs,)).fetchall()}
+                " AND type != 'dir' AND inode IS NULL RETURNING id", (pairs,)).fetchall()}
             if deleted:
                 gone = json.dumps(sorted(deleted))
                 conn.execute("DELETE FROM replica_index WHERE entry_id IN (SELECT value FROM json_each(?))", (gone,))
@@ -685,8 +820,27 @@ class SQLiteCatalog(Catalog):
                              " WHERE id IN (SELECT value FROM json_each(?))", (now, now, parents))
             if len(deleted) == len(entries):
                 return []
-            left = {r[0] for r in conn.execute("SELECT id FROM entries WHERE id IN (SELECT value FROM json_each(?))", (ids,))}
-        return [e for e in entries if e.id in left]
+            return self._delete_names(conn, [e for e in entries if e.id not in deleted])
+
+    def _delete_names(self, conn: sqlite3.Connection, entries: Sequence[Entry]) -> builtins.list[Entry]:
+        """The rest of :meth:`delete_entries`, one name at a time: a pointer name of the entry goes
+        whatever the version; its last name only with the version the caller read plus the
+        bumps of this call's own removals; an entry whose name no longer leads to it is kept if
+        it still exists (it changed), else counted as deleted."""
+        kept: builtins.list[Entry] = []
+        bumps: dict[int, int] = {}
+        for e in entries:
+            found = self._lookup_row(conn, e.parent_id or 0, e.name)
+            if found is not None and found[0].id == e.id and e.type != DIR:
+                current, _, inode = found
+                if inode is not None or current.version == e.version + bumps.get(e.id, 0):
+                    removed = self._delete_in(conn, current, (e.parent_id or 0, e.name))
+                    if removed.nlink:
+                        bumps[e.id] = bumps.get(e.id, 0) + 1
+                    continue
+            if self._get(conn, e.id) is not None:
+                kept.append(e)
+        return kept
 
     def make_durable(self) -> None:
         # WAL mode with synchronous=NORMAL: a commit is in the -wal file but fsynced only at
@@ -705,8 +859,10 @@ class SQLiteCatalog(Catalog):
 
     def stats(self) -> dict[str, int]:
         def q(c: sqlite3.Connection) -> dict[str, int]:
+            # per inode: the inline names, and the inodes of linked names (counted once)
             entries, files, dirs, total = c.execute(
-                "SELECT count(*), sum(type='file'), sum(type='dir'), coalesce(sum(CASE WHEN type='file' THEN size END), 0) FROM entries"
+                "SELECT count(*), sum(type='file'), sum(type='dir'), coalesce(sum(CASE WHEN type='file' THEN size END), 0)"
+                " FROM (SELECT type, size FROM entries WHERE inode IS NULL UNION ALL SELECT type, size FROM inodes)"
             ).fetchone()
             return {"entries": entries, "files": files or 0, "dirs": dirs or 0, "bytes": total or 0}
 
