@@ -195,7 +195,7 @@ def test_permissions_and_times(mnt: Path, world: World) -> None:
     wait_for(lambda: stat.S_IMODE(f.stat().st_mode) == 0o640, BOUND, "chmod via the API")
 
 
-def test_symlinks_xattrs_statfs_hardlinks(mnt: Path, world: World) -> None:
+def test_symlinks_xattrs_statfs_and_link_errors(mnt: Path, world: World) -> None:
     (mnt / "target.txt").write_text("T")
     os.symlink("target.txt", mnt / "ln")
     assert os.readlink(mnt / "ln") == "target.txt" and (mnt / "ln").read_text() == "T"
@@ -211,7 +211,8 @@ def test_symlinks_xattrs_statfs_hardlinks(mnt: Path, world: World) -> None:
     assert errno_of(os.setxattr, mnt / "target.txt", "user.color", b"red", os.XATTR_CREATE) == errno.EEXIST
     os.removexattr(mnt / "target.txt", "user.color")
     assert errno_of(os.getxattr, mnt / "target.txt", "user.color") == errno.ENODATA
-    assert errno_of(os.link, mnt / "target.txt", mnt / "hard") == errno.EPERM
+    assert errno_of(os.link, mnt / "target.txt", mnt / "ln") == errno.EEXIST  # hard links: tests/test_hardlinks.py
+    assert errno_of(os.link, mnt, mnt / "dirlink") == errno.EPERM
     sv = os.statvfs(mnt)
     assert sv.f_bavail > 0 and sv.f_namemax == 255
     assert subprocess.run(["df", str(mnt)], capture_output=True).returncode == 0

@@ -103,13 +103,13 @@ class DirHandle:
         self,
         vd: VDir,
         meta: MetaCache,
-        pending: Callable[[str], set[str]],
+        pending: Callable[[str], dict[str, int]],
         path: str,
         entry: Entry,
         attrs: Callable[[Entry], dict[str, int]] | None = None,
     ) -> None:
         self.vd = vd
-        self.attrs = attrs or (lambda e: {"st_mode": TYPE_BITS.get(e.type, stat.S_IFREG)})
+        self.attrs = attrs or (lambda e: {"st_mode": TYPE_BITS.get(e.type, stat.S_IFREG), "st_ino": e.id})
         self.meta = meta
         self.pending = pending
         self.path = path
@@ -120,15 +120,17 @@ class DirHandle:
 
     def _produce(self) -> Iterator[Item]:
         off = 1
-        for name in (".", ".."):
-            yield name, {"st_mode": stat.S_IFDIR}, off
+        # every entry carries an inode number: the mount reports the catalog's (use_ino), and
+        # glibc's readdir skips an entry whose d_ino is 0
+        for name, ino in ((".", self.entry.id), ("..", self.entry.parent_id or self.entry.id)):
+            yield name, {"st_mode": stat.S_IFDIR, "st_ino": ino}, off
             off += 1
         after: str | None = None
         seen_pending = self.pending(self.path)
         while True:
             batch = self.vd.children(self.entry.id, after=after, limit=self.PAGE)
             for child in batch:
-                seen_pending.discard(child.name)
+                seen_pending.pop(child.name, None)
                 self.meta.put(paths.join(self.path, child.name), child)
                 yield child.name, self.attrs(child), off
                 off += 1
@@ -136,7 +138,7 @@ class DirHandle:
                 break
             after = batch[-1].name
         for name in sorted(seen_pending):
-            yield name, {"st_mode": stat.S_IFREG}, off
+            yield name, {"st_mode": stat.S_IFREG, "st_ino": seen_pending[name]}, off
             off += 1
 
     def items_from(self, offset: int) -> Iterator[Item]:

@@ -94,6 +94,31 @@ def fuse_major() -> int:
     return int(load_fuse().fuse_version_major)
 
 
+class KernelCache:
+    """Drops the kernel's cached attributes and pages of a path (libfuse3's
+    ``fuse_invalidate_path``): the other names of a hard-linked file after a change through one.
+    The ``struct fuse`` it needs is taken from the request context in ``init``; on libfuse2 (no
+    such call) it does nothing and the attribute timeout bounds staleness."""
+
+    def __init__(self, fuse: ModuleType) -> None:
+        self._lib = fuse._libfuse
+        self._call = getattr(self._lib, "fuse_invalidate_path", None)
+        if self._call is not None:
+            self._call.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            self._call.restype = ctypes.c_int
+        self._fuse: int | None = None
+
+    def capture(self) -> None:
+        """Called in ``init``, where libfuse's context names this filesystem."""
+        ctx = self._lib.fuse_get_context()
+        if ctx:
+            self._fuse = ctx.contents.fuse or None
+
+    def __call__(self, path: str) -> None:
+        if self._call is not None and self._fuse is not None:
+            self._call(self._fuse, os.fsencode(path))  # -ENOENT when the kernel holds nothing of it
+
+
 # -- mount table -----------------------------------------------------------------------------------
 def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
@@ -208,6 +233,7 @@ def _fuse_class(fuse: ModuleType) -> type:
                     fill = FUSE_FILL_DIR_PLUS
                 else:
                     st.st_mode = attrs["st_mode"]
+                    st.st_ino = attrs.get("st_ino", 0)
                     fill = 0
                 if filler(buf, name.encode(self.encoding, self.errors), st, off, fill) != 0:
                     break
@@ -241,7 +267,7 @@ def serve(vd: VDir, opts: MountOptions) -> None:
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog_url or str(opts.config))
     cache = CacheDir(cache_root, opts.cache_size)
     ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context,
-                         xattrs=opts.xattrs, sync_close=not opts.write_back)
+                         xattrs=opts.xattrs, sync_close=not opts.write_back, kernel_cache=KernelCache(fuse))
     report = ops.writeback.adopt(cache.journal.records())
     if report.pending:
         log.warning("journal: %d upload(s) left pending by an earlier mount, resumed in the background", report.pending)

@@ -28,6 +28,7 @@ import contextlib
 import errno
 import functools
 import io
+import itertools
 import json
 import logging
 import os
@@ -75,9 +76,15 @@ xattrs do not try to write them elsewhere)."""
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 HIDDEN_PREFIX = ".fuse_hidden"
 """libfuse's name for an unlinked file that is still open (see the module docstring)."""
+MAX_LINKED_NAMES = 100_000
+"""Names of hard-linked files remembered (for invalidation) before the table starts afresh."""
+MAX_CREATED = 1_000_000
+"""Files created by this mount whose first ``st_ino`` is remembered (then the table starts afresh)."""
 NEW_INO = 1 << 63
-"""``st_ino`` of a file created here and not committed yet: this bit with a number unique while
-it is open (catalog ids are below 2**63); it takes its catalog id once committed."""
+"""``st_ino`` of a file created here: this bit with a number unique in this mount (catalog ids
+are below 2**63).  It keeps it after its commit, for as long as this mount runs (a program with
+the file open, SQLite for one, must not see its inode number change); a later mount shows the
+catalog's id."""
 RELATIME = 86400.0
 """An atime older than this is moved on read even when it is later than mtime and ctime."""
 
@@ -125,6 +132,7 @@ class VDirOperations:
         workers: int = 8,
         xattrs: bool = True,
         sync_close: bool = True,
+        kernel_cache: Any = None,
     ) -> None:
         self.vd = vd
         self.cache = cache
@@ -149,7 +157,64 @@ class VDirOperations:
         until the catalog's moves past it)."""
         self.writeback = WriteBack(vd, cache, self.pool, self._lock, self._nodes)
         """Commits pending files in the background (started by :func:`~vdir.fuse.mount.serve`)."""
-        self.writeback.on_commit = self.meta.forget
+        self.writeback.on_commit = self._file_changed
+        self.kernel_cache = kernel_cache
+        """Called with a path whose kernel-cached attributes and pages are stale (``KernelCache``
+        of vdir/fuse/mount.py), with ``capture()`` called at ``init``; ``None``: not told."""
+        self._names: dict[int, set[str]] = {}
+        """Inode id -> the paths this mount showed the kernel, of files with several names."""
+        self._inode_at: dict[str, int] = {}
+        self._created_ino: dict[int, int] = {}
+        """Catalog id -> the ``st_ino`` a file created by this mount showed before its commit."""
+        self._next_ino = itertools.count(1)
+
+    def init(self, path: str) -> None:
+        if self.kernel_cache is not None:
+            self.kernel_cache.capture()
+
+    # -- hard links: one inode, several names the kernel caches apart ----------------------
+    def _seen(self, path: str, entry: Entry) -> None:
+        """Remember ``path`` as a name of ``entry``'s inode if it has several (the kernel keeps
+        attributes and pages per name: a change through one must drop the others')."""
+        if entry.nlink <= 1 or entry.type == DIR:
+            return
+        with self._lock:
+            if len(self._inode_at) > MAX_LINKED_NAMES:
+                self._names.clear()
+                self._inode_at.clear()
+            self._names.setdefault(entry.id, set()).add(path)
+            self._inode_at[path] = entry.id
+
+    def _file_changed(self, path: str, *, keep: tuple[str, ...] = ()) -> None:
+        """The file at ``path`` changed here (content, metadata or its number of names): its
+        cached attributes go, and so do those of its other names this mount showed the kernel,
+        in our cache and in the kernel's (but not those of ``keep``: names a request in progress
+        holds)."""
+        self.meta.forget(path)
+        with self._lock:
+            node = self._nodes.get(path)
+            if node is not None and node.ino and node.entry is not None:
+                if len(self._created_ino) > MAX_CREATED:
+                    self._created_ino.clear()
+                self._created_ino.setdefault(node.entry.id, node.ino)
+            ino = self._inode_at.get(path)
+            others = set(self._names.get(ino, ())) - {path, *keep} if ino is not None else set()
+        for other in others:
+            self.meta.forget(other)
+            if self.kernel_cache is not None:
+                try:
+                    self.kernel_cache(other)
+                except Exception as exc:  # noqa: BLE001 - the attribute timeout still bounds it
+                    log.debug("%s: kernel cache not dropped: %s", other, exc)
+
+    def _forget_name(self, path: str) -> None:
+        with self._lock:
+            ino = self._inode_at.pop(path, None)
+            if ino is not None:
+                names = self._names.get(ino, set())
+                names.discard(path)
+                if not names:
+                    self._names.pop(ino, None)
 
     # -- helpers ---------------------------------------------------------------------------
     def _entry(self, path: str) -> Entry:
@@ -217,19 +282,33 @@ class VDirOperations:
                 return self._handles[fh]
             return self._nodes.get(paths.normalize(path)) if path else None
 
-    def pending_names(self, dir_path: str) -> set[str]:
-        """Names of files created in ``dir_path`` by this mount and not committed yet."""
+    def pending_names(self, dir_path: str) -> dict[str, int]:
+        """Names of files created in ``dir_path`` by this mount and not committed yet, with the
+        inode number each shows."""
         with self._lock:
-            return {paths.split(p)[1] for p, n in self._nodes.items() if n.is_new and paths.split(p)[0] == dir_path}
+            return {paths.split(p)[1]: self._number(n) for p, n in self._nodes.items()
+                    if n.is_new and paths.split(p)[0] == dir_path}
 
-    @staticmethod
-    def _attrs(entry: Entry) -> dict[str, Any]:
+    def _number(self, node: Node) -> int:
+        """The inode number of a file created here (or left pending by an earlier mount) before
+        its commit: :data:`NEW_INO` with a number unique in this mount."""
+        with self._lock:
+            if not node.ino:
+                node.ino = NEW_INO | next(self._next_ino)
+            return node.ino
+
+    def _ino(self, entry_id: int) -> int:
+        """``st_ino``: the catalog's inode id, or the number a file created here showed before its
+        commit (SQLite, for one, refuses a database whose inode number changed under it)."""
+        return self._created_ino.get(entry_id, entry_id)
+
+    def _attrs(self, entry: Entry) -> dict[str, Any]:
         kind = entry.type
         mode = TYPE_BITS.get(kind, stat.S_IFREG) | (entry.mode & 0o7777)
         size = len(entry.target.encode()) if kind == SYMLINK and entry.target else entry.size
         return {
             "st_mode": mode, "st_nlink": 2 + entry.subdirs if kind == DIR else max(1, entry.nlink), "st_size": size,
-            "st_ino": entry.id,
+            "st_ino": self._ino(entry.id),
             "st_uid": entry.uid, "st_gid": entry.gid, "st_blocks": (size + 511) // 512, "st_blksize": 1 << 20,
             "st_mtime": int(entry.mtime * 1e9), "st_atime": int(entry.atime * 1e9), "st_ctime": int(entry.ctime * 1e9),
             "st_rdev": entry.rdev,
@@ -260,12 +339,13 @@ class VDirOperations:
             node = self._nodes.get(path)
             busy = node is not None and node.is_local and (node.entry is None or node.entry.id == entry.id)
         if busy:
-            return {"st_mode": TYPE_BITS.get(entry.type, stat.S_IFREG), "st_ino": entry.id}
+            return {"st_mode": TYPE_BITS.get(entry.type, stat.S_IFREG), "st_ino": self._ino(entry.id)}
         return self._attrs(entry)
 
     def _node_attrs(self, node: Node) -> dict[str, Any]:
-        base = node.entry or Entry(name="", type=FILE, mode=node.mode, uid=self.context()[0], gid=self.context()[1],
-                                   id=NEW_INO | id(node))  # its catalog id comes with the commit
+        base = node.entry or Entry(name="", type=FILE, mode=node.mode, uid=self.context()[0], gid=self.context()[1])
+        if node.ino or node.entry is None:  # created here: the number it showed first, also once committed
+            base = base.copy(id=self._number(node))
         if node.record is not None:
             base = base.copy(uid=node.record.uid if node.record.uid is not None else base.uid,
                              gid=node.record.gid if node.record.gid is not None else base.gid)
@@ -282,6 +362,7 @@ class VDirOperations:
         entry = self._entry(path)
         if entry.type == DIR:
             return self._dir_attrs(paths.normalize(path), entry)
+        self._seen(paths.normalize(path), entry)
         return self._attrs(entry)
 
     @fuse_errors
@@ -334,7 +415,7 @@ class VDirOperations:
     def _update(self, path: str, **changes: Any) -> Entry:
         norm = paths.normalize(path)
         entry = self.vd.update_entry(norm, **changes)
-        self.meta.forget(norm)
+        self._file_changed(norm)
         node = self._node(norm, None)
         if node is not None and not node.dirty:
             node.entry = entry
@@ -494,7 +575,8 @@ class VDirOperations:
             if entry.type == DIR:
                 raise IsADirectory(f"{norm}: is a directory", path=norm)
             self.vd.rm(norm)
-            self.meta.forget(norm)
+            self._file_changed(norm)  # the other names have one name less
+            self._forget_name(norm)
             self._changed_in(norm)
         return 0
 
@@ -523,6 +605,8 @@ class VDirOperations:
             self.vd.rename(src, dst, replace=not flags & RENAME_NOREPLACE)
             self.meta.forget(src, tree=True)
             self.meta.forget(dst, tree=True)
+            self._forget_name(src)
+            self._forget_name(dst)
             self._changed_in(src)
             self._changed_in(dst)
             victim = self._nodes.pop(dst, None)
@@ -590,9 +674,10 @@ class VDirOperations:
             node = self._nodes.get(src)
         if node is not None and (node.is_new or node.dirty):
             node.commit()
-            self.meta.forget(src)
-        self.vd.hardlink(src, dst)
-        self.meta.forget(src)  # its st_nlink and ctime changed
+        linked = self.vd.hardlink(src, dst)
+        self._seen(src, linked)
+        self._file_changed(src, keep=(dst,))  # every name's st_nlink and ctime changed
+        self._seen(dst, linked)
         self.meta.forget(dst)
         self._changed_in(dst)
         return 0
@@ -652,6 +737,7 @@ class VDirOperations:
             else:
                 return self._open(norm, flags)
             node = Node(self.vd, self.cache, self.pool, norm, None, mode & 0o7777, parent_id=parent.id)
+            self._number(node)
             uid, gid, _ = self.context()
             node.make_local()
             if (uid, gid) != (os.getuid(), os.getgid()):
@@ -712,7 +798,7 @@ class VDirOperations:
             log.debug("%s: atime not updated: %s", node.path, exc)
             return
         node.entry = entry.copy(atime=now)
-        self.meta.forget(node.path)
+        self._file_changed(node.path)
 
     @fuse_errors
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
@@ -735,7 +821,7 @@ class VDirOperations:
                     if unheld:  # no close will come: the write-back retries it
                         self.writeback.enqueue(node)
                     raise
-                self.meta.forget(node.path)
+                self._file_changed(node.path)
             return 0
         if path is None:
             raise NotFound("file was removed")
@@ -756,14 +842,14 @@ class VDirOperations:
             if not self.sync_close:
                 node.checkpoint()  # in the journal: the write-back commits it after the last close
             elif node.commit() is not None:
-                self.meta.forget(node.path)
+                self._file_changed(node.path)
         return 0
 
     @fuse_errors
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         node = self._handles[fh]
         if node.dirty and node.commit() is not None:  # durable: even a file left to the write-back
-            self.meta.forget(node.path)
+            self._file_changed(node.path)
         return 0
 
     @fuse_errors
@@ -779,7 +865,7 @@ class VDirOperations:
         try:
             if node.dirty and not node.background and self.sync_close:
                 node.commit()
-                self.meta.forget(node.path)
+                self._file_changed(node.path)
         except Conflict:
             pass  # reported to flush already; this mount's content was saved as a conflict copy
         except Exception as exc:  # noqa: BLE001 - release has no caller to tell; the write-back retries

@@ -283,6 +283,9 @@ class Node:
         self.record: PendingRecord | None = None
         self.fd: int | None = None
         self.background = False
+        self.ino = 0
+        """The inode number a front end gave this new file before it had a catalog id (0: none);
+        kept for it after the commit, so ``st_ino`` does not change under an open file."""
         """Dirty content left to the background write-back (no handle will commit it on close)."""
         self._saved: tuple[object, ...] | None = None
         """What the journal record held when this node last saved it."""
