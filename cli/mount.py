@@ -25,13 +25,15 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         write_back: bool = typer.Option(False, "--write-back", help="close returns once the file is in the local write-back "
                                         "journal and uploads continue in the background (default: close waits for the commit; "
                                         "fsync always waits)."),
+        write_back_delay: float = typer.Option(5.0, "--write-back-delay", help="With --write-back: seconds from a file's "
+                                               "last close to the start of its upload."),
     ) -> None:
         """Mount the virtual directory at MOUNTPOINT (a FUSE filesystem); returns once it is ready."""
         from vdir.fuse import mount as m
         from vdir.units import parse_size
 
         size = parse_size(cache_size)
-        if attr_timeout < 0 or entry_timeout < 0:
+        if attr_timeout < 0 or entry_timeout < 0 or write_back_delay < 0:
             raise typer.BadParameter("timeouts must be >= 0")
         m.load_fuse()
         m.check_device()
@@ -42,7 +44,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         opts = m.MountOptions(
             mountpoint=path, config=str(vd.config.path) if vd.config else state.config, read_only=read_only,
             cache_dir=cache, cache_size=size, allow_other=allow_other, attr_timeout=attr_timeout,
-            entry_timeout=entry_timeout, xattrs=not no_xattrs, write_back=write_back, debug=bool(state.verbose),
+            entry_timeout=entry_timeout, xattrs=not no_xattrs, write_back=write_back,
+            write_back_delay=write_back_delay, debug=bool(state.verbose),
         )
         if foreground:
             m.serve(vd, opts)

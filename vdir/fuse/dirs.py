@@ -48,25 +48,35 @@ class MetaCache:
     It also remembers names found absent (in a directory that exists) for as long: the lookup
     that precedes every create, and the create itself, then cost one catalog query together.
     Whatever this mount creates, removes or renames is forgotten at once (:meth:`forget`);
-    changes made elsewhere show within ``ttl``."""
+    changes made elsewhere show within ``ttl``.
+
+    A directory whose attributes went stale because this mount changed something in it
+    (:meth:`stale`: its mtime, ctime or subdirectory count moved) is still known by id and type
+    for the rest of its ``ttl`` (:meth:`get_dir`): looking up a name in it then costs one
+    catalog probe (parent id, name), not a walk of the path first."""
 
     def __init__(self, ttl: float, max_items: int = 65536) -> None:
         self.ttl = ttl
         self.max_items = max_items
-        self._items: OrderedDict[str, tuple[float, Entry | None]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, Entry | None, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, path: str) -> Entry | None:
-        with self._lock:
-            item = self._items.get(path)
-        if item is None or item[0] < time.monotonic():
+        item = self._items.get(path)  # a dict read is atomic; the lock guards changes
+        if item is None or not item[2] or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def get_dir(self, path: str) -> Entry | None:
+        """The directory at ``path`` for its id and type only (its attributes may be stale)."""
+        item = self._items.get(path)
+        if item is None or item[1] is None or item[1].type != DIR or item[0] < time.monotonic():
             return None
         return item[1]
 
     def absent(self, path: str) -> bool:
         """``path`` was found not to exist less than ``ttl`` seconds ago (and not created here since)."""
-        with self._lock:
-            item = self._items.get(path)
+        item = self._items.get(path)
         return item is not None and item[1] is None and item[0] >= time.monotonic()
 
     def put_absent(self, path: str) -> None:
@@ -80,9 +90,20 @@ class MetaCache:
             return
         with self._lock:
             self._items.pop(path, None)
-            self._items[path] = (time.monotonic() + self.ttl, entry)
+            self._items[path] = (time.monotonic() + self.ttl, entry, True)
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
+
+    def stale(self, path: str) -> None:
+        """``path``'s attributes changed (an entry was created, removed or renamed in it), its
+        identity did not: :meth:`get` forgets it, :meth:`get_dir` keeps it."""
+        with self._lock:
+            item = self._items.get(path)
+            if item is not None:
+                if item[1] is None or item[1].type != DIR:
+                    del self._items[path]
+                else:
+                    self._items[path] = (item[0], item[1], False)
 
     def forget(self, path: str, tree: bool = False) -> None:
         with self._lock:

@@ -64,6 +64,9 @@ class MountOptions:
     xattrs: bool = True
     write_back: bool = False
     """``close`` returns once the file is in the journal; the write-back commits it (``fsync`` still waits)."""
+    write_back_delay: float = 5.0
+    """With ``write_back``: seconds from a file's last close to the start of its upload (as
+    rclone's ``--vfs-write-back``), so uploads do not compete with a burst of writes."""
     debug: bool = False
 
 
@@ -267,7 +270,8 @@ def serve(vd: VDir, opts: MountOptions) -> None:
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog_url or str(opts.config))
     cache = CacheDir(cache_root, opts.cache_size)
     ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context,
-                         xattrs=opts.xattrs, sync_close=not opts.write_back, kernel_cache=KernelCache(fuse))
+                         xattrs=opts.xattrs, sync_close=not opts.write_back, write_back_delay=opts.write_back_delay,
+                         kernel_cache=KernelCache(fuse))
     report = ops.writeback.adopt(cache.journal.records())
     if report.pending:
         log.warning("journal: %d upload(s) left pending by an earlier mount, resumed in the background", report.pending)

@@ -132,6 +132,7 @@ class VDirOperations:
         workers: int = 8,
         xattrs: bool = True,
         sync_close: bool = True,
+        write_back_delay: float = 0.0,
         kernel_cache: Any = None,
     ) -> None:
         self.vd = vd
@@ -141,6 +142,9 @@ class VDirOperations:
         self.sync_close = sync_close
         """``close`` waits for the upload and the commit; else it returns once the file is in
         the journal and the write-back commits it (``fsync`` always waits)."""
+        self.write_back_delay = write_back_delay
+        """Without ``sync_close``: seconds from the last close of a file to the start of its
+        upload (a file still being streamed up is finished at once)."""
         self.meta = MetaCache(attr_timeout)
         self.context = context or (lambda: (os.getuid(), os.getgid(), os.getpid()))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vdir-read-ahead")
@@ -230,9 +234,7 @@ class VDirOperations:
             entry = self.vd.entry("/")
         else:
             parent_path, name = paths.split(norm)
-            parent = self._entry(parent_path)
-            if parent.type != DIR:
-                raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+            parent = self._parent(parent_path)
             found = self._lookup_child(parent, parent_path, name)
             if found is None:
                 self.meta.put_absent(norm)
@@ -241,6 +243,14 @@ class VDirOperations:
         self.meta.put(norm, entry)
         return entry
 
+    def _parent(self, parent_path: str) -> Entry:
+        """The directory ``parent_path`` for a look-up of a name in it: its id is enough, so a
+        directory whose attributes went stale by a change made here is not read again."""
+        parent = self.meta.get_dir(parent_path) or self._entry(parent_path)
+        if parent.type != DIR:
+            raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+        return parent
+
     def _lookup_child(self, parent: Entry, parent_path: str, name: str) -> Entry | None:
         """One name in a directory.  The second miss in the same directory within the cache
         time reads a page of names from this one on instead (metadata read-ahead): ``stat`` of
@@ -248,12 +258,18 @@ class VDirOperations:
         costs one catalog query per page rather than one per name."""
         now = time.monotonic()
         with self._lock:
-            streak = self._recent_misses.get(parent.id, 0.0) > now
+            mark = self._recent_misses.get(parent.id, 0.0)
+            creating = -mark > now  # the last page read ahead held none of the names asked for
+            streak = mark > now
             if len(self._recent_misses) > 4096:
                 self._recent_misses.clear()
-            self._recent_misses[parent.id] = now + self.meta.ttl
+            self._recent_misses[parent.id] = -(now + self.meta.ttl) if creating else now + self.meta.ttl
         if not streak or self.meta.ttl <= 0:
-            return self.vd.child(parent.id, name)
+            found = self.vd.child(parent.id, name)
+            if creating and found is not None:
+                with self._lock:  # names that exist again: read ahead from the next miss on
+                    self._recent_misses[parent.id] = now + self.meta.ttl
+            return found
         found = None
         for child in self.vd.children(parent.id, after=_name_before(name), limit=LOOKUP_PAGE):
             self.meta.put(paths.join(parent_path, child.name), child)
@@ -261,9 +277,9 @@ class VDirOperations:
                 found = child
         if found is None:
             # The names looked up are not there: files being created (cp, tar, untar), not a
-            # scan.  Read-ahead would cost a page per name; go back to single lookups.
+            # scan.  Read-ahead would cost a page per name; single lookups until a name is found.
             with self._lock:
-                self._recent_misses[parent.id] = 0.0
+                self._recent_misses[parent.id] = -(now + self.meta.ttl)
         return found
 
     def _writable(self) -> None:
@@ -329,8 +345,8 @@ class VDirOperations:
 
     def _changed_in(self, path: str) -> None:
         """An entry was created, removed or renamed under ``path``'s directory: its cached
-        attributes (mtime, ctime, subdirectory count) are stale."""
-        self.meta.forget(paths.split(paths.normalize(path))[0])
+        attributes (mtime, ctime, subdirectory count) are stale, its id is not."""
+        self.meta.stale(paths.split(paths.normalize(path))[0])
 
     def _listing_attrs(self, entry: Entry, path: str) -> dict[str, Any]:
         """Attributes for a directory listing; a file open here with local changes reports
@@ -720,9 +736,7 @@ class VDirOperations:
         self._writable()
         norm = paths.normalize(path)
         parent_path, name = paths.split(norm)
-        parent = self._entry(parent_path)
-        if parent.type != DIR:
-            raise NotADirectory(f"{parent_path}: not a directory", path=parent_path)
+        parent = self._parent(parent_path)
         with self._lock:
             existing = self._nodes.get(norm)
             known_absent = self.meta.absent(norm)  # the kernel's lookup just before found nothing
@@ -746,7 +760,7 @@ class VDirOperations:
             node.mark_dirty(save=False)
             self._nodes[norm] = node
             self._dir_touched[parent_path] = node.mtime
-            self.meta.forget(parent_path)
+            self.meta.stale(parent_path)
             return self._attach(norm, node, flags | os.O_WRONLY)
 
     @fuse_errors
@@ -879,7 +893,8 @@ class VDirOperations:
             elif self._nodes.get(node.path) is node:
                 del self._nodes[node.path]
         if pending:
-            self.writeback.enqueue(node)
+            late = not self.sync_close and not node.streaming
+            self.writeback.enqueue(node, self.write_back_delay if late else 0.0)
         else:
             node.close()
         return 0

@@ -80,6 +80,9 @@ class Journal:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._dir = str(root)
+        self._saved: set[str] = set()
+        """Records saved at least once by this process (their next save replaces the file)."""
         root.mkdir(parents=True, exist_ok=True)
 
     def data_path(self, record_id: str) -> Path:
@@ -87,28 +90,57 @@ class Journal:
 
     def new(self, path: str, **fields: Any) -> PendingRecord:
         """A new record with an empty data file (the record itself is saved by :meth:`save`)."""
-        record = PendingRecord(id=f"{time.time_ns():x}-{secrets.token_hex(4)}", path=path, **fields)
-        fd = os.open(self.data_path(record.id), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        record, fd = self.create(path, **fields)
         os.close(fd)
         return record
 
+    def create(self, path: str, **fields: Any) -> tuple[PendingRecord, int]:
+        """A new record and its empty data file, open for reading and writing (one ``open``)."""
+        record = PendingRecord(id=f"{time.time_ns():x}-{secrets.token_hex(4)}", path=path, **fields)
+        fd = os.open(f"{self._dir}/{record.id}.data", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        return record, fd
+
     def save(self, record: PendingRecord) -> None:
-        """Write the record atomically: a reader sees the old or the new one, never a part."""
-        target = self.root / f"{record.id}.json"
-        tmp = self.root / f".{record.id}.json.tmp"
-        tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
+        """Write the record so that a reader sees the old or the new one, never a part: the first
+        save of a record writes its file at once (there is no old one to keep; a process killed
+        between the ``open`` and the ``write`` leaves an empty file, which :meth:`records` skips,
+        for a file whose write had not returned yet), later ones go through a temp file and a
+        rename.  Not fsync'ed: a crash of the mount process loses nothing, a crash of the
+        machine may lose what the kernel had not written yet."""
+        text = json.dumps({**record.__dict__, "xattrs": dict(record.xattrs)}).encode()
+        target = f"{self._dir}/{record.id}.json"
+        if record.id not in self._saved:
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                try:
+                    os.write(fd, text)
+                finally:
+                    os.close(fd)
+                self._saved.add(record.id)
+                return
+        tmp = f"{self._dir}/.{record.id}.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
+        self._saved.add(record.id)
 
     def forget(self, record: PendingRecord) -> None:
         """Remove the record only (the content is committed; the data file may still be open)."""
+        self._saved.discard(record.id)
         with contextlib.suppress(FileNotFoundError):
-            (self.root / f"{record.id}.json").unlink()
+            os.unlink(f"{self._dir}/{record.id}.json")
 
     def drop(self, record: PendingRecord) -> None:
         """Remove the record and its data file."""
         self.forget(record)
         with contextlib.suppress(FileNotFoundError):
-            self.data_path(record.id).unlink()
+            os.unlink(f"{self._dir}/{record.id}.data")
 
     @property
     def parked_dir(self) -> Path:
@@ -134,6 +166,9 @@ class Journal:
         found: list[PendingRecord] = []
         for item in self.root.glob("*.json"):
             try:
+                if item.stat().st_size == 0:  # killed inside its first save (see save): never written
+                    item.unlink()
+                    continue
                 found.append(PendingRecord(**json.loads(item.read_text(encoding="utf-8"))))
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("ignoring unreadable journal record %s: %s", item, exc)

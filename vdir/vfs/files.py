@@ -309,6 +309,11 @@ class Node:
         return self.entry is None
 
     @property
+    def streaming(self) -> bool:
+        """Its upload started while it was written (see :class:`StreamUpload`)."""
+        return self._stream is not None
+
+    @property
     def is_local(self) -> bool:
         return self.fd is not None
 
@@ -353,13 +358,11 @@ class Node:
                 self.fd = None
                 self.size = self.entry.size if self.entry else 0
             entry = self.entry
-            record = self.cache.journal.new(
+            record, fd = self.cache.journal.create(
                 self.path, base_version=entry.version if entry else None, base_hash=entry.hash if entry else None,
                 base_id=entry.id if entry else None, parent_id=None if entry else self.parent_id,
                 mode=self.mode, mtime=self.mtime,
             )
-            data = self.cache.journal.data_path(record.id)
-            fd = os.open(data, os.O_RDWR)
             try:
                 if entry is not None and entry.size and not truncate:
                     with os.fdopen(os.dup(fd), "r+b") as sink:

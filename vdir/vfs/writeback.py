@@ -25,6 +25,8 @@ error logged once.
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -75,6 +77,10 @@ class WriteBack:
         self._nodes = nodes
         self._cond = threading.Condition()
         self._due: dict[Node, float] = {}
+        self._heap: list[tuple[float, int, Node]] = []
+        """``_due`` ordered by time (entries no longer in ``_due`` at that time are skipped), so a
+        worker finds the next file in O(log n): thousands of files may wait for their delay."""
+        self._seq = itertools.count()
         self._delay: dict[Node, float] = {}
         self._reported: dict[Node, str] = {}
         self._verify: set[Node] = set()
@@ -151,8 +157,9 @@ class WriteBack:
     def enqueue(self, node: Node, delay: float = 0.0) -> None:
         """Commit ``node`` in the background, after ``delay`` seconds."""
         with self._cond:
-            self._due[node] = time.monotonic() + delay
-            self._cond.notify_all()
+            due = self._due[node] = time.monotonic() + delay
+            heapq.heappush(self._heap, (due, next(self._seq), node))
+            self._cond.notify()
 
     def pending(self) -> int:
         with self._cond:
@@ -163,13 +170,13 @@ class WriteBack:
             with self._cond:
                 while not self._stop:
                     now = time.monotonic()
-                    ready = [n for n, due in self._due.items() if due <= now and n not in self._busy]
-                    if ready:
-                        node = min(ready, key=self._due.__getitem__)
+                    found = self._next_due(now)
+                    if isinstance(found, Node):
+                        node = found
                         del self._due[node]
                         self._busy.add(node)
                         break
-                    self._cond.wait(min(self._due.values()) - now if self._due else None)
+                    self._cond.wait(found)
                 if self._stop:
                     return
             try:
@@ -179,7 +186,29 @@ class WriteBack:
             finally:
                 with self._cond:
                     self._busy.discard(node)
-                    self._cond.notify_all()
+                    self._cond.notify()
+
+    def _next_due(self, now: float) -> Node | float | None:
+        """The earliest due node not being committed now (taken off the heap), else the seconds
+        until the next one is due (``None``: nothing queued).  Called with ``_cond`` held."""
+        held: list[tuple[float, int, Node]] = []
+        try:
+            while self._heap:
+                due, _, node = item = self._heap[0]
+                if self._due.get(node) != due:
+                    heapq.heappop(self._heap)  # re-queued for another time, or taken
+                    continue
+                if due > now:
+                    return due - now
+                heapq.heappop(self._heap)
+                if node in self._busy:  # its commit is running: after it, as before
+                    held.append(item)
+                    continue
+                return node
+            return 0.05 if held else None
+        finally:
+            for item in held:
+                heapq.heappush(self._heap, item)
 
     def _process(self, node: Node) -> None:
         if node.unlinked or not node.dirty or not node.background or node.record is None:
