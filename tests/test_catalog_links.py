@@ -83,6 +83,12 @@ def test_link_errors(catalog: Catalog) -> None:
     assert catalog.get(f.id) == f and catalog.resolve("/d/taken") == taken
     assert names(catalog.list(ROOT_ID)) == ["d", "f"] and names(catalog.list(d.id)) == ["taken"]
     assert catalog.stats()["entries"] == 4
+    g = catalog.link(f.id, d.id, "g")  # a linked file is no directory either
+    with pytest.raises(NotADirectory):
+        mkfile(catalog, "below", g.id)
+    with pytest.raises(NotADirectory):
+        catalog.link(taken.id, g.id, "x")
+    catalog.delete(f.id, source=(d.id, "g"))
 
 
 def test_unlink_one_name_keeps_the_other(catalog: Catalog) -> None:

@@ -42,8 +42,10 @@ Failover.  Majority/journaled write concern, primary reads for every read that d
 and one retry loop (:meth:`MongoCatalog._retrying`) that runs an operation again after a
 step-down, a not-primary answer, a transient transaction error or a dropped connection, with
 backoff, until the operation's deadline.  A write whose reply was lost is recognised by its
-token when it runs again (the entry's ``op`` field for update and rename, the parent's ``ops``
-for create and delete, the record's ``op``), so it is neither applied twice nor misreported.
+token when it runs again (the entry's ``op`` field for update and rename — a linked inode's
+``op`` in ``inodes`` for those of a linked name —, the parent's ``ops`` for create and delete of
+any name, the new pointer's ``op`` for link, the record's ``op``), so it is neither applied twice
+nor misreported.
 
 pymongo and bson are imported here and in the two modules this class inherits from
 (:mod:`vdir.catalog.mongo_queue`, :mod:`vdir.catalog.mongo_records`), nowhere else in vdir.  Their errors become vdir errors in
