@@ -159,7 +159,9 @@ def test_rename_of_a_linked_name(catalog: Catalog) -> None:
         catalog.rename(f.id, c.id, "moved")
     with pytest.raises(NotFound):
         catalog.rename(f.id, c.id, "moved", source=(c.id, "f"))
-    moved, replaced = catalog.rename(f.id, c.id, "moved", source=(b.id, "g"))
+    with pytest.raises(Conflict):  # compare-and-set on the inode's version
+        catalog.rename(f.id, c.id, "moved", source=(b.id, "g"), expected_version=f.version)
+    moved, replaced = catalog.rename(f.id, c.id, "moved", source=(b.id, "g"), expected_version=g.version)
     assert replaced is None
     assert (moved.id, moved.parent_id, moved.name, moved.nlink, moved.version) == (f.id, c.id, "moved", 2, g.version + 1)
     assert catalog.lookup(b.id, "g") is None
