@@ -83,6 +83,12 @@ def test_link_errors(catalog: Catalog) -> None:
     assert catalog.get(f.id) == f and catalog.resolve("/d/taken") == taken
     assert names(catalog.list(ROOT_ID)) == ["d", "f"] and names(catalog.list(d.id)) == ["taken"]
     assert catalog.stats()["entries"] == 4
+    g = catalog.link(f.id, d.id, "g")  # a linked file is no directory either
+    with pytest.raises(NotADirectory):
+        mkfile(catalog, "below", g.id)
+    with pytest.raises(NotADirectory):
+        catalog.link(taken.id, g.id, "x")
+    catalog.delete(f.id, source=(d.id, "g"))
 
 
 def test_unlink_one_name_keeps_the_other(catalog: Catalog) -> None:
@@ -153,7 +159,9 @@ def test_rename_of_a_linked_name(catalog: Catalog) -> None:
         catalog.rename(f.id, c.id, "moved")
     with pytest.raises(NotFound):
         catalog.rename(f.id, c.id, "moved", source=(c.id, "f"))
-    moved, replaced = catalog.rename(f.id, c.id, "moved", source=(b.id, "g"))
+    with pytest.raises(Conflict):  # compare-and-set on the inode's version
+        catalog.rename(f.id, c.id, "moved", source=(b.id, "g"), expected_version=f.version)
+    moved, replaced = catalog.rename(f.id, c.id, "moved", source=(b.id, "g"), expected_version=g.version)
     assert replaced is None
     assert (moved.id, moved.parent_id, moved.name, moved.nlink, moved.version) == (f.id, c.id, "moved", 2, g.version + 1)
     assert catalog.lookup(b.id, "g") is None

@@ -257,3 +257,77 @@ def test_tree_of_schema_3_gets_atime_and_subdirectory_counts(engine: str, old_co
         assert again.resolve("/top").subdirs == 4
     finally:
         again.close()
+
+
+OLD_MAIN_4 = "b6ffb36"
+"""The last main whose catalogs have schema 4 (no hard links: no inodes table/collection)."""
+
+WRITE_OLD_FILES = r"""
+import json, sys, vdir
+from vdir.catalog.base import Entry, Replica, open_catalog
+assert vdir.__file__.startswith(sys.argv[2]), vdir.__file__
+cat = open_catalog(sys.argv[1])
+d = cat.create(Entry(name="d", type="dir"))
+f = cat.create(Entry(name="f.txt", parent_id=d.id, size=5, hash="abc", replicas=[Replica("local", "d/f.txt", 5, "abc")]))
+s = cat.create(Entry(name="s", type="symlink", parent_id=d.id, target="f.txt"))
+gone = cat.create(Entry(name="gone", parent_id=d.id))
+cat.delete(gone.id)
+cat.close()
+print(json.dumps({"dir": d.id, "file": f.id, "symlink": s.id}))
+"""
+
+
+@pytest.fixture(scope="module")
+def old_code_4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return extract(tmp_path_factory, OLD_MAIN_4)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "mongo"])
+def test_entries_of_schema_4_become_inline_inodes_that_take_links(engine: str, old_code_4: Path, tmp_path: Path,
+                                                                   request: pytest.FixtureRequest) -> None:
+    from vdir.catalog.base import DIR, Entry
+
+    url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+    ids = run_old(old_code_4, WRITE_OLD_FILES, url)
+    if engine == "sqlite":
+        with sqlite3.connect(tmp_path / "old.db") as raw:
+            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "4"
+
+    cat = open_catalog(url)
+    try:
+        d = cat.resolve("/d")
+        assert (d.id, d.type, d.nlink) == (ids["dir"], DIR, 1)
+        f = cat.resolve("/d/f.txt")
+        assert (f.id, f.size, f.hash, f.nlink) == (ids["file"], 5, "abc", 1)
+        assert [(e.name, e.nlink) for e in cat.list(d.id)] == [("f.txt", 1), ("s", 1)]
+        assert cat.get(ids["symlink"]).target == "f.txt"
+        assert cat.stats() == {"entries": 4, "files": 1, "dirs": 2, "bytes": 5}
+        # an old entry takes a second name, and keeps its id, replicas and their index
+        g = cat.link(f.id, ROOT_ID, "g.txt")
+        assert (g.id, g.nlink, g.version) == (f.id, 2, f.version + 1)
+        assert cat.resolve("/d/f.txt").nlink == 2 and cat.resolve("/g.txt").hash == "abc"
+        assert cat.replica_users("local", "d/f.txt") == [f.id]
+        assert cat.stats()["files"] == 1
+        # a new entry never takes an id an old one has
+        fresh = cat.create(Entry(name="new", parent_id=d.id))
+        assert fresh.id not in ids.values()
+        if engine == "sqlite":
+            with sqlite3.connect(tmp_path / "old.db") as raw:
+                assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+        else:
+            from vdir.catalog.mongo import MongoCatalog
+
+            assert isinstance(cat, MongoCatalog)
+            assert cat._db["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION
+            assert {"replica_backend", "replica_key"} <= set(cat._inodes.index_information())
+            assert "inode" in cat._entries.index_information()
+    finally:
+        cat.close()
+    assert SCHEMA_VERSION == 5
+    again = open_catalog(url)  # a second open finds nothing left to do, and the link stands
+    try:
+        assert again.resolve("/g.txt").nlink == 2
+        again.delete(ids["file"], source=(ids["dir"], "f.txt"))
+        assert again.resolve("/g.txt").nlink == 1 and again.get(ids["file"]).name == "g.txt"
+    finally:
+        again.close()

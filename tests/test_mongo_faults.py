@@ -96,6 +96,38 @@ def test_entry_writes_apply_exactly_once(faulty: tuple[Catalog, MongoProxy], kin
     assert proxy.faults >= 1
 
 
+@pytest.mark.parametrize(("kind", "command"), FAULTS + [("drop_after", "insert"), ("error", "insert"),
+                                                   ("drop_after", "findAndModify")])
+def test_hard_link_writes_apply_exactly_once(faulty: tuple[Catalog, MongoProxy], kind: str, command: str) -> None:
+    """link, update of a linked inode, rename and unlink of a linked name (each a transaction or
+    one filtered write, with its token): a lost reply or a refused command is neither applied
+    twice nor misreported."""
+    cat, proxy = faulty
+    d = cat.create(Entry(name="d", type=DIR))
+    f = cat.create(Entry(name="f", parent_id=d.id, size=1))
+
+    inject(proxy, kind, command)
+    g = cat.link(f.id, ROOT_ID, "g")  # the first link moves the inode out of its name
+    assert (g.id, g.nlink, g.version) == (f.id, 2, 2)
+    inject(proxy, kind, command)
+    assert cat.link(f.id, d.id, "h").nlink == 3
+    inject(proxy, kind, command)
+    assert cat.update(cat.resolve("/g").copy(size=5), 3).version == 4
+    inject(proxy, kind, command)
+    moved, replaced = cat.rename(f.id, ROOT_ID, "g2", source=(ROOT_ID, "g"))
+    assert replaced is None and (moved.name, moved.version) == ("g2", 5)
+    inject(proxy, kind, command)
+    assert cat.delete(f.id, source=(d.id, "f")).nlink == 2
+    inject(proxy, kind, command)
+    assert cat.delete(f.id, source=(ROOT_ID, "g2")).nlink == 1  # the last name takes the inode inline
+
+    proxy.reset()
+    assert tree(cat) == [("d", 1), ("d/h", 7)]
+    last = cat.resolve("/d/h")
+    assert (last.id, last.nlink, last.size) == (f.id, 1, 5)
+    assert proxy.faults >= 1
+
+
 def test_records_apply_exactly_once(faulty: tuple[Catalog, MongoProxy]) -> None:
     cat, proxy = faulty
     proxy.drop_after(match="insert", count=1)

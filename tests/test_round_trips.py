@@ -17,6 +17,9 @@ list *n* children, ``page`` at a time         max(1, ⌈n/page⌉)     max(1, �
   (C: one ``Catalog.create`` there)
 ``rm -r`` of a directory of N files           d + 1 + 5·⌈N/B⌉ + R  d + 1 + 9·⌈N/B⌉ + R
   (B: ``RM_BATCH``; R: one directory delete)
+``Catalog.link`` (first / further names)      6 / 6                10 / 8
+lookup of a linked name (``lookup_id``)       2 (1)                1 (1)
+a page of a listing that holds linked names   +1                   +0
 ============================================  ===================  =============================
 
 ``put``: *d* to locate the destination (its parent's id and whether it exists), one to record
@@ -241,3 +244,23 @@ def test_rm_r_costs_a_few_round_trips_per_batch(engine: tuple[str, str, Counter]
     assert small == 2 + 1 + 2 * RM_BATCH_PER[name] + dir_delete
     # twice the files, two batches more, nothing else
     assert _rm_tree(vd, count, 40, tmp_path / "objects") == small + 2 * RM_BATCH_PER[name]
+
+
+def test_linked_names_cost_one_more_find_on_mongo_and_nothing_more_on_sqlite(
+        engine: tuple[str, str, Counter], catalog: Catalog) -> None:
+    """An entry with two names keeps its inode apart (see vdir.catalog.base): reading a name of
+    it joins the inode in the same statement on SQLite, and costs one more ``find`` on MongoDB
+    (per page of a listing, only for a page that holds such names)."""
+    name, _, count = engine
+    mongo = name == "mongo"
+    d = mkdirs(catalog, "a")
+    f = catalog.create(Entry(name="f", parent_id=d))
+    assert count(lambda: catalog.link(f.id, ROOT_ID, "g")) == (6 if mongo else 10)  # the inode moves out
+    assert count(lambda: catalog.link(f.id, ROOT_ID, "h")) == (6 if mongo else 8)
+    assert count(lambda: catalog.lookup(ROOT_ID, "g")) == (2 if mongo else 1)
+    assert count(lambda: catalog.lookup_id(ROOT_ID, "g")) == 1
+    assert count(lambda: catalog.resolve("/a/f")) == (3 if mongo else 2)
+    for i in range(5):
+        catalog.create(Entry(name=f"p{i}", parent_id=d))
+    # f, p0..p2 on the first page (f linked), p3, p4 on the second
+    assert count(lambda: list(catalog.iter_children(d, page=4))) == (3 if mongo else 2)

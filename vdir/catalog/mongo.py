@@ -3,11 +3,19 @@
 ``MongoCatalog("mongodb://host:27017/vdir")`` keeps everything in one database (named by the
 URL's path, ``vdir`` when it has none):
 
-* ``entries`` — one document per entry, integer ``_id`` (random 63-bit, drawn by the client:
+* ``entries`` — one document per name, integer ``_id`` (random 63-bit, drawn by the client:
   no counter round trip, no hot document), unique index ``(parent_id, name)`` so a
   listing is an index range scan, an index on ``replicas.backend``.  Extended attributes are a
   list of ``{k, v}`` pairs with ``v`` as BSON binary (xattr names contain dots, which MongoDB
-  field names should not).
+  field names should not).  A name whose inode has one name holds it inline (its ``_id`` is the
+  inode id); a name of a linked inode is a pointer ``{_id, parent_id, name, type, inode, op}``
+  (no ``version``, so no compare-and-set on the inline shape ever matches it; partial index on
+  ``inode``).
+* ``inodes`` — the inodes with two names or more (``_id`` the inode id, every attribute,
+  ``nlink``), indexed on their replicas like ``entries``; an inode moves here with its second
+  name and back into its last name when ``nlink`` drops to 1 (see the model in
+  :mod:`vdir.catalog.base`).  A read of a page holding pointers costs one more ``find`` by
+  ``_id $in``; the replica queries read both collections (``$unionWith``: one command).
 * ``backends`` — ``_id`` is the backend name.
 * ``tasks`` — the placement queue: see :mod:`vdir.catalog.mongo_queue`.
 * ``records`` — ``(collection, key)`` unique, the document as a BSON sub-document: see
@@ -15,7 +23,8 @@ URL's path, ``vdir`` when it has none):
 
 Atomicity.  A replica set (or mongos) is required; a standalone server is refused at open.
 ``update`` and the record writes are one filtered document write (compare-and-set on the
-version); delete, rmdir and rename (also over an existing entry) are each one transaction;
+version; of a linked inode, on its ``inodes`` document); delete, rmdir, rename (also over an
+existing entry) and link are each one transaction;
 create (and mkdir) is one ordered ``update`` command with no transaction, the child's insert
 being its commit point (the ordering that keeps it safe against rmdir is in :meth:`create`).
 MongoDB transactions are snapshot-isolated, so operations that must exclude each other are made
@@ -33,8 +42,10 @@ Failover.  Majority/journaled write concern, primary reads for every read that d
 and one retry loop (:meth:`MongoCatalog._retrying`) that runs an operation again after a
 step-down, a not-primary answer, a transient transaction error or a dropped connection, with
 backoff, until the operation's deadline.  A write whose reply was lost is recognised by its
-token when it runs again (the entry's ``op`` field for update and rename, the parent's ``ops``
-for create and delete, the record's ``op``), so it is neither applied twice nor misreported.
+token when it runs again (the entry's ``op`` field for update and rename — a linked inode's
+``op`` in ``inodes`` for those of a linked name —, the parent's ``ops`` for create and delete of
+any name, the new pointer's ``op`` for link, the record's ``op``), so it is neither applied twice
+nor misreported.
 
 pymongo and bson are imported here and in the two modules this class inherits from
 (:mod:`vdir.catalog.mongo_queue`, :mod:`vdir.catalog.mongo_records`), nowhere else in vdir.  Their errors become vdir errors in
@@ -101,6 +112,7 @@ from vdir.errors import (
     IsADirectory,
     NotADirectory,
     NotFound,
+    NotPermitted,
     Timeout,
     VDirError,
 )
@@ -176,12 +188,15 @@ def _entry_doc(e: Entry, entry_id: int, version: int) -> dict[str, Any]:
     return {"_id": entry_id, "parent_id": e.parent_id, "name": e.name, "version": version, **_entry_fields(e)}
 
 
-def _to_entry(d: dict[str, Any]) -> Entry:
+def _to_entry(d: dict[str, Any], inode: dict[str, Any] | None = None) -> Entry:
+    """An entry from its inline name document, or from a pointer name ``d`` and its ``inode``."""
+    if inode is not None:
+        d = {**inode, "parent_id": d.get("parent_id"), "name": d["name"]}
     return Entry(
         id=d["_id"], parent_id=d.get("parent_id"), name=d["name"], type=d["type"], mode=d["mode"], uid=d["uid"],
         gid=d["gid"], size=d["size"], mtime=d["mtime"], ctime=d["ctime"], hash=d.get("hash"), version=d["version"],
         target=d.get("target"), blocks=d.get("blocks"), rdev=d.get("rdev", 0), atime=d.get("atime", d["mtime"]),
-        subdirs=d.get("subdirs", 0),
+        subdirs=d.get("subdirs", 0), nlink=d.get("nlink", 1),
         xattrs={x["k"]: bytes(x["v"]) for x in d.get("xattrs", [])},
         replicas=[Replica(**r) for r in d.get("replicas", [])],
     )
@@ -310,6 +325,8 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
                 # reads that decide a write go to the primary whatever readPreference the URL
                 # sets for plain reads (a secondary may be behind)
                 self._primary = self._db.get_collection("entries", read_preference=ReadPreference.PRIMARY)
+                self._inodes = self._db["inodes"]
+                self._pinodes = self._db.get_collection("inodes", read_preference=ReadPreference.PRIMARY)
                 self._backends = self._db["backends"]
                 self._tasks = self._db["tasks"]
                 self._records = self._db.get_collection("records", read_preference=ReadPreference.PRIMARY)
@@ -440,6 +457,10 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
         # -- special files, atime, subdirectory counts (schema 4) ----------------------------
         if version < 4:
             self._migrate_entries_to_4()
+        # -- hard links (schema 5): every existing entry is an inline inode, nothing to write --
+        self._entries.create_index("inode", name="inode", partialFilterExpression={"inode": {"$exists": True}})
+        self._inodes.create_index("replicas.backend", name="replica_backend")
+        self._inodes.create_index([("replicas.backend", 1), ("replicas.key", 1)], name="replica_key")
         # -----------------------------------------------------------------------------------
         self._db["meta"].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
 
@@ -493,7 +514,16 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
         return dir_id is not None and self._primary.find_one({"_id": dir_id, "ops": token}, {"_id": 1}) is not None
 
     def _current(self, entry_id: int, expected_version: int | None) -> dict[str, Any]:
+        """The inline document of ``entry_id`` (or, for a linked inode, its ``inodes`` document
+        with the name it was read through), checked against ``expected_version``."""
         doc = self._primary.find_one({"_id": entry_id})
+        if doc is not None and "inode" in doc:
+            inode = self._pinodes.find_one({"_id": entry_id})
+            doc = {**inode, "parent_id": doc["parent_id"], "name": doc["name"]} if inode is not None else None
+        elif doc is None:
+            doc = self._pinodes.find_one({"_id": entry_id})
+            if doc is not None:
+                doc = {**doc, "parent_id": None, "name": ""}
         if doc is None:
             raise NotFound(f"catalog entry {entry_id} no longer exists")
         if expected_version is not None and doc["version"] != expected_version:
@@ -511,22 +541,61 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
                 return exc
         return _Retry()  # changed (and, with expected_version, changed back): try again
 
+    def _with_inodes(self, docs: builtins.list[dict[str, Any]]) -> builtins.list[Entry] | None:
+        """Entries of name documents: the inodes of pointers fetched in one ``find`` (none when
+        the page holds no pointer); ``None`` when one of them vanished as we read (it was being
+        inlined again: read the names again)."""
+        wanted = [d["inode"] for d in docs if "inode" in d]
+        if not wanted:
+            return [_to_entry(d) for d in docs]
+        inodes = {d["_id"]: d for d in self._inodes.find({"_id": {"$in": wanted}})}
+        if any(i not in inodes for i in wanted):
+            return None
+        return [_to_entry(d, inodes[d["inode"]]) if "inode" in d else _to_entry(d) for d in docs]
+
+    def _names(self, read: Callable[[], builtins.list[dict[str, Any]]]) -> builtins.list[Entry]:
+        """``_with_inodes`` of what ``read`` returns, read again if an inode moved meanwhile."""
+        for _ in range(RETRIES):
+            entries = self._with_inodes(read())
+            if entries is not None:
+                return entries
+        raise Conflict("catalog entries kept changing under concurrent links; try again")
+
     @_reads
     def get(self, entry_id: int) -> Entry:
-        with self._errors():
+        def read() -> builtins.list[dict[str, Any]]:
             doc = self._doc(entry_id)
-        if doc is None:
+            if doc is not None and doc.get("inode", entry_id) == entry_id:  # (a pointer's own _id is no entry id)
+                return [doc]
+            # the inode outlived its first name: read it through its name with the smallest _id
+            return builtins.list(self._entries.find({"inode": entry_id}).sort("_id", 1).limit(1))
+
+        with self._errors():
+            found = self._names(read)
+        if not found:
             raise NotFound(f"catalog entry {entry_id} not found")
-        return _to_entry(doc)
+        return found[0]
 
     @_reads
     def lookup(self, parent_id: int, name: str) -> Entry | None:
-        with self._errors():
+        def read() -> builtins.list[dict[str, Any]]:
             doc = self._entries.find_one({"parent_id": parent_id, "name": name})
-        return _to_entry(doc) if doc else None
+            return [doc] if doc else []
+
+        with self._errors():
+            found = self._names(read)
+        return found[0] if found else None
 
     @_reads
     def lookup_id(self, parent_id: int, name: str) -> tuple[int, str] | None:
+        with self._errors():
+            doc = self._entries.find_one({"parent_id": parent_id, "name": name}, {"_id": 1, "type": 1, "inode": 1})
+        return (int(doc.get("inode", doc["_id"])), str(doc["type"])) if doc else None
+
+    @_reads
+    def _step(self, parent_id: int, name: str) -> tuple[int, str] | None:
+        # intermediate components of a path: only a directory's id is used, and a directory is
+        # never a pointer, so _id and type are all there is to read
         with self._errors():
             doc = self._entries.find_one({"parent_id": parent_id, "name": name}, {"_id": 1, "type": 1})
         return (int(doc["_id"]), str(doc["type"])) if doc else None
@@ -539,15 +608,19 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
         query: dict[str, Any] = {"parent_id": parent_id}
         if after is not None:
             query["name"] = {"$gt": after}
-        with self._errors():
+        if limit is not None and limit <= 0:
+            return []
+
+        def read() -> builtins.list[dict[str, Any]]:
             cursor = self._entries.find(query).sort([("parent_id", 1), ("name", 1)])
             if limit is not None:
-                if limit <= 0:
-                    return []
                 cursor = cursor.limit(limit).batch_size(limit)
             else:
                 cursor = cursor.batch_size(PAGE)
-            return [_to_entry(d) for d in cursor]
+            return builtins.list(cursor)
+
+        with self._errors():
+            return self._names(read)
 
     def create(self, entry: Entry) -> Entry:
         """One round trip: one ordered ``update`` command of two statements, no transaction.
@@ -591,7 +664,7 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
                     raise error from None
                 raise AlreadyExists(f"{entry.name!r} already exists in directory {parent_id}") from None
             if result.matched_count + result.upserted_count >= 2 or self._applied(parent_id, token):
-                return entry.copy(id=entry_id[0], version=1, subdirs=0)  # or an earlier attempt's reply was lost
+                return entry.copy(id=entry_id[0], version=1, subdirs=0, nlink=1)  # or an earlier attempt's reply was lost
             # the parent is gone or is not a directory: take the child back
             self._primary.delete_one(child)
             raise self._parent_error(parent_id) or _Retry()
@@ -600,31 +673,163 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
 
     def update(self, entry: Entry, expected_version: int) -> Entry:
         """One ``update_one`` whose filter holds the version, and the parent and name the caller's
-        entry names (the shard key): one round trip."""
+        entry names (the shard key): one round trip.  A linked inode: one filtered write of its
+        ``inodes`` document (after the inline write matched nothing and a read found a pointer)."""
         token = self._new_token()
         where = {"parent_id": entry.parent_id, "name": entry.name}
+        linked = [False]
 
         def once() -> Entry:
             fields = _entry_fields(entry)
             fields["op"] = token
-            result = self._primary.update_one(
-                {"_id": entry.id, **where, "version": expected_version}, {"$set": fields, "$inc": {"version": 1}}
-            )
-            if result.matched_count == 1:
-                return entry.copy(version=expected_version + 1, **where)
-            doc = self._primary.find_one({"_id": entry.id})
-            if doc is None:
-                raise NotFound(f"catalog entry {entry.id} no longer exists")
-            if doc.get("op") == token:  # an earlier attempt applied it and its reply was lost
-                return entry.copy(parent_id=doc["parent_id"], name=doc["name"], version=expected_version + 1)
-            if doc["version"] != expected_version:
-                raise Conflict(
-                    f"{doc['name']!r} was changed by another writer (version {doc['version']}, expected {expected_version})"
+            if not linked[0]:
+                result = self._primary.update_one(
+                    {"_id": entry.id, **where, "version": expected_version}, {"$set": fields, "$inc": {"version": 1}}
                 )
-            where.update(parent_id=doc["parent_id"], name=doc["name"])  # the caller's copy was not current
+                if result.matched_count == 1:
+                    return entry.copy(version=expected_version + 1, nlink=1, **where)
+                doc = self._primary.find_one({"_id": entry.id})
+                if doc is not None and "inode" not in doc:
+                    if doc.get("op") == token:  # an earlier attempt applied it and its reply was lost
+                        return entry.copy(parent_id=doc["parent_id"], name=doc["name"], version=expected_version + 1, nlink=1)
+                    if doc["version"] != expected_version:
+                        raise Conflict(f"{doc['name']!r} was changed by another writer (version {doc['version']},"
+                                       f" expected {expected_version})")
+                    where.update(parent_id=doc["parent_id"], name=doc["name"])  # the caller's copy was not current
+                    raise _Retry()
+                linked[0] = True  # a pointer, or no name with the inode's id: the inode lives in ``inodes``
+            stored = self._pinodes.find_one_and_update(
+                {"_id": entry.id, "version": expected_version}, {"$set": fields, "$inc": {"version": 1}},
+                projection={"nlink": 1},
+            )
+            if stored is not None:
+                return entry.copy(version=expected_version + 1, nlink=int(stored["nlink"]))
+            inode = self._pinodes.find_one({"_id": entry.id}, {"op": 1, "version": 1, "nlink": 1})
+            if inode is None:
+                linked[0] = False  # inlined again meanwhile (its version moved on), or gone: look there
+                if self._primary.find_one({"_id": entry.id}, {"_id": 1}) is None:
+                    raise NotFound(f"catalog entry {entry.id} no longer exists")
+                raise _Retry()
+            if inode.get("op") == token:
+                return entry.copy(version=expected_version + 1, nlink=int(inode["nlink"]))
+            if inode["version"] != expected_version:
+                raise Conflict(f"entry {entry.id} was changed by another writer (version {inode['version']},"
+                               f" expected {expected_version})")
             raise _Retry()
 
         return self._retrying(once, f"update of entry {entry.id}")
+
+    def _inode_of(self, entry_id: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(inline document, None) or (None, ``inodes`` document) of ``entry_id``, read from the
+        primary; (None, None) when it is gone."""
+        doc = self._primary.find_one({"_id": entry_id})
+        if doc is not None and "inode" not in doc:
+            return doc, None
+        return None, self._pinodes.find_one({"_id": entry_id})
+
+    def _named(self, entry_id: int, source: tuple[int, str] | None, nlink: int) -> dict[str, Any]:
+        """The pointer document of the name ``source`` of the linked inode ``entry_id``."""
+        if source is None:
+            raise InvalidArgument(f"entry {entry_id} has {nlink} names: say which one (source)")
+        name = self._primary.find_one({"parent_id": source[0], "name": source[1]})
+        if name is None or name.get("inode") != entry_id:
+            raise NotFound(f"{source[1]!r} in directory {source[0]} is not a name of entry {entry_id}")
+        return name
+
+    def _unlink_in(self, session: ClientSession, name: dict[str, Any], inode: dict[str, Any], token: int,
+                   now: float) -> int:
+        """In a transaction: remove the pointer ``name`` of the linked ``inode`` (as read); return
+        the names left.  Its version moves on and its ctime to ``now``; with one name left the
+        inode is inlined again into that name, under the inode id.  ``_Mismatch`` when what was
+        read changed."""
+        inode_id, version, nlink = inode["_id"], inode["version"], int(inode["nlink"])
+        gone = self._primary.delete_one({"_id": name["_id"], "parent_id": name["parent_id"], "inode": inode_id},
+                                        session=session)
+        if gone.deleted_count != 1:
+            raise _Mismatch()
+        if nlink > 2:
+            changed = self._pinodes.update_one({"_id": inode_id, "version": version},
+                                               {"$inc": {"nlink": -1, "version": 1}, "$set": {"ctime": now, "op": token}},
+                                               session=session)
+            if changed.matched_count != 1:
+                raise _Mismatch()
+            return nlink - 1
+        other = self._primary.find_one({"inode": inode_id, "_id": {"$ne": name["_id"]}}, session=session)
+        if other is None or self._pinodes.delete_one({"_id": inode_id, "version": version}, session=session).deleted_count != 1:
+            raise _Mismatch()
+        fields = {k: v for k, v in inode.items() if k not in ("_id", "nlink", "op")}
+        inline = {"parent_id": other["parent_id"], "name": other["name"], **fields, "version": version + 1, "ctime": now,
+                  "op": token}
+        if other["_id"] == inode_id:
+            if self._primary.replace_one({"_id": inode_id, "inode": inode_id}, inline, session=session).matched_count != 1:
+                raise _Mismatch()
+        else:
+            if self._primary.delete_one({"_id": other["_id"], "inode": inode_id}, session=session).deleted_count != 1:
+                raise _Mismatch()
+            self._primary.insert_one({"_id": inode_id, **inline}, session=session)
+        return 1
+
+    def link(self, entry_id: int, new_parent_id: int, new_name: str) -> Entry:
+        """One transaction: [move the inode out of its inline name, which becomes a pointer] or
+        count one more name on its ``inodes`` document (compare-and-set on the version either
+        way), insert the new pointer, touch the new parent; then the commit.  The new pointer's
+        ``_id`` and ``op`` token are the same in every attempt: a retry whose earlier commit's
+        reply was lost finds it."""
+        token = self._new_token()
+        row_id = [self._new_entry_id()]
+        memo: dict[str, Any] = {}
+
+        def once() -> Entry:
+            mine = self._primary.find_one({"_id": row_id[0]}, {"op": 1}) if "result" in memo else None
+            if mine is not None and mine.get("op") == token:
+                return memo["result"]  # type: ignore[no-any-return]
+            inline, inode = self._inode_of(entry_id)
+            current = inline or inode
+            if current is None:
+                raise NotFound(f"catalog entry {entry_id} no longer exists")
+            if current["type"] == DIR:
+                raise NotPermitted(f"{current['name']!r} is a directory: directories cannot be hard-linked")
+            now, version = time.time(), current["version"]
+            nlink = int(inode["nlink"]) if inode is not None else 1
+
+            def body(session: ClientSession) -> None:
+                if inline is not None:  # the first link: the inode moves out of its name
+                    fields = {k: v for k, v in inline.items() if k not in ("_id", "parent_id", "name", "op", "ops", "subdirs")}
+                    self._pinodes.insert_one({"_id": entry_id, **fields, "version": version + 1, "nlink": 2, "ctime": now,
+                                              "op": token}, session=session)
+                    pointer = {"parent_id": inline["parent_id"], "name": inline["name"], "type": inline["type"],
+                               "inode": entry_id, "op": token}
+                    if self._primary.replace_one({"_id": entry_id, "parent_id": inline["parent_id"], "version": version},
+                                                 pointer, session=session).matched_count != 1:
+                        raise _Mismatch()
+                else:
+                    changed = self._pinodes.update_one(
+                        {"_id": entry_id, "version": version},
+                        {"$inc": {"nlink": 1, "version": 1}, "$set": {"ctime": now, "op": token}}, session=session)
+                    if changed.matched_count != 1:
+                        raise _Mismatch()
+                self._primary.insert_one({"_id": row_id[0], "parent_id": new_parent_id, "name": new_name,
+                                          "type": current["type"], "inode": entry_id, "op": token}, session=session)
+                if self._primary.update_one(*_touch_parts(new_parent_id, token, now), session=session).matched_count != 1:
+                    raise _Mismatch()
+                memo["result"] = _to_entry({"parent_id": new_parent_id, "name": new_name},
+                                           {**current, "version": version + 1, "nlink": nlink + 1, "ctime": now})
+
+            try:
+                self._transaction(body)
+            except (_Mismatch, DuplicateKeyError) as exc:
+                memo.pop("result", None)
+                error = self._parent_error(new_parent_id)
+                if error is not None:
+                    raise error from None
+                if isinstance(exc, DuplicateKeyError):
+                    if self._primary.find_one({"parent_id": new_parent_id, "name": new_name}, {"_id": 1}) is not None:
+                        raise AlreadyExists(f"{new_name!r} already exists in directory {new_parent_id}") from None
+                    row_id[0] = self._new_entry_id()  # the inode moved out meanwhile, or (rarely) our _id is taken
+                raise _Retry() from None
+            return memo["result"]  # type: ignore[no-any-return]
+
+        return self._retrying(once, f"link of entry {entry_id}")
 
     def rename(
         self,
@@ -634,30 +839,65 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
         *,
         replace_existing: bool = False,
         expected_version: int | None = None,
+        source: tuple[int, str] | None = None,
     ) -> tuple[Entry, Entry | None]:
         if entry_id == ROOT_ID:
             raise InvalidArgument("the root directory cannot be moved")
         token = self._new_token()
         memo: dict[str, Any] = {}
         return self._retrying(
-            lambda: self._rename_once(entry_id, new_parent_id, new_name, replace_existing, expected_version, token, memo),
+            lambda: self._rename_once(entry_id, new_parent_id, new_name, replace_existing, expected_version, source,
+                                      token, memo),
             f"rename of entry {entry_id}",
         )
 
+    def _replaced(self, existing: dict[str, Any] | None, new_name: str, is_dir: bool) -> dict[str, Any] | None:
+        """The ``inodes`` document of a destination that is a pointer (None for an inline one),
+        after the type checks of a replacing rename."""
+        if existing is None:
+            return None
+        if existing["type"] == DIR and not is_dir:
+            raise IsADirectory(f"cannot replace directory {new_name!r} with a non-directory")
+        if existing["type"] != DIR and is_dir:
+            raise NotADirectory(f"cannot replace non-directory {new_name!r} with a directory")
+        if "inode" not in existing:
+            return None
+        inode = self._pinodes.find_one({"_id": existing["inode"]})
+        if inode is None:
+            raise _Retry()  # being inlined again: read again
+        return inode
+
+    def _replace_in(self, session: ClientSession, existing: dict[str, Any], inode: dict[str, Any] | None, new_parent_id: int,
+                    new_name: str, token: int, now: float) -> int:
+        """In a rename's transaction: remove the destination name; the names its inode has left."""
+        if inode is not None:
+            return self._unlink_in(session, existing, inode, token, now)
+        if existing["type"] == DIR and self._has_children(existing["_id"], session):
+            raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
+        gone = self._primary.delete_one(
+            {"_id": existing["_id"], "parent_id": new_parent_id, "version": existing["version"]}, session=session
+        )
+        if gone.deleted_count != 1:
+            raise _Retry()  # the destination changed; look again
+        return 0
+
     def _rename_once(
         self, entry_id: int, new_parent_id: int, new_name: str, replace_existing: bool, expected_version: int | None,
-        token: int, memo: dict[str, Any],
+        source: tuple[int, str] | None, token: int, memo: dict[str, Any],
     ) -> tuple[Entry, Entry | None]:
         """One transaction: [delete the replaced entry], then one ``update`` command that
         touches the new and old parents, pins the new parent's ancestors (directory moves) and
         moves the entry with compare-and-set; then the commit."""
         current = self._primary.find_one({"_id": entry_id})
-        if current is not None and current.get("op") == token:  # an earlier attempt applied, its reply was lost
-            return _to_entry(current), memo.get("replaced")
-        if current is None:
-            raise NotFound(f"catalog entry {entry_id} no longer exists")
+        if current is not None and current.get("op") == token and "inode" not in current:
+            return _to_entry(current), memo.get("replaced")  # an earlier attempt applied, its reply was lost
+        if current is None or "inode" in current:
+            return self._rename_linked_once(entry_id, new_parent_id, new_name, replace_existing, expected_version, source,
+                                            token, memo)
         if expected_version is not None and current["version"] != expected_version:
             self._current(entry_id, expected_version)  # raises Conflict
+        if source is not None and source != (current["parent_id"], current["name"]):
+            raise NotFound(f"{source[1]!r} in directory {source[0]} is not a name of entry {entry_id}")
         is_dir = current["type"] == DIR
         old_parent = current["parent_id"]
         chain: builtins.list[tuple[int, int | None]] = []
@@ -668,12 +908,8 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
             existing = self._primary.find_one({"parent_id": new_parent_id, "name": new_name})
             if existing is not None and existing["_id"] == entry_id:
                 existing = None
-            if existing is not None:
-                if existing["type"] == DIR and not is_dir:
-                    raise IsADirectory(f"cannot replace directory {new_name!r} with a non-directory")
-                if existing["type"] != DIR and is_dir:
-                    raise NotADirectory(f"cannot replace non-directory {new_name!r} with a directory")
-        memo["replaced"] = _to_entry(existing) if existing is not None else None
+        existing_inode = self._replaced(existing, new_name, is_dir)
+        memo["replaced"] = _to_entry(existing, existing_inode) if existing is not None else None
 
         now = time.time()
         changes = {"parent_id": new_parent_id, "name": new_name, "ctime": now, "op": token}
@@ -690,19 +926,14 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
 
         def body(session: ClientSession) -> None:
             if existing is not None:
-                if existing["type"] == DIR and self._has_children(existing["_id"], session):
-                    raise DirectoryNotEmpty(f"directory {new_name!r} is not empty")
-                gone = self._primary.delete_one(
-                    {"_id": existing["_id"], "parent_id": new_parent_id, "version": existing["version"]}, session=session
-                )
-                if gone.deleted_count != 1:
-                    raise _Retry()  # the destination changed; look again
+                left = self._replace_in(session, existing, existing_inode, new_parent_id, new_name, token, now)
+                memo["replaced"] = self._left(memo["replaced"], left, now)
             if self._primary.bulk_write(writes, ordered=True, session=session).matched_count != len(writes):
                 raise _Mismatch()
 
         try:
             self._transaction(body)
-        except (_Mismatch, BulkWriteError) as exc:
+        except (_Mismatch, BulkWriteError, DuplicateKeyError) as exc:
             if isinstance(exc, BulkWriteError) and _duplicate_index(exc) is None:
                 raise
             again = self._primary.find_one({"_id": entry_id}, {"op": 1})
@@ -711,10 +942,78 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
             error = self._parent_error(new_parent_id)
             if error is not None:
                 raise error from None
-            if isinstance(exc, BulkWriteError) and not replace_existing:
+            if not isinstance(exc, _Mismatch) and not replace_existing:
                 raise AlreadyExists(f"{new_name!r} already exists") from None
             raise self._lost(entry_id, expected_version) from None
         return _to_entry(moved), memo["replaced"]
+
+    @staticmethod
+    def _left(replaced: Entry, left: int, now: float) -> Entry:
+        """A removed name as the caller learns of it: ``nlink`` the names left (a version and
+        ctime moved on when some are)."""
+        if not left:
+            return replaced.copy(nlink=0)
+        return replaced.copy(nlink=left, version=replaced.version + 1, ctime=now)
+
+    def _rename_linked_once(
+        self, entry_id: int, new_parent_id: int, new_name: str, replace_existing: bool, expected_version: int | None,
+        source: tuple[int, str] | None, token: int, memo: dict[str, Any],
+    ) -> tuple[Entry, Entry | None]:
+        """:meth:`rename` of one name of a linked inode, one transaction: [remove the replaced
+        name], move the pointer, bump the inode's version (compare-and-set, and its ``op`` token
+        tells a retry that the move applied), touch the parents."""
+        inode = self._pinodes.find_one({"_id": entry_id})
+        if inode is None:
+            if self._primary.find_one({"_id": entry_id}, {"_id": 1}) is None:
+                raise NotFound(f"catalog entry {entry_id} no longer exists")
+            raise _Retry()  # inlined again as we read
+        if inode.get("op") == token and "moved" in memo:
+            return memo["moved"], memo.get("replaced")  # an earlier attempt applied, its reply was lost
+        if expected_version is not None and inode["version"] != expected_version:
+            raise Conflict(f"entry {entry_id} was changed by another writer (version {inode['version']},"
+                           f" expected {expected_version})")
+        name = self._named(entry_id, source, int(inode["nlink"]))
+        here = _to_entry(name, inode)
+        existing = self._primary.find_one({"parent_id": new_parent_id, "name": new_name})
+        if existing is not None and existing["_id"] != name["_id"] and existing.get("inode") == entry_id:
+            return here, None  # another name of the same inode: nothing changes (POSIX)
+        if existing is not None and existing["_id"] == name["_id"]:
+            existing = None
+        if existing is not None and not replace_existing:
+            raise AlreadyExists(f"{new_name!r} already exists")
+        existing_inode = self._replaced(existing, new_name, False)
+        replaced = _to_entry(existing, existing_inode) if existing is not None else None
+        now = time.time()
+        moved = here.copy(parent_id=new_parent_id, name=new_name, version=here.version + 1, ctime=now)
+
+        def body(session: ClientSession) -> None:
+            memo["replaced"] = replaced
+            if existing is not None and replaced is not None:
+                left = self._replace_in(session, existing, existing_inode, new_parent_id, new_name, token, now)
+                memo["replaced"] = self._left(replaced, left, now)
+            renamed = self._primary.update_one(
+                {"_id": name["_id"], "parent_id": name["parent_id"], "name": name["name"], "inode": entry_id},
+                {"$set": {"parent_id": new_parent_id, "name": new_name, "op": token}}, session=session)
+            bumped = self._pinodes.update_one({"_id": entry_id, "version": inode["version"]},
+                                              {"$inc": {"version": 1}, "$set": {"ctime": now, "op": token}}, session=session)
+            touched = self._primary.update_one(*_touch_parts(new_parent_id, token, now), session=session)
+            if renamed.matched_count + bumped.matched_count + touched.matched_count != 3:
+                raise _Mismatch()
+            if name["parent_id"] != new_parent_id:
+                self._primary.update_one(*_touch_parts(name["parent_id"], token, now), session=session)
+            memo["moved"] = moved
+
+        try:
+            self._transaction(body)
+        except (_Mismatch, DuplicateKeyError):
+            memo.pop("moved", None)
+            error = self._parent_error(new_parent_id)
+            if error is not None:
+                raise error from None
+            if expected_version is not None:
+                self._current(entry_id, expected_version)  # raises Conflict if it changed
+            raise _Retry() from None
+        return moved, memo["replaced"]
 
     def _ancestors(self, dir_id: int, moved_id: int, moved_name: str) -> builtins.list[tuple[int, int | None]]:
         """(id, parent_id) of ``dir_id`` and each ancestor below the root, read from the primary;
@@ -737,23 +1036,39 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
             raise _Retry()  # reached a detached entry: a concurrent move; read again
         return chain
 
-    def delete(self, entry_id: int, expected_version: int | None = None) -> Entry:
+    def delete(self, entry_id: int, expected_version: int | None = None, *,
+               source: tuple[int, str] | None = None) -> Entry:
         """One transaction: [look for a child], delete with compare-and-set, touch the parent;
-        then the commit."""
+        then the commit.  A name of a linked inode: remove the pointer and count one name less
+        on the inode (or inline it again into its last name), touch the parent."""
+        return self._delete(entry_id, expected_version, source, None)
+
+    def _delete(self, entry_id: int, expected_version: int | None, source: tuple[int, str] | None,
+                last_version: int | None) -> Entry:
+        """:meth:`delete`; with ``last_version`` the compare-and-set applies only to a last name
+        (:meth:`delete_entries`)."""
         if entry_id == ROOT_ID:
             raise InvalidArgument("the root directory cannot be deleted")
         token = self._new_token()
         memo: dict[str, Any] = {}
-        return self._retrying(lambda: self._delete_once(entry_id, expected_version, token, memo),
+        return self._retrying(lambda: self._delete_once(entry_id, expected_version, source, last_version, token, memo),
                               f"delete of entry {entry_id}")
 
-    def _delete_once(self, entry_id: int, expected_version: int | None, token: int, memo: dict[str, Any]) -> Entry:
+    def _delete_once(self, entry_id: int, expected_version: int | None, source: tuple[int, str] | None,
+                     last_version: int | None, token: int, memo: dict[str, Any]) -> Entry:
+        if "doc" in memo and self._applied(memo["doc"]["parent_id"], token):
+            return memo["result"]  # type: ignore[no-any-return]  # an earlier attempt applied it, its reply was lost
         current = self._primary.find_one({"_id": entry_id})
-        if current is None and "doc" in memo and self._applied(memo["doc"]["parent_id"], token):
-            return _to_entry(memo["doc"])  # an earlier attempt applied it and its reply was lost
-        if current is None or (expected_version is not None and current["version"] != expected_version):
-            current = self._current(entry_id, expected_version)  # raises NotFound / Conflict
+        if current is None or "inode" in current:
+            return self._unlink_once(entry_id, expected_version, source, token, memo)
+        if last_version is not None:
+            expected_version = last_version
+        if expected_version is not None and current["version"] != expected_version:
+            current = self._current(entry_id, expected_version)  # raises Conflict
+        if source is not None and source != (current["parent_id"], current["name"]):
+            raise NotFound(f"{source[1]!r} in directory {source[0]} is not a name of entry {entry_id}")
         memo["doc"] = current
+        memo["result"] = _to_entry(current).copy(nlink=0)
         parent_id = current["parent_id"]
 
         def body(session: ClientSession) -> None:
@@ -770,16 +1085,47 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
         try:
             self._transaction(body)
         except _Mismatch:
+            memo.pop("doc", None)
             raise self._lost(entry_id, expected_version) from None
-        return _to_entry(current)
+        return memo["result"]  # type: ignore[no-any-return]
+
+    def _unlink_once(self, entry_id: int, expected_version: int | None, source: tuple[int, str] | None, token: int,
+                     memo: dict[str, Any]) -> Entry:
+        """:meth:`delete` of one name of a linked inode: one transaction (``_unlink_in`` and the
+        parent's touch, whose token tells a retry that it applied)."""
+        inode = self._pinodes.find_one({"_id": entry_id})
+        if inode is None:
+            if self._primary.find_one({"_id": entry_id}, {"_id": 1}) is None:
+                raise NotFound(f"catalog entry {entry_id} no longer exists")
+            raise _Retry()  # inlined again as we read
+        if expected_version is not None and inode["version"] != expected_version:
+            raise Conflict(f"entry {entry_id} was changed by another writer (version {inode['version']},"
+                           f" expected {expected_version})")
+        name = self._named(entry_id, source, int(inode["nlink"]))
+        now = time.time()
+        removed = _to_entry(name, inode)
+
+        def body(session: ClientSession) -> None:
+            left = self._unlink_in(session, name, inode, token, now)
+            if self._primary.update_one(*_touch_parts(name["parent_id"], token, now), session=session).matched_count != 1:
+                raise _Mismatch()
+            memo["doc"], memo["result"] = name, self._left(removed, left, now)
+
+        try:
+            self._transaction(body)
+        except _Mismatch:
+            memo.pop("doc", None)
+            raise _Retry() from None
+        return memo["result"]  # type: ignore[no-any-return]
 
     @_reads
     def touch_atime(self, entry: Entry, atime: float) -> None:
-        where: dict[str, Any] = {"_id": entry.id}
+        where: dict[str, Any] = {"_id": entry.id, "inode": {"$exists": False}}
         if entry.parent_id is not None:
             where["parent_id"] = entry.parent_id  # the shard key
         with self._errors():
-            self._primary.update_one(where, {"$max": {"atime": atime}})
+            if not self._primary.update_one(where, {"$max": {"atime": atime}}).matched_count:
+                self._pinodes.update_one({"_id": entry.id}, {"$max": {"atime": atime}})
 
     def walk(self, top_id: int) -> Iterator[tuple[str, Entry]]:
         # Depth first (each directory is followed by everything below it), one paged iterator
@@ -797,25 +1143,46 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
                 stack.append((rel + "/", self.iter_children(child.id)))
 
     def iter_replicas(self, backend: str | None = None) -> Iterator[tuple[Entry, Replica]]:
-        # Paged by _id rather than one long cursor, so a slow consumer never meets a cursor timeout.
+        # Paged by _id rather than one long cursor, so a slow consumer never meets a cursor
+        # timeout: a page of inline names and one of linked inodes (read through one name each:
+        # the one with the inode's id, else the smallest), merged by _id.
         query: dict[str, Any] = {"replicas.0": {"$exists": True}} if backend is None else {"replicas.backend": backend}
         last = -1
         while True:
             with self._errors():
-                batch = [_to_entry(d) for d in self._entries.find({**query, "_id": {"$gt": last}}).sort("_id", 1).limit(PAGE)]
-            for entry in batch:
+                inline = builtins.list(self._entries.find({**query, "_id": {"$gt": last}}).sort("_id", 1).limit(PAGE))
+                inodes = builtins.list(self._inodes.find({**query, "_id": {"$gt": last}}).sort("_id", 1).limit(PAGE))
+                page = sorted(inline + inodes, key=lambda d: d["_id"])[:PAGE]
+                names: dict[int, dict[str, Any]] = {}
+                linked = [d["_id"] for d in page if "nlink" in d]
+                if linked:
+                    for n in self._entries.find({"inode": {"$in": linked}}, {"parent_id": 1, "name": 1, "inode": 1}):
+                        best = names.get(n["inode"])
+                        if best is None or (best["_id"] != n["inode"] and (n["_id"] == n["inode"] or n["_id"] < best["_id"])):
+                            names[n["inode"]] = n
+            for doc in page:
+                if "nlink" in doc and doc["_id"] not in names:
+                    continue  # its last names went as we read
+                entry = _to_entry(names[doc["_id"]], doc) if "nlink" in doc else _to_entry(doc)
                 for replica in entry.replicas:
                     if backend is None or replica.backend == backend:
                         yield entry, replica
-            if len(batch) < PAGE:
+            if len(inline) < PAGE and len(inodes) < PAGE and len(inline) + len(inodes) <= PAGE:
                 return
-            last = batch[-1].id
+            last = page[-1]["_id"]
+
+    def _users(self, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Inline names and linked inodes whose replicas match ``query``: one aggregation over
+        both collections (``$unionWith``), one round trip for up to 100,000 of them."""
+        project = {"$project": {"_id": 1, "replicas.backend": 1, "replicas.key": 1}}
+        pipeline: builtins.list[dict[str, Any]] = [
+            {"$match": query}, project, {"$unionWith": {"coll": self._inodes.name, "pipeline": [{"$match": query}, project]}}]
+        return self._entries.aggregate(pipeline, batchSize=100_000)  # type: ignore[no-any-return]
 
     @_reads
     def replica_users(self, backend: str, key: str) -> builtins.list[int]:
         with self._errors():
-            found = self._entries.find({"replicas": {"$elemMatch": {"backend": backend, "key": key}}}, {"_id": 1})
-            return [int(d["_id"]) for d in found]
+            return [int(d["_id"]) for d in self._users({"replicas": {"$elemMatch": {"backend": backend, "key": key}}})]
 
     @_reads
     def replica_users_many(self, objects: Iterable[tuple[str, str]]) -> dict[tuple[str, str], builtins.list[int]]:
@@ -830,7 +1197,7 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
         clauses = [{"replicas": {"$elemMatch": {"backend": b, "key": {"$in": keys}}}} for b, keys in by_backend.items()]
         query = clauses[0] if len(clauses) == 1 else {"$or": clauses}
         with self._errors():
-            for doc in self._entries.find(query, {"_id": 1, "replicas.backend": 1, "replicas.key": 1}).batch_size(100_000):
+            for doc in self._users(query):
                 for r in doc.get("replicas", []):
                     users = result.get((r["backend"], r["key"]))
                     if users is not None and doc["_id"] not in users:
@@ -839,8 +1206,10 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
 
     def delete_entries(self, entries: Sequence[Entry]) -> builtins.list[Entry]:
         # One unordered bulk of filtered deletes (compare-and-set on the version; parent_id for a
-        # shard key; never a directory, which needs delete's emptiness check).  Only when some
-        # matched nothing, a second query tells changed entries (kept) from vanished ones.
+        # shard key; never a directory, which needs delete's emptiness check; never a pointer,
+        # which has no version).  Only when some matched nothing, a second query tells changed
+        # entries (kept) from vanished ones, and finds the names of linked inodes, removed one
+        # by one (a transaction each).
         check_no_dirs(entries)
         if not entries:
             return []
@@ -852,15 +1221,36 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
             pymongo.DeleteOne({"_id": e.id, "parent_id": e.parent_id, "version": e.version, "type": {"$ne": DIR}})
             for e in entries]
         ops += [_touch(parent_id, token, now) for parent_id in sorted({e.parent_id for e in entries if e.parent_id})]
+        ids = [e.id for e in entries]
 
-        def once() -> builtins.list[Entry]:
+        def once() -> builtins.list[dict[str, Any]]:
             deleted = self._primary.bulk_write(ops, ordered=False).deleted_count
             if deleted == len(entries):
                 return []
-            left = {int(d["_id"]) for d in self._primary.find({"_id": {"$in": [e.id for e in entries]}}, {"_id": 1})}
-            return [e for e in entries if e.id in left]
+            return builtins.list(self._primary.find({"$or": [{"_id": {"$in": ids}}, {"inode": {"$in": ids}}]},
+                                                    {"_id": 1, "parent_id": 1, "name": 1, "inode": 1}))
 
-        return self._retrying(once, "delete of a batch of entries")
+        docs = self._retrying(once, "delete of a batch of entries")
+        if not docs:
+            return []
+        alive = {int(d.get("inode", d["_id"])) for d in docs}
+        pointers = {(d["parent_id"], d["name"]): d["inode"] for d in docs if "inode" in d}
+        kept: builtins.list[Entry] = []
+        bumps: dict[int, int] = {}
+        for e in entries:
+            if pointers.get((e.parent_id, e.name)) == e.id:
+                try:
+                    removed = self._delete(e.id, None, (e.parent_id or 0, e.name), e.version + bumps.get(e.id, 0))
+                except NotFound:
+                    continue
+                except Conflict:
+                    kept.append(e)
+                    continue
+                if removed.nlink:
+                    bumps[e.id] = bumps.get(e.id, 0) + 1
+            elif e.id in alive:
+                kept.append(e)
+        return kept
 
     def make_durable(self) -> None:
         """Every write is acknowledged only once majority-committed and journaled (see
@@ -868,13 +1258,18 @@ class MongoCatalog(MongoTaskQueue, MongoRecords, Catalog):
 
     @_reads
     def count_replicas(self, backend: str) -> int:
-        # entries with a replica there (as the SQLite engine's replica index counts them)
+        # inodes with a replica there (as the SQLite engine's replica index counts them)
         with self._errors():
-            return int(self._entries.count_documents({"replicas.backend": backend}))
+            return int(self._entries.count_documents({"replicas.backend": backend})
+                       + self._inodes.count_documents({"replicas.backend": backend}))
 
     @_reads
     def stats(self) -> dict[str, int]:
+        # per inode: inline names, and the inodes of linked names (each once)
+        project = {"$project": {"type": 1, "size": 1}}
         pipeline: builtins.list[dict[str, Any]] = [
+            {"$match": {"inode": {"$exists": False}}}, project,
+            {"$unionWith": {"coll": self._inodes.name, "pipeline": [project]}},
             {"$group": {
                 "_id": None,
                 "entries": {"$sum": 1},

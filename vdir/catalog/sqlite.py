@@ -506,7 +506,8 @@ class SQLiteCatalog(Catalog):
         return self._read(lambda c: [_row_to_entry(r) for r in c.execute(sql, args)])
 
     def _check_parent(self, conn: sqlite3.Connection, parent_id: int | None) -> None:
-        row = conn.execute("SELECT type, name FROM entries WHERE id=? AND inode IS NULL", (parent_id,)).fetchone() \
+        # (a linked file's first name keeps its id and type: NotADirectory, as for any file)
+        row = conn.execute("SELECT type, name FROM entries WHERE id=?", (parent_id,)).fetchone() \
             if parent_id is not None else None
         if row is None:
             raise NotFound(f"parent directory {parent_id} does not exist")
