@@ -25,7 +25,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         write_back: bool = typer.Option(False, "--write-back", help="close returns once the file is in the local write-back "
                                         "journal and uploads continue in the background (default: close waits for the commit; "
                                         "fsync always waits)."),
-        write_back_delay: float = typer.Option(5.0, "--write-back-delay", help="With --write-back: seconds from a file's "
+        write_back_delay: float = typer.Option(5.0, "--write-back-delay", metavar="S", help="With --write-back: seconds from a file's "
                                                "last close to the start of its upload."),
     ) -> None:
         """Mount the virtual directory at MOUNTPOINT (a FUSE filesystem); returns once it is ready."""
