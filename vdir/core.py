@@ -873,7 +873,7 @@ class VDir:
 
     @staticmethod
     def _name_of(entry: Entry) -> tuple[int, str] | None:
-        """Which name of ``entry`` a rename or delete means: the one it was looked up by."""
+        """Which name of ``entry`` a rename moves: the one it was looked up by."""
         return (entry.parent_id, entry.name) if entry.parent_id is not None else None
 
     def symlink(self, target: str, path: str) -> Entry:
