@@ -20,6 +20,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         allow_other: bool = typer.Option(False, "--allow-other", help="Let other users use the mount (root, or user_allow_other in /etc/fuse.conf)."),
         attr_timeout: float = typer.Option(1.0, "--attr-timeout", help="Seconds the kernel (and the mount) may keep attributes."),
         entry_timeout: float = typer.Option(1.0, "--entry-timeout", help="Seconds the kernel may keep name lookups."),
+        noatime: bool = typer.Option(False, "--noatime", help="Never record access times (reads write nothing to "
+                                     "the catalog); the default is relatime."),
         no_xattrs: bool = typer.Option(False, "--no-xattrs", help="No extended attributes (not even user.vdir.hash): "
                                        "the kernel stops asking for them, and ls -l gets several times faster."),
         write_back: bool = typer.Option(False, "--write-back", help="close returns once the file is in the local write-back "
@@ -44,7 +46,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         opts = m.MountOptions(
             mountpoint=path, config=str(vd.config.path) if vd.config else state.config, read_only=read_only,
             cache_dir=cache, cache_size=size, allow_other=allow_other, attr_timeout=attr_timeout,
-            entry_timeout=entry_timeout, xattrs=not no_xattrs, write_back=write_back,
+            entry_timeout=entry_timeout, xattrs=not no_xattrs, noatime=noatime, write_back=write_back,
             write_back_delay=write_back_delay, debug=bool(state.verbose),
         )
         if foreground:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounts import World, fuse_usable, wait_for
+from tests.mounts import World, fuse_usable, mounted, wait_for
 from vdir.core import VDir
 
 pytestmark = [pytest.mark.fuse]
@@ -194,6 +194,16 @@ def test_atime_follows_relatime(mnt: Path, world: World) -> None:
     assert f.read_text() == "content"  # atime is now later than mtime and ctime, and recent: kept
     assert os.stat(f).st_atime == first and world.vd.entry("/f.txt").atime == first
     assert world.vd.entry("/f.txt").version == version  # an access is not a change
+
+
+def test_noatime_never_moves_access_times(world: World) -> None:
+    world.vd.put(b"content", "/f.txt")
+    e = world.vd.entry("/f.txt")
+    world.vd.catalog.update(e.copy(atime=1000.0, mtime=2000.0), e.version)  # relatime would move it
+    with mounted(world.cli, world.tmp / "mnt", "--noatime") as m:
+        assert (m.path / "f.txt").read_bytes() == b"content"
+        assert (m.path / "f.txt").read_bytes() == b"content"
+    assert world.vd.entry("/f.txt").atime == 1000.0
 
 
 def test_fstat_and_read_after_unlink(mnt: Path, world: World) -> None:

@@ -62,6 +62,8 @@ class MountOptions:
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     xattrs: bool = True
+    noatime: bool = False
+    """Never move access times (the default is ``relatime``)."""
     write_back: bool = False
     """``close`` returns once the file is in the journal; the write-back commits it (``fsync`` still waits)."""
     write_back_delay: float = 5.0
@@ -270,7 +272,7 @@ def serve(vd: VDir, opts: MountOptions) -> None:
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir(vd.catalog_url or str(opts.config))
     cache = CacheDir(cache_root, opts.cache_size)
     ops = VDirOperations(vd, cache, read_only=opts.read_only, attr_timeout=opts.attr_timeout, context=fuse.fuse_get_context,
-                         xattrs=opts.xattrs, sync_close=not opts.write_back, write_back_delay=opts.write_back_delay,
+                         xattrs=opts.xattrs, noatime=opts.noatime, sync_close=not opts.write_back, write_back_delay=opts.write_back_delay,
                          kernel_cache=KernelCache(fuse))
     report = ops.writeback.adopt(cache.journal.records())
     if report.pending:

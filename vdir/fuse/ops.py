@@ -131,6 +131,7 @@ class VDirOperations:
         context: Callable[[], tuple[int, int, int]] | None = None,
         workers: int = 8,
         xattrs: bool = True,
+        noatime: bool = False,
         sync_close: bool = True,
         write_back_delay: float = 0.0,
         kernel_cache: Any = None,
@@ -139,6 +140,8 @@ class VDirOperations:
         self.cache = cache
         self.read_only = read_only
         self.xattrs = xattrs
+        self.noatime = noatime
+        """Access times are never moved (``--noatime``); else ``relatime`` rules (:meth:`_access`)."""
         self.sync_close = sync_close
         """``close`` waits for the upload and the commit; else it returns once the file is in
         the journal and the write-back commits it (``fsync`` always waits)."""
@@ -801,7 +804,7 @@ class VDirOperations:
         """``relatime``: move the file's atime to now if it was not later than mtime or ctime,
         or is older than :data:`RELATIME` (a failure is logged: a read never fails for it)."""
         entry = node.entry
-        if entry is None or self.read_only or node.unlinked:
+        if entry is None or self.read_only or self.noatime or node.unlinked:
             return
         now = time.time()
         if entry.atime > max(entry.mtime, entry.ctime) and now - entry.atime < RELATIME:
