@@ -3,7 +3,7 @@
 # extras, and a `vdir` command that wins over coreutils' /usr/bin/vdir.
 #   scripts/setup.sh          the product (all backends, FUSE)
 #   scripts/setup.sh --test   also what the test suite needs (test servers, linters)
-#   scripts/setup.sh --bench  also the peers the benchmarks compare against (rclone, s3fs, fio)
+#   scripts/setup.sh --bench  also the peers the benchmarks compare against (rclone, s3fs, fio, pyfuse3)
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 # --- system packages ------------------------------------------------------------------------
 apt_pkgs=(fuse3 libfuse2 python3-venv)
 [ $WANT_TEST = 1 ] && apt_pkgs+=(rsync git sqlite3 nodejs npm)
-[ $WANT_BENCH = 1 ] && apt_pkgs+=(rclone s3fs fio)
+[ $WANT_BENCH = 1 ] && apt_pkgs+=(rclone s3fs fio libfuse3-dev pkg-config gcc python3-dev)  # the last four build pyfuse3
 missing=()
 for p in "${apt_pkgs[@]}"; do
   # node may come from elsewhere (nodesource, nvm): only ask apt when the command is absent
@@ -38,7 +38,7 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   $PY -m venv .venv
 fi
-extras="all"; [ $WANT_TEST = 1 ] && extras="all,test"
+extras="all"; [ $WANT_TEST = 1 ] && extras="all,test"; [ $WANT_BENCH = 1 ] && extras="all,test,bench"
 # every version comes from constraints.txt (what the suite passed with): a fresh machine gets
 # the same packages, and an upgrade is a deliberate change (scripts/lock.sh)
 stamp=".venv/.installed-$extras-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
