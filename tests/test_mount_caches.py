@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -173,3 +173,60 @@ def test_journal_first_save_and_an_empty_record(tmp_path: Path) -> None:
     (tmp_path / "j" / f"{empty.id}.json").write_bytes(b"")  # a mount killed inside its first save
     assert [r.path for r in Journal(tmp_path / "j").records()] == ["/a.txt"]
     assert not (tmp_path / "j" / f"{empty.id}.json").exists() and not journal.data_path(empty.id).exists()
+
+
+@pytest.fixture
+def burst_ops(tmp_path: Path) -> Iterator[tuple[VDir, VDirOperations]]:
+    """A write-back mount's operations with a 1 s delay, and another client."""
+    (tmp_path / "objects").mkdir()
+    url = f"sqlite:///{tmp_path}/c.db"
+    vd = VDir(open_catalog(url), default_backend="local")
+    add_backend(vd, "local", f"file://{tmp_path / 'objects'}", check=False)
+    other = VDir(open_catalog(url), default_backend="local")
+    ops = VDirOperations(vd, CacheDir(tmp_path / "cache", 1 << 24), attr_timeout=TTL, sync_close=False, write_back_delay=1.0)
+    ops.writeback.start(1)
+    try:
+        yield other, ops
+    finally:
+        ops.destroy("/")
+        other.close()
+        vd.close()
+
+
+def _burst(ops: VDirOperations, seconds: float, check: Callable[[], None]) -> None:
+    """Files created and closed every 0.1 s for ``seconds`` (shorter than the 1 s delay apart)."""
+    end, i = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        create(ops, f"/burst{i}.txt", b"b")
+        i += 1
+        check()
+        time.sleep(0.1)
+
+
+def test_uploads_wait_for_a_burst_of_closes_to_end(burst_ops: tuple[VDir, VDirOperations]) -> None:
+    other, ops = burst_ops
+    create(ops, "/first.txt", b"1")
+    # 2.5 s of closes: without the quiet period /first.txt would be uploaded 1 s after its close
+    _burst(ops, 2.5, lambda: assert_absent(other, "/first.txt"))
+    deadline = time.monotonic() + 10
+    while not other.exists("/first.txt"):  # the burst is over: uploaded a delay later
+        assert time.monotonic() < deadline, "not uploaded after the burst"
+        time.sleep(0.05)
+    assert other.cat("/first.txt") == b"1"
+
+
+def test_a_long_burst_holds_an_upload_at_most_a_few_delays(burst_ops: tuple[VDir, VDirOperations],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import vdir.vfs.writeback as wb
+
+    monkeypatch.setattr(wb, "HOLD_FACTOR", 2)  # at most 2 s after its close
+    other, ops = burst_ops
+    create(ops, "/first.txt", b"1")
+    seen: list[bool] = []
+    _burst(ops, 5.0, lambda: seen.append(other.exists("/first.txt")))
+    assert any(seen), "held for the whole burst"
+    assert not seen[0]
+
+
+def assert_absent(vd: VDir, path: str) -> None:
+    assert not vd.exists(path), f"{path} uploaded during the burst"

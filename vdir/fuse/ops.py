@@ -897,7 +897,7 @@ class VDirOperations:
                 del self._nodes[node.path]
         if pending:
             late = not self.sync_close and not node.streaming
-            self.writeback.enqueue(node, self.write_back_delay if late else 0.0)
+            self.writeback.enqueue(node, self.write_back_delay if late else 0.0, quiet=late)
         else:
             node.close()
         return 0

@@ -63,6 +63,9 @@ class AdoptReport:
     parked: list[str] = field(default_factory=list)
 
 
+HOLD_FACTOR = 6
+"""A file closed in write-back mode waits for a quiet mount at most this many write-back delays."""
+
 class WriteBack:
     """The background committer of pending files (see the module docstring).  Thread-safe.
 
@@ -81,6 +84,10 @@ class WriteBack:
         """``_due`` ordered by time (entries no longer in ``_due`` at that time are skipped), so a
         worker finds the next file in O(log n): thousands of files may wait for their delay."""
         self._seq = itertools.count()
+        self._quiet_until = 0.0
+        """Monotonic time until which files closed in write-back mode wait (see :meth:`enqueue`)."""
+        self._hold_until: dict[Node, float] = {}
+        """Of a node enqueued with ``quiet``: the latest time its upload waits for a quiet mount."""
         self._delay: dict[Node, float] = {}
         self._reported: dict[Node, str] = {}
         self._verify: set[Node] = set()
@@ -154,10 +161,22 @@ class WriteBack:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- queue ----------------------------------------------------------------------------------
-    def enqueue(self, node: Node, delay: float = 0.0) -> None:
-        """Commit ``node`` in the background, after ``delay`` seconds."""
+    def enqueue(self, node: Node, delay: float = 0.0, *, quiet: bool = False) -> None:
+        """Commit ``node`` in the background, after ``delay`` seconds.
+
+        With ``quiet`` (a file closed in write-back mode) the delay is a quiet period of the
+        whole mount: the upload waits until no file was closed this way for ``delay`` seconds,
+        at most :data:`HOLD_FACTOR` times ``delay`` after its own close.  A burst of writes (an
+        untar, a build) is then not slowed by the uploads of its first files, which would take
+        the interpreter from the requests still coming in."""
         with self._cond:
-            due = self._due[node] = time.monotonic() + delay
+            now = time.monotonic()
+            due = self._due[node] = now + delay
+            if quiet and delay > 0:
+                self._quiet_until = max(self._quiet_until, due)
+                self._hold_until[node] = now + HOLD_FACTOR * delay
+            else:
+                self._hold_until.pop(node, None)
             heapq.heappush(self._heap, (due, next(self._seq), node))
             self._cond.notify()
 
@@ -201,6 +220,12 @@ class WriteBack:
                 if due > now:
                     return due - now
                 heapq.heappop(self._heap)
+                hold = self._hold_until.get(node)
+                if hold is not None and now < self._quiet_until and now < hold:
+                    later = self._due[node] = min(self._quiet_until, hold)  # still a burst: wait for its end
+                    heapq.heappush(self._heap, (later, next(self._seq), node))
+                    continue
+                self._hold_until.pop(node, None)
                 if node in self._busy:  # its commit is running: after it, as before
                     held.append(item)
                     continue
