@@ -54,6 +54,27 @@ def extract(tmp_path_factory: pytest.TempPathFactory, commit: str) -> Path:
     return dest
 
 
+def old_url(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where the old code writes its catalog: a SQLite file in ``tmp_path``, or a fresh MongoDB database."""
+    return f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+
+
+def sqlite_schema(tmp_path: Path) -> int:
+    """The schema version the SQLite catalog ``old.db`` records, read without vdir."""
+    with sqlite3.connect(tmp_path / "old.db") as raw:
+        return int(raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0])
+
+
+def stored_schema(engine: str, tmp_path: Path, cat: object) -> int:
+    """The schema version the catalog records now (SQLite: read without vdir; MongoDB: its meta document)."""
+    if engine == "sqlite":
+        return sqlite_schema(tmp_path)
+    from vdir.catalog.mongo import MongoCatalog
+
+    assert isinstance(cat, MongoCatalog)
+    return int(cat._db["meta"].find_one({"_id": "schema"})["version"])
+
+
 def run_old(code: Path, script: str, url: str) -> dict[str, int]:
     """Run ``script`` with the old ``vdir`` in ``code`` against the catalog ``url``; its JSON output."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -70,11 +91,10 @@ def write_with_old_code(old_code: Path, url: str) -> dict[str, int]:
 @pytest.mark.parametrize("engine", ["sqlite", "mongo"])
 def test_catalog_of_the_previous_release_is_upgraded_in_place(engine: str, old_code: Path, tmp_path: Path,
                                                                request: pytest.FixtureRequest) -> None:
-    url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+    url = old_url(engine, tmp_path, request)
     ids = write_with_old_code(old_code, url)
     if engine == "sqlite":
-        with sqlite3.connect(tmp_path / "old.db") as raw:
-            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "1"
+        assert sqlite_schema(tmp_path) == 1
 
     cat = open_catalog(url)
     try:
@@ -98,8 +118,7 @@ def test_catalog_of_the_previous_release_is_upgraded_in_place(engine: str, old_c
     finally:
         cat.close()
     if engine == "sqlite":
-        with sqlite3.connect(tmp_path / "old.db") as raw:
-            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert sqlite_schema(tmp_path) == SCHEMA_VERSION
     again = open_catalog(url)  # a second open finds nothing left to do
     try:
         assert again.resolve("/d/f.txt").blocks == "20:00"
@@ -148,11 +167,10 @@ def test_task_queue_of_schema_2_is_upgraded_in_place(engine: str, old_code_2: Pa
                                                       request: pytest.FixtureRequest) -> None:
     from vdir.catalog.base import DONE, PENDING, RUNNING, Task
 
-    url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+    url = old_url(engine, tmp_path, request)
     ids = run_old(old_code_2, WRITE_OLD_TASKS, url)
     if engine == "sqlite":
-        with sqlite3.connect(tmp_path / "old.db") as raw:
-            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+        assert sqlite_schema(tmp_path) == 2
 
     cat = open_catalog(url)
     try:
@@ -173,7 +191,6 @@ def test_task_queue_of_schema_2_is_upgraded_in_place(engine: str, old_code_2: Pa
             with sqlite3.connect(tmp_path / "old.db") as raw:
                 expire_at = raw.execute("SELECT expire_at FROM tasks WHERE id=?", (ids["done"],)).fetchone()[0]
                 assert expire_at is not None
-                assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
         else:
             from vdir.catalog.mongo import MongoCatalog
 
@@ -181,7 +198,7 @@ def test_task_queue_of_schema_2_is_upgraded_in_place(engine: str, old_code_2: Pa
             assert cat._tasks.find_one({"_id": ids["done"]})["expire_at"] is not None
             indexes = set(cat._tasks.index_information())
             assert {"open_key", "due", "expire_at"} <= indexes and not {"claim", "lease", "dedupe_open"} & indexes
-            assert cat._db["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION
+        assert stored_schema(engine, tmp_path, cat) == SCHEMA_VERSION
     finally:
         cat.close()
     again = open_catalog(url)  # a second open finds nothing left to do
@@ -219,11 +236,10 @@ def test_tree_of_schema_3_gets_atime_and_subdirectory_counts(engine: str, old_co
                                                               request: pytest.FixtureRequest) -> None:
     from vdir.catalog.base import DIR, FIFO, Entry
 
-    url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+    url = old_url(engine, tmp_path, request)
     ids = run_old(old_code_3, WRITE_OLD_TREE, url)
     if engine == "sqlite":
-        with sqlite3.connect(tmp_path / "old.db") as raw:
-            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
+        assert sqlite_schema(tmp_path) == 3
 
     cat = open_catalog(url)
     try:
@@ -242,14 +258,7 @@ def test_tree_of_schema_3_gets_atime_and_subdirectory_counts(engine: str, old_co
         assert cat.get(fifo.id).type == FIFO
         cat.create(Entry(name="sub3", type=DIR, parent_id=top.id))
         assert cat.get(top.id).subdirs == 4
-        if engine == "sqlite":
-            with sqlite3.connect(tmp_path / "old.db") as raw:
-                assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
-        else:
-            from vdir.catalog.mongo import MongoCatalog
-
-            assert isinstance(cat, MongoCatalog)
-            assert cat._db["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION
+        assert stored_schema(engine, tmp_path, cat) == SCHEMA_VERSION
     finally:
         cat.close()
     again = open_catalog(url)  # a second open finds nothing left to do, and the counts stand
@@ -287,11 +296,10 @@ def test_entries_of_schema_4_become_inline_inodes_that_take_links(engine: str, o
                                                                    request: pytest.FixtureRequest) -> None:
     from vdir.catalog.base import DIR, Entry
 
-    url = f"sqlite:///{tmp_path}/old.db" if engine == "sqlite" else str(request.getfixturevalue("mongo_catalog_url"))
+    url = old_url(engine, tmp_path, request)
     ids = run_old(old_code_4, WRITE_OLD_FILES, url)
     if engine == "sqlite":
-        with sqlite3.connect(tmp_path / "old.db") as raw:
-            assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "4"
+        assert sqlite_schema(tmp_path) == 4
 
     cat = open_catalog(url)
     try:
@@ -311,14 +319,11 @@ def test_entries_of_schema_4_become_inline_inodes_that_take_links(engine: str, o
         # a new entry never takes an id an old one has
         fresh = cat.create(Entry(name="new", parent_id=d.id))
         assert fresh.id not in ids.values()
-        if engine == "sqlite":
-            with sqlite3.connect(tmp_path / "old.db") as raw:
-                assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
-        else:
+        assert stored_schema(engine, tmp_path, cat) == SCHEMA_VERSION
+        if engine == "mongo":
             from vdir.catalog.mongo import MongoCatalog
 
             assert isinstance(cat, MongoCatalog)
-            assert cat._db["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION
             assert {"replica_backend", "replica_key"} <= set(cat._inodes.index_information())
             assert "inode" in cat._entries.index_information()
     finally:

@@ -5,6 +5,7 @@ a name under it is one catalog probe)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -22,21 +23,28 @@ from vdir.vfs.cache import CacheDir, Journal
 TTL = 0.3
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[VDir, VDir, VDirOperations]]:
-    """(the mount's VDir, another client's VDir on the same catalog, the mount's operations)."""
+@contextlib.contextmanager
+def write_back_mount(tmp_path: Path, delay: float) -> Iterator[tuple[VDir, VDir, VDirOperations]]:
+    """(the mount's VDir, another client's VDir on the same catalog, the operations of a
+    write-back mount with ``delay``), without FUSE."""
     (tmp_path / "objects").mkdir()
     url = f"sqlite:///{tmp_path}/c.db"
     vd = VDir(open_catalog(url), default_backend="local")
     add_backend(vd, "local", f"file://{tmp_path / 'objects'}", check=False)
     other = VDir(open_catalog(url), default_backend="local")
-    ops = VDirOperations(vd, CacheDir(tmp_path / "cache", 1 << 24), attr_timeout=TTL, sync_close=False, write_back_delay=0.5)
+    ops = VDirOperations(vd, CacheDir(tmp_path / "cache", 1 << 24), attr_timeout=TTL, sync_close=False, write_back_delay=delay)
     try:
         yield vd, other, ops
     finally:
         ops.destroy("/")
         other.close()
         vd.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[VDir, VDir, VDirOperations]]:
+    with write_back_mount(tmp_path, 0.5) as w:
+        yield w
 
 
 class Counting:
@@ -177,20 +185,10 @@ def test_journal_first_save_and_an_empty_record(tmp_path: Path) -> None:
 
 @pytest.fixture
 def burst_ops(tmp_path: Path) -> Iterator[tuple[VDir, VDirOperations]]:
-    """A write-back mount's operations with a 1 s delay, and another client."""
-    (tmp_path / "objects").mkdir()
-    url = f"sqlite:///{tmp_path}/c.db"
-    vd = VDir(open_catalog(url), default_backend="local")
-    add_backend(vd, "local", f"file://{tmp_path / 'objects'}", check=False)
-    other = VDir(open_catalog(url), default_backend="local")
-    ops = VDirOperations(vd, CacheDir(tmp_path / "cache", 1 << 24), attr_timeout=TTL, sync_close=False, write_back_delay=1.0)
-    ops.writeback.start(1)
-    try:
+    """A write-back mount's operations with a 1 s delay (started), and another client."""
+    with write_back_mount(tmp_path, 1.0) as (_, other, ops):
+        ops.writeback.start(1)
         yield other, ops
-    finally:
-        ops.destroy("/")
-        other.close()
-        vd.close()
 
 
 def _burst(ops: VDirOperations, seconds: float, check: Callable[[], None]) -> None:
