@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -68,24 +68,28 @@ def _to_task(d: dict[str, Any]) -> Task:
     return Task(id=d["_id"], **fields)
 
 
-class MongoTaskQueue:
+class MongoHost:
+    """What ``MongoCatalog`` gives the mixins it inherits (the task queue, the records): the retry
+    loop, the error translation and operation tokens.  Declared for the type checker only; the
+    methods are ``MongoCatalog``'s."""
+
+    if TYPE_CHECKING:
+        def _retrying(self, fn: Callable[[], T], what: str) -> T: ...
+
+        def _errors(self) -> Any: ...
+
+        @staticmethod
+        def _new_token() -> int: ...
+
+
+class MongoTaskQueue(MongoHost):
     """The ``Catalog`` task methods on MongoDB; mixed into ``MongoCatalog``, which provides the
-    collections, the retry loop and operation tokens declared here."""
+    collections, the retry loop and operation tokens (:class:`MongoHost`)."""
 
     _tasks: Any
     _client: Any
     _db: Any
     task_retention: float
-
-    def _retrying(self, fn: Callable[[], T], what: str) -> T:
-        raise NotImplementedError
-
-    def _errors(self) -> Any:
-        raise NotImplementedError
-
-    @staticmethod
-    def _new_token() -> int:
-        raise NotImplementedError
 
     def _create_task_indexes(self) -> None:
         self._tasks.create_index("open_key", unique=True, sparse=True, name="open_key")

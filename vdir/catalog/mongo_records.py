@@ -8,34 +8,22 @@ run again.  :class:`~vdir.catalog.mongo.MongoCatalog` inherits it.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import pymongo
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from vdir.catalog.mongo_queue import _NOW_S, _lit, _Retry
+from vdir.catalog.mongo_queue import _NOW_S, MongoHost, _lit, _Retry
 from vdir.errors import AlreadyExists, Conflict, NotFound
 
-T = TypeVar("T")
 
-
-class MongoRecords:
+class MongoRecords(MongoHost):
     """The ``Catalog`` record methods on MongoDB; mixed into ``MongoCatalog``, which provides the
-    collection, the retry loop and operation tokens declared here."""
+    collection, the retry loop and operation tokens (:class:`~vdir.catalog.mongo_queue.MongoHost`)."""
 
     _records: Any
-
-    def _retrying(self, fn: Callable[[], T], what: str) -> T:
-        raise NotImplementedError
-
-    def _errors(self) -> Any:
-        raise NotImplementedError
-
-    @staticmethod
-    def _new_token() -> int:
-        raise NotImplementedError
 
     def put_record(self, collection: str, key: str, doc: dict[str, Any], expected_version: int | None = None,
                    *, stamp: str | None = None) -> int:
