@@ -112,6 +112,9 @@ class RemoteVDir(VDir):
         if self._cloud is not None:
             self._cloud.close()
 
+    def __enter__(self) -> RemoteVDir:
+        return self
+
     def cloud(self) -> httpx.Client:
         """The client for pre-signed URLs (no Authorization header: the URL is the credential)."""
         if self._cloud is None:
