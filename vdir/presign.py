@@ -136,21 +136,23 @@ class DirectUpload:
         return {"url": self.url, "method": self.method, "headers": dict(self.headers), "expires": self.expires}
 
 
-def start_direct_upload(vd: VDir, path: str, size: int, *, backend: str | None = None, force: bool = False,
+def start_direct_upload(vd: VDir, path: str, size: int, *, backend: str | None = None, force: bool | None = None,
                         mode: int | None = None, mtime: float | None = None,
-                        expires: float = UPLOAD_EXPIRES) -> DirectUpload | None:
+                        expires: float = UPLOAD_EXPIRES) -> dict[str, Any] | None:
     """Check that ``size`` bytes may be written at ``path`` and hand out a pre-signed PUT for
-    them, or None when the backend cannot pre-sign (or one PUT cannot carry ``size`` bytes):
-    the caller then uploads through the server.  Raises what a put would raise before moving
-    a byte: ``AlreadyExists`` without ``force``, ``IsADirectory``, ``NotFound`` for a missing
-    parent directory that cannot be made, ``PermissionDenied``, ``NoSpace`` (quota)."""
+    them: the upload's record (:class:`DirectUpload` as a dict, JSON-able: the server keeps it
+    and gives it back to :func:`finish_direct_upload`; ``url``, ``method`` and ``headers`` are
+    for the client), or None when the backend cannot pre-sign (or one PUT cannot carry ``size``
+    bytes): the caller then uploads through the server.  Raises what a put would raise before
+    moving a byte: ``IsADirectory``, ``AlreadyExists`` when ``force`` is False (None: not
+    checked now, only at the finish), ``PermissionDenied``, ``NoSpace`` (quota)."""
     norm = paths.normalize(path)
     if norm == "/":
         raise IsADirectory("/: is the root directory")
     if size < 0:
         raise InvalidArgument(f"{norm}: negative size {size}")
     _allow(vd, norm, "write")
-    _check_target(vd, norm, force)
+    _check_target(vd, norm, True if force is None else force)
     _check_quota(vd, norm, size)
     bname = vd.choose_backend(backend)
     store = vd.backend(bname)
@@ -162,22 +164,33 @@ def start_direct_upload(vd: VDir, path: str, size: int, *, backend: str | None =
         return None
     token = objects.begin_intent(vd.catalog, [(bname, key)], "direct-put")
     return DirectUpload(path=norm, backend=bname, key=key, size=size, intent=token, url=signed.url,
-                        method=signed.method, headers=dict(signed.headers), expires=signed.expires, force=force,
-                        mode=mode, mtime=mtime, created=time.time())
+                        method=signed.method, headers=dict(signed.headers), expires=signed.expires, force=bool(force),
+                        mode=mode, mtime=mtime, created=time.time()).as_dict()
 
 
-def abort_direct_upload(vd: VDir, upload: DirectUpload) -> None:
+def _ticket(upload: DirectUpload | dict[str, Any]) -> DirectUpload:
+    return upload if isinstance(upload, DirectUpload) else DirectUpload.from_dict(upload)
+
+
+def abort_direct_upload(vd: VDir, upload: DirectUpload | dict[str, Any]) -> None:
     """Drop an unfinished direct upload: its object (if the client sent one) and its intent."""
-    _discard(vd, upload)
+    _discard(vd, _ticket(upload))
 
 
-def finish_direct_upload(vd: VDir, upload: DirectUpload, hash: str | None = None) -> Entry:
-    """Commit what the client PUT to the upload's URL as the file ``upload.path``.
+def finish_direct_upload(vd: VDir, upload: DirectUpload | dict[str, Any], hash: str | None = None, *,
+                         force: bool | None = None, mode: int | None = None) -> Entry:
+    """Commit what the client PUT to the upload's URL as the file ``upload["path"]``
+    (``force`` and ``mode``, when given, override what the start recorded).
 
     The object is read back through the backend and hashed; its size must be the announced one
     and its hash ``hash`` (``xxh128:<hex>``) when the client claims one, else the staged
     object is deleted and ``IntegrityError`` raised.  ``NotFound`` (nothing changed, the upload
     stays open) when the object has not arrived yet."""
+    upload = _ticket(upload)
+    if force is not None:
+        upload.force = force
+    if mode is not None:
+        upload.mode = mode
     claimed = bare_hash(hash)
     store = vd.backend(upload.backend)
     try:
