@@ -46,7 +46,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         token = token.strip()
         if not token:
             raise InvalidArgument("an empty token: create one on the server with 'vdir token create'")
-        with RemoteVDir(base, token, attempts=2) as vd:
+        with RemoteVDir(base, token, attempts=1) as vd:
             me = vd.whoami()
         path = save(base, token, str(me.get("user") or ""))
         role = " (admin)" if me.get("admin") else ""

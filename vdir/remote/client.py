@@ -461,10 +461,12 @@ class RemoteVDir(VDir):
             if len(data) != min(chunk_size, size - offset):
                 raise Conflict(f"{norm}: source changed while it was read ({offset + len(data)} bytes, expected {size})",
                                path=norm)
-            try:
+            try:  # not repeated by the HTTP layer: the server keeps what arrived of a cut chunk
                 answer = self.http.json("PUT", f"/v1/uploads/{sid}", params={"offset": offset}, content=data,
-                                        idempotent=True)
-            except (BackendUnavailable, TransientError) as exc:
+                                        idempotent=False)
+            except (BackendUnavailable, TransientError, Conflict) as exc:
+                if isinstance(exc, Conflict) and "offset" not in str(exc):
+                    raise
                 resumes += 1
                 if resumes > RESUMES:
                     raise
