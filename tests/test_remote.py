@@ -383,3 +383,17 @@ def test_stdin_and_errors_keep_their_classes(remote: RemoteVDir) -> None:
         remote.put(b"x", "/")
     with pytest.raises(VDirError):
         remote.rmdir("/s.bin")
+
+
+def test_sync_both_ways(remote: RemoteVDir, server: LiveServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    (src / "d" / "b.txt").write_text("b")
+    assert remote.sync(str(src), "vdir:/synced").copied == ["a.txt", "d/b.txt"]
+    (src / "a.txt").write_text("changed")
+    assert remote.sync(str(src), "vdir:/synced").updated == ["a.txt"]
+    assert server.vd.cat("/synced/a.txt") == b"changed"
+    out = tmp_path / "out"
+    remote.sync("vdir:/synced", str(out))
+    assert (out / "d" / "b.txt").read_text() == "b"

@@ -202,7 +202,7 @@ class ResponseReader:
     def __init__(self, response: httpx.Response, chunk: int = 1024 * 1024) -> None:
         self.response = response
         self._chunks: Iterator[bytes] = response.iter_bytes(chunk)
-        self._buf = b""
+        self._buf = bytearray()
         self.closed = False
 
     def readable(self) -> bool:
@@ -210,19 +210,30 @@ class ResponseReader:
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            parts = [self._buf, *self._drain()]
-            self._buf = b""
+            parts = [bytes(self._buf), *self._drain()]
+            self._buf = bytearray()
             return b"".join(parts)
-        while len(self._buf) < n:
-            try:
-                more = next(self._chunks)
-            except StopIteration:
-                break
-            except httpx.TransportError as exc:
-                raise BackendUnavailable(f"the download from the vdir server broke off: {exc}") from exc
+        if not self._buf:  # the common case: hand a whole chunk on without copying it
+            more = self._next()
+            if more is None or len(more) <= n:
+                return more or b""
             self._buf += more
-        out, self._buf = self._buf[:n], self._buf[n:]
+        while len(self._buf) < n:
+            more = self._next()
+            if more is None:
+                break
+            self._buf += more
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
         return out
+
+    def _next(self) -> bytes | None:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            return None
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"the download from the vdir server broke off: {exc}") from exc
 
     def _drain(self) -> Iterator[bytes]:
         try:
