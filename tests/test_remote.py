@@ -307,8 +307,10 @@ def test_login_stores_the_token_0600_and_the_cli_works_remotely(server: LiveServ
     ok(cli, "stat", "/projects/team/a2.txt")
     ok(cli, "du", "/projects/team")
     # what a client cannot do: one line, no traceback
-    fails(cli, "backend", "add", "x", "file:///tmp")
-    fails(cli, "link", "file:///tmp/x", "/projects/team/x")
+    assert "live on the vdir server" in fails(cli, "backend", "add", "x", "file:///tmp")
+    assert "run it on the server" in fails(cli, "link", "file:///tmp/x", "/projects/team/x")
+    fails(cli, "fsck")
+    assert "permission denied" in fails(cli, "backend", "list").lower()  # admin only, on the server
     assert "logged out" in ok(cli, "logout")
     assert not login_file.exists()
     assert "standalone" in ok(cli, "--version")

@@ -68,6 +68,8 @@ DIRECT_MIN = 8 * MiB
 """Files this big or bigger move straight between client and cloud when the server can sign a URL."""
 CHUNKED_MIN = 8 * MiB
 """Files this big or bigger (and not sent directly) go up in a resumable upload session."""
+BACKENDS_ARE_THE_SERVERS = ("backends and their credentials live on the vdir server (remote mode): an administrator "
+                            "adds and removes them there")
 RESUMES = 20
 """How often one upload session may be resumed after a broken connection."""
 _INFO_FIELDS = set(Info.__dataclass_fields__)
@@ -137,7 +139,7 @@ class RemoteVDir(VDir):
         return self.files
 
     def backend_record(self, name: str) -> BackendRecord:
-        raise NotSupported(f"backend {name!r}: backends are the server's; a client cannot open them (remote mode)")
+        raise NotSupported(BACKENDS_ARE_THE_SERVERS)
 
     def location_of(self, name: str) -> Location:
         return Location(cloud="remote", region="server")
@@ -809,11 +811,10 @@ class RemoteCatalog:
         return [BackendRecord(**{k: v for k, v in row.items() if k in fields}) for row in self._backend_rows().values()]
 
     def get_backend(self, name: str) -> BackendRecord:
-        rows = self._backend_rows()
-        if name not in rows:
-            raise NotFound(f"unknown backend {name!r}")
-        fields = BackendRecord.__dataclass_fields__
-        return BackendRecord(**{k: v for k, v in rows[name].items() if k in fields})
+        raise NotSupported(BACKENDS_ARE_THE_SERVERS)
+
+    def put_backend(self, record: BackendRecord) -> None:
+        raise NotSupported(BACKENDS_ARE_THE_SERVERS)
 
     def count_replicas(self, name: str) -> int:
         return int((self._backends.get(name) or {}).get("replicas", 0))
