@@ -264,4 +264,4 @@ def _check_quota(vd: VDir, norm: str, size: int, existing: Entry | None = None) 
     """The core's quota check for ``size`` more bytes at ``norm`` (none on a VDir without quotas)."""
     check = getattr(vd, "_check_quota", None)
     if check is not None:
-        check(norm, size, existing)
+        check(norm, size, replaced=existing)
