@@ -614,6 +614,21 @@ class RemoteVDir(VDir):
             time.sleep(poll)
             poll = min(poll * 2, 1.0)
 
+    # -- trash (the server's) ----------------------------------------------------------------
+    def trash_list(self) -> list[dict[str, Any]]:
+        """The trashed items the user could read at their original paths."""
+        return list((self.http.json("GET", "/v1/trash") or {}).get("items") or [])
+
+    def trash_restore(self, trash_id: str, to: str | None = None) -> Entry:
+        data = self.http.json("POST", f"/v1/trash/{trash_id}/restore", json={"to": to})
+        return self._entry(data)
+
+    def trash_empty(self, *, all: bool = False) -> int:
+        return int((self.http.json("DELETE", "/v1/trash", params={"all": all}) or {}).get("removed", 0))
+
+    def set_trash_keep(self, seconds: float) -> None:
+        raise NotSupported("how long the trash keeps items is set on the server (vdir trash keep, by an administrator)")
+
     # -- direct downloads --------------------------------------------------------------------
     def download_url(self, path: str) -> dict[str, Any] | None:
         """The server's pre-signed URL for ``path`` (cached until shortly before it expires), or None."""
@@ -799,6 +814,12 @@ class RemoteCatalog:
 
     def touch_atime(self, entry: Entry, atime: float) -> None:
         return None
+
+    def get_record(self, collection: str, key: str) -> Any:
+        if (collection, key) == ("settings", "trash"):  # read when a VDir opens: the server's trash, not ours
+            raise NotFound("the trash setting is the server's")
+        raise NotSupported(f"not available against a vdir server (remote mode): the server's catalog is read only "
+                           f"through its API (record {collection}/{key})")
 
     def _backend_rows(self) -> dict[str, dict[str, Any]]:
         answer = self.owner.http.json("GET", "/v1/backends")
