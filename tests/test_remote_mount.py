@@ -80,10 +80,14 @@ def test_mount_against_a_live_server(server: LiveServer, cli: CLI, tmp_path: Pat
         assert not server.vd.exists("/projects/team/sub/renamed.txt")
         shutil.rmtree(team / "sub")
         assert not server.vd.exists("/projects/team/sub")
-        # what alice may not write: the ancestors of her project are read-only
+        # outside her project nothing exists for alice, not even a name she would create
         with pytest.raises(OSError) as caught:
             (mnt / "projects" / "mine.txt").write_bytes(b"x")
-        assert caught.value.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        assert caught.value.errno == errno.ENOENT
+        assert not server.vd.exists("/projects/mine.txt")
+        with pytest.raises(OSError) as caught:
+            os.rmdir(mnt / "projects")
+        assert caught.value.errno in (errno.EACCES, errno.EPERM, errno.ENOTEMPTY)
         # a change made on the server shows in the mount
         server.vd.put(b"later", "/projects/team/later.txt")
         wait_for(lambda: (team / "later.txt").exists(), what="later.txt in the mount")
