@@ -221,8 +221,9 @@ class RemoteVDir(VDir):
         except NotFound:
             return False
 
-    def _resolve(self, path: str) -> tuple[str, Entry]:
-        """The full entry (block hashes included, for verified ranged reads): stat, then the entry."""
+    def _resolve(self, path: str, need: str = "read") -> tuple[str, Entry]:
+        """The full entry (block hashes included, for verified ranged reads): stat, then the entry.
+        (``need`` is the server's to check.)"""
         norm = paths.normalize(path)
         data = self._stat_json(norm)
         if data.get("type") == FILE and data.get("id"):
