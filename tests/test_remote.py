@@ -399,3 +399,30 @@ def test_sync_both_ways(remote: RemoteVDir, server: LiveServer, tmp_path: Path) 
     out = tmp_path / "out"
     remote.sync("vdir:/synced", str(out))
     assert (out / "d" / "b.txt").read_text() == "b"
+
+
+def test_quota_refuses_a_direct_upload_before_any_byte(s3_server: LiveServer) -> None:
+    s3_server.user("carol")
+    s3_server.project("small", ["/projects/small"], carol="editor")
+    s3_server.accounts().set_quota("small", bytes=2 * MiB, files=None)
+    with RemoteVDir(s3_server.url, s3_server.tokens["carol"], direct_min=MiB, chunked_min=MiB) as vd:
+        vd.put(b"fits", "/projects/small/ok.txt")
+        with pytest.raises(NoSpace, match="quota"):
+            vd.put(os.urandom(3 * MiB), "/projects/small/big.bin")
+        assert not vd.exists("/projects/small/big.bin")
+        assert vd._cloud is None  # refused before a URL was handed out
+    assert [i.name for i in s3_server.vd.ls("/projects/small")] == ["ok.txt"]
+
+
+def test_trash_through_the_client(server: LiveServer) -> None:
+    server.vd.set_trash_keep(3600)
+    server.project("team", ["/projects/team"], alice="editor")
+    with RemoteVDir(server.url, server.tokens["alice"]) as vd:
+        vd.put(b"keep me", "/projects/team/doc.txt")
+        vd.rm("/projects/team/doc.txt")
+        assert not vd.exists("/projects/team/doc.txt")
+        items = vd.trash_list()
+        assert [i["path"] for i in items] == ["/projects/team/doc.txt"]
+        vd.trash_restore(items[0]["id"])
+        assert vd.cat("/projects/team/doc.txt") == b"keep me"
+        assert vd.trash_list() == []
