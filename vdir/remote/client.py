@@ -364,7 +364,8 @@ class RemoteVDir(VDir):
             if len(data) != size:
                 raise Conflict(f"{norm}: source changed while it was read ({len(data)} bytes, expected {size})")
             content = data
-            answer = self.http.json("PUT", "/v1/files", params=params, content=content, idempotent=True)
+            # sent again after a broken connection only when that cannot fail on its own first try
+            answer = self.http.json("PUT", "/v1/files", params=params, content=content, idempotent=bool(args["force"]))
             if progress:
                 progress(len(data))
         else:

@@ -163,8 +163,15 @@ class HTTP:
         response = self._retrying(method, idempotent, lambda: self.client.request(
             method, path, params=clean, json=json, content=content, headers=headers))
         if response.status_code >= 400 and response.status_code not in ok:
-            raise error_from(response)
+            raise self._error(response)
         return response
+
+    def _error(self, response: httpx.Response) -> VDirError:
+        err = error_from(response)
+        if isinstance(err, AuthenticationError):  # say what to do about it
+            return AuthenticationError(f"{err} (the server {self.url} refused the token; log in again with "
+                                       f"'vdir login {self.url}')")
+        return err
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
@@ -185,7 +192,7 @@ class HTTP:
         if response.status_code >= 400 and response.status_code not in ok:
             response.read()
             response.close()
-            raise error_from(response)
+            raise self._error(response)
         return response
 
 
