@@ -84,6 +84,8 @@ def test_gcs_cannot_sign_with_anonymous_credentials(fake_gcs: FakeGCS) -> None:
 
 
 def test_gcs_signs_locally_with_a_service_account_key(fake_gcs: FakeGCS, tmp_path: Path) -> None:
+    """A service-account key signs V4 URLs locally; fake-gcs-server serves them (it does not check
+    the signature, real GCS does)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -94,11 +96,17 @@ def test_gcs_signs_locally_with_a_service_account_key(fake_gcs: FakeGCS, tmp_pat
         "type": "service_account", "project_id": "test", "private_key_id": "1", "private_key": pem.decode(),
         "client_email": "vdir@test.iam.gserviceaccount.com", "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token",
     }))
-    backend = make_gcs_backend(fake_gcs, credentials_file=str(creds))
-    signed = backend.presign_get("dir/k.bin", 60)
+    anonymous = make_gcs_backend(fake_gcs)
+    anonymous.put_bytes("dir/k.bin", b"hello gcs")
+    signer = make_gcs_backend(fake_gcs, url=anonymous.url, credentials_file=str(creds))
+    signed = signer.presign_get("dir/k.bin", 60)
     assert signed is not None
     assert signed.url.startswith(fake_gcs.endpoint) and "X-Goog-Signature=" in signed.url and "/dir/k.bin?" in signed.url
-    assert backend.presign_put("dir/k.bin", 60) is not None
+    assert httpx.get(signed.url).content == b"hello gcs"
+    put = signer.presign_put("dir/new.bin", 60)
+    assert put is not None
+    assert put_to(put.as_dict(), b"put through a URL").status_code == 200
+    assert anonymous.get_bytes("dir/new.bin") == b"put through a URL"
 
 
 def test_download_url_reads_the_file_and_names_its_hash(signing_vd: VDir) -> None:
