@@ -70,6 +70,8 @@ CHUNKED_MIN = 8 * MiB
 """Files this big or bigger (and not sent directly) go up in a resumable upload session."""
 BACKENDS_ARE_THE_SERVERS = ("backends and their credentials live on the vdir server (remote mode): an administrator "
                             "adds and removes them there")
+REMOTE_REFUSAL = ("not available in remote mode: this needs the server's catalog, so it runs on the server "
+                  "(by an administrator there, or through the server's API)")
 RESUMES = 20
 """How often one upload session may be resumed after a broken connection."""
 _INFO_FIELDS = set(Info.__dataclass_fields__)
@@ -820,8 +822,7 @@ class RemoteCatalog:
     def get_record(self, collection: str, key: str) -> Any:
         if (collection, key) == ("settings", "trash"):  # read when a VDir opens: the server's trash, not ours
             raise NotFound("the trash setting is the server's")
-        raise NotSupported(f"not available against a vdir server (remote mode): the server's catalog is read only "
-                           f"through its API (record {collection}/{key})")
+        raise NotSupported(REMOTE_REFUSAL)
 
     def _backend_rows(self) -> dict[str, dict[str, Any]]:
         answer = self.owner.http.json("GET", "/v1/backends")
@@ -847,8 +848,7 @@ class RemoteCatalog:
             raise AttributeError(name)
 
         def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise NotSupported(f"not available against a vdir server (remote mode): the server's catalog is "
-                               f"changed only through its API ({name})")
+            raise NotSupported(REMOTE_REFUSAL)
 
         return refuse
 
