@@ -193,6 +193,8 @@ class RemoteVDir(VDir):
             key = path if path is not None else f"@{eid}"
             replicas = [Replica(SERVER, key, int(data.get("size", 0)), data.get("hash"), None, OK)]
             if path is not None:
+                if len(self._sizes) > 200_000:
+                    self._sizes = {}
                 self._sizes[path] = int(data.get("size", 0))
         xattrs = {k: base64.b64decode(v) for k, v in (data.get("xattrs") or {}).items()}
         name = data.get("name", "")
