@@ -6,6 +6,7 @@ After ``vdir login URL`` every command talks to that server (remote mode) until 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import typer
@@ -41,8 +42,8 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         from vdir.remote.login import normalize_url, save
 
         base = normalize_url(url)
-        if token is None:
-            token = typer.prompt("token", hide_input=True)
+        if token is None:  # asked for, not echoed; from a pipe (echo $T | vdir login URL) read as it comes
+            token = typer.prompt("token", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline()
         token = token.strip()
         if not token:
             raise InvalidArgument("an empty token: create one on the server with 'vdir token create'")

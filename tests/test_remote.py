@@ -328,6 +328,8 @@ def test_login_stores_the_token_0600_and_the_cli_works_remotely(server: LiveServ
     assert "permission denied" in fails(cli, "backend", "list").lower()  # admin only, on the server
     assert "logged out" in ok(cli, "logout")
     assert not login_file.exists()
+    assert "as alice" in ok(cli, "login", server.url, input=server.tokens["alice"].encode() + b"\n")  # from a pipe
+    assert "logged out" in ok(cli, "logout")
     assert "standalone" in ok(cli, "--version")
     assert "not logged in" in ok(cli, "logout")
 
