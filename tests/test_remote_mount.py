@@ -92,3 +92,32 @@ def test_mount_against_a_live_server(server: LiveServer, cli: CLI, tmp_path: Pat
         server.vd.put(b"later", "/projects/team/later.txt")
         wait_for(lambda: (team / "later.txt").exists(), what="later.txt in the mount")
         assert (team / "later.txt").read_bytes() == b"later"
+
+
+def test_write_back_mount_uploads_to_the_server(server: LiveServer, cli: CLI, tmp_path: Path) -> None:
+    """With --write-back, close returns at once and the uploads reach the server in the background;
+    unmounting waits for them."""
+    cli.env = server.env(cli, "alice")
+    mnt = tmp_path / "mnt"
+    files = {f"f{i}.bin": os.urandom(1000 + i) for i in range(20)}
+    with mounted(cli, mnt, "--write-back", "--write-back-delay", "0.2"):
+        team = mnt / "projects" / "team"
+        for name, data in files.items():
+            (team / name).write_bytes(data)
+        for name, data in files.items():
+            assert (team / name).read_bytes() == data  # from the local cache, before or after the upload
+        wait_for(lambda: all(server.vd.exists(f"/projects/team/{n}") for n in files), timeout=60,
+                 what="write-back uploads on the server")
+    for name, data in files.items():
+        assert server.vd.cat(f"/projects/team/{name}") == data
+
+
+def test_read_only_mount(server: LiveServer, cli: CLI, tmp_path: Path) -> None:
+    server.vd.put(b"read me", "/projects/team/r.txt")
+    cli.env = server.env(cli, "alice")
+    mnt = tmp_path / "mnt"
+    with mounted(cli, mnt, "--read-only"):
+        assert (mnt / "projects" / "team" / "r.txt").read_bytes() == b"read me"
+        with pytest.raises(OSError) as caught:
+            (mnt / "projects" / "team" / "w.txt").write_bytes(b"x")
+        assert caught.value.errno == errno.EROFS
