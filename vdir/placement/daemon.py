@@ -63,6 +63,7 @@ class DaemonOptions:
 
 class Daemon:
     def __init__(self, vd: VDir, options: DaemonOptions | None = None) -> None:
+        vd.require_admin()
         self.vd = vd
         self.opts = options or DaemonOptions()
         self.stop_event = threading.Event()
@@ -153,10 +154,21 @@ class Daemon:
 
     # -- planning and scrubbing -------------------------------------------------------------------
     def plan(self) -> tuple[int, int]:
+        self.purge_trash()
         policy = self.policy()
         if policy is None:
             return 0, 0
         return planner.queue(self.vd, planner.plan(self.vd, policy))
+
+    def purge_trash(self) -> int:
+        """Purge the trashed items that have expired (their objects are deleted as ``rm`` does)."""
+        from vdir import trash
+
+        try:
+            return trash.empty(self.vd)
+        except VDirError as exc:
+            log.error("purging the trash failed: %s", exc)
+            return 0
 
     def scrub(self) -> int:
         """Queue verify tasks for replicas not verified within ``scrub_age`` (a batch at a time)."""
