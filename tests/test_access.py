@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.vdirs import CLI, fails, ok
 from vdir.access import Accounts, Principal
 from vdir.admin import add_backend
 from vdir.catalog import ROOT_ID, open_catalog
@@ -256,3 +257,39 @@ def test_a_view_shares_the_catalog_and_closing_it_closes_nothing(team: tuple[VDi
     assert alice.catalog is vd.catalog and alice.backend("local") is vd.backend("local")
     alice.close()
     assert vd.cat(SECRET) == b"alpha's secret"
+
+
+def test_cli_users_tokens_projects(cli: CLI) -> None:
+    ok(cli, "init")
+    assert "added user alice" in ok(cli, "user", "add", "alice")
+    ok(cli, "user", "add", "root", "--admin")
+    ok(cli, "project", "create", "alpha", "/projects/alpha", "--quota-bytes", "1M", "--quota-files", "10")
+    assert "alice is editor in project alpha" in ok(cli, "project", "grant", "alpha", "alice", "editor")
+    secret = ok(cli, "token", "create", "alice", "--name", "laptop", "--expires", "30d").strip()
+    assert secret.startswith("vdir_")
+    listed = ok(cli, "token", "list", "alice")
+    assert "laptop" in listed and "active" in listed and secret.split("_")[2] not in listed
+    [token] = json.loads(ok(cli, "token", "list", "--json"))
+    assert token["user"] == "alice" and "hash" not in token and token["expires"] - token["created"] == 30 * 86400
+    assert ok(cli, "user", "list").split() == ["alice", "root", "admin"]
+    assert json.loads(ok(cli, "project", "list", "--json"))[0]["members"] == {"alice": "editor"}
+    show = ok(cli, "project", "show", "alpha")
+    assert "member    alice (editor)" in show and "0 B of 1.0 MiB, 0 file(s) of 10" in show
+    (cli.home / "f").write_bytes(b"12345")
+    ok(cli, "put", str(cli.home / "f"), "/projects/alpha/f")
+    usage = json.loads(ok(cli, "project", "usage", "alpha", "--json"))
+    assert usage == {"project": "alpha", "bytes": 5, "files": 1, "quota_bytes": 1024 * 1024, "quota_files": 10}
+    ok(cli, "project", "quota", "alpha", "--bytes", "none", "--files", "none")
+    assert json.loads(ok(cli, "project", "usage", "alpha", "--json"))["quota_bytes"] is None
+    assert "revoked" in ok(cli, "token", "revoke", token["id"])
+    assert "revoked" in ok(cli, "token", "list")
+    # user errors: one line, no traceback
+    assert "role 'god' is not one of viewer, editor, owner" in fails(cli, "project", "grant", "alpha", "alice", "god")
+    assert "unknown token" in fails(cli, "token", "revoke", "nope")
+    assert "overlaps" in fails(cli, "project", "create", "inner", "/projects/alpha/inner")
+    assert "not a duration" in fails(cli, "token", "create", "alice", "--expires", "soon")
+    assert "unknown project" in fails(cli, "project", "show", "nope")
+    ok(cli, "project", "revoke", "alpha", "alice")
+    ok(cli, "user", "rm", "alice")
+    ok(cli, "project", "rm", "alpha")
+    assert ok(cli, "project", "list") == "" and ok(cli, "user", "list").split() == ["root", "admin"]

@@ -5,11 +5,13 @@ placement and fsck never delete a trashed file's objects, expiry does."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.servers.vdirs import CLI, fails, ok
 from vdir.access import Accounts
 from vdir.admin import add_backend
 from vdir.catalog import open_catalog
@@ -223,3 +225,31 @@ def test_trash_empty_expired_only_or_all(trashy: tuple[VDir, Accounts, Path]) ->
     vd.put(b"4", "/beta/four")
     vd.rm("/beta/four")  # off again: deleted at once
     assert stored(folder) == ["beta/three"]
+
+
+def test_cli_trash(cli: CLI) -> None:
+    ok(cli, "init")
+    assert "trash is off" in ok(cli, "trash", "keep")
+    (cli.home / "f").write_bytes(b"precious")
+    ok(cli, "put", str(cli.home / "f"), "/d/f")
+    ok(cli, "rm", "/d/f")
+    assert ok(cli, "trash", "list") == ""  # off: deleted
+    assert "7d" in ok(cli, "trash", "keep", "7d")
+    ok(cli, "put", str(cli.home / "f"), "/d/f")
+    ok(cli, "rm", "-r", "/d")
+    assert ok(cli, "ls", "/") == ""
+    [item] = json.loads(ok(cli, "trash", "list", "--json"))
+    assert item["path"] == "/d" and item["files"] == 1
+    assert "/d" in ok(cli, "trash", "list")
+    assert "restored /d" in ok(cli, "trash", "restore", item["id"])
+    assert cli.run("cat", "/d/f", check=True).stdout == b"precious"
+    assert "no trash item" in fails(cli, "trash", "restore", item["id"])
+    ok(cli, "rm", "-r", "/d")
+    ok(cli, "mkdir", "/d")
+    [item] = json.loads(ok(cli, "trash", "list", "--json"))
+    assert "/d: exists" in fails(cli, "trash", "restore", item["id"])
+    assert "purged 0 item(s)" in ok(cli, "trash", "empty")
+    assert "purged 1 item(s)" in ok(cli, "trash", "empty", "--all")
+    assert ok(cli, "trash", "list") == ""
+    assert not any((cli.home / ".local" / "share" / "vdir").rglob("f"))  # the object went with it
+    assert cli.run("fsck").returncode == 0
