@@ -92,6 +92,25 @@ def test_quota_refusal_leaves_no_entry_and_no_object(world: tuple[VDir, Accounts
     login(vd, acc, "bob").put(b"x" * 1000, "/beta/big")
 
 
+def test_copies_and_moves_into_a_project_are_charged(world: tuple[VDir, Accounts, Path]) -> None:
+    vd, acc, folder = world
+    acc.grant("beta", "alice", "editor")
+    alice = login(vd, acc, "alice")
+    alice.put(b"a" * 60, "/alpha/first")
+    alice.put(b"b" * 60, "/beta/big")
+    alice.put(b"c" * 10, "/beta/small/f")
+    before = stored(folder)
+    with pytest.raises(NoSpace, match="quota of project alpha exceeded"):
+        alice.copy("/alpha/first", "/alpha/second")  # server-side on a local folder: no upload to check
+    with pytest.raises(NoSpace):
+        alice.mv("/beta/big", "/alpha/big")
+    with pytest.raises(NoSpace):
+        alice.copy("/beta", "/alpha/all", recursive=True)
+    assert stored(folder) == before and [i.name for i in alice.ls("/alpha")] == ["first"]
+    alice.mv("/beta/small", "/alpha/small")  # 10 bytes fit
+    assert acc.usage("alpha")["bytes"] == 70
+
+
 def test_quota_counts_every_copy_the_policy_asks_for_and_files(world: tuple[VDir, Accounts, Path]) -> None:
     vd, acc, _ = world
     alice = login(vd, acc, "alice")

@@ -243,6 +243,16 @@ class VDir:
         """Seconds removed entries stay in the trash (as read at open); 0 when it is off."""
         return self._trash_keep
 
+    def _check_move_quota(self, snorm: str, sentry: Entry, dnorm: str) -> None:
+        """A move into another project is charged to that project's quota."""
+        if self._access is None:
+            return
+        target = self._access.project_of(dnorm)
+        if not quota.has_quota(target) or target is self._access.project_of(snorm):
+            return
+        usage = self.du(snorm) if sentry.type == DIR else Usage(files=1, bytes=sentry.size)
+        self._check_quota(dnorm, usage.bytes, files=usage.files)
+
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
         if self._view:
@@ -460,6 +470,11 @@ class VDir:
     def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
              backend: str | None = None, filter: Filter | None = None) -> list[Entry]:
         self._allow(paths.normalize(dst), "write")
+        if self._access is not None:  # the whole copy against the destination's quota, before a byte moves
+            planned = copying.plan_copy(self, src, dst, recursive=recursive, force=force, filter=filter)
+            if planned:
+                size = sum(self.catalog.resolve(s).size for s, _ in planned)
+                self._check_quota(planned[0][1], size, files=len(planned))
         return copying.copy(self, src, dst, recursive=recursive, force=force, backend=backend, filter=filter)
 
     copy.__doc__ = copying.copy.__doc__
@@ -728,6 +743,7 @@ class VDir:
 
     def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
                  follow_symlinks: bool = False, filter: Filter | None = None) -> PutPlan:
+        self._allow(paths.normalize(dst), "write")
         return localin.plan_put(self, src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks,
                                 filter=filter)
 
@@ -941,6 +957,7 @@ class VDir:
                 raise NotADirectory(f"{ppath}: not a directory", path=ppath)
         if sentry.type == DIR and paths.is_within(dnorm, snorm):
             raise InvalidArgument(f"cannot move {snorm} into itself ({dnorm})")
+        self._check_move_quota(snorm, sentry, dnorm)
         return self.rename(snorm, dnorm, replace=force, _resolved=(sentry, parent, name))
 
     def rename(self, src: str, dst: str, *, replace: bool = True, _resolved: tuple[Entry, Entry, str] | None = None) -> Entry:
@@ -952,6 +969,7 @@ class VDir:
             self._allow(dnorm, "write")
             ppath, name = paths.split(dnorm)
             parent = self.catalog.resolve(ppath)
+            self._check_move_quota(snorm, sentry, dnorm)
         else:
             sentry, parent, name = _resolved
             dnorm = paths.normalize(dst)
