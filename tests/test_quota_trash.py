@@ -272,3 +272,24 @@ def test_cli_trash(cli: CLI) -> None:
     assert ok(cli, "trash", "list") == ""
     assert not any((cli.home / ".local" / "share" / "vdir").rglob("f"))  # the object went with it
     assert cli.run("fsck").returncode == 0
+
+
+def test_a_trim_queued_before_the_rm_keeps_the_trashed_replica(trashy: tuple[VDir, Accounts, Path]) -> None:
+    vd, _, folder = trashy
+    vd.put(b"two copies", "/beta/f")
+    apply_policy(vd.catalog, "rules:\n  - match: /**\n    copies: 2\n    where: name=local | name=spare\n")
+    Daemon(vd, DaemonOptions(once=True)).run()
+    assert sorted(r["backend"] for r in vd.stat("/beta/f").replicas) == ["local", "spare"]
+    apply_policy(vd.catalog, "rules:\n  - match: /**\n    copies: 1\n    where: name=spare\n")
+    policy = load_policy(vd.catalog)
+    assert policy is not None
+    actions = list(planner.plan(vd, policy))
+    assert [(a.kind, a.backend) for a in actions] == [("trim", "local")]
+    planner.queue(vd, iter(actions))
+    vd.rm("/beta/f")
+    Daemon(vd, DaemonOptions(once=True)).run()
+    assert stored(folder) == ["beta/f"]
+    [item] = vd.trash_list()
+    vd.trash_restore(item["id"])
+    assert sorted(r["backend"] for r in vd.stat("/beta/f").replicas) == ["local", "spare"]
+    assert vd.cat("/beta/f") == b"two copies"

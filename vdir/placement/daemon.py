@@ -27,6 +27,7 @@ from vdir.errors import NotFound, VDirError
 from vdir.placement import planner, worker
 from vdir.placement.policy import Policy, apply_policy, load_policy
 from vdir.retry import backoff_delay
+from vdir.trash import is_hidden
 
 if TYPE_CHECKING:
     from vdir.core import VDir
@@ -206,6 +207,8 @@ class Daemon:
                 return False
             backends = {b.name: b for b in self.vd.catalog.list_backends()}
             path = self.vd.catalog.path_of(entry.id)
+            if is_hidden(path):
+                return False  # trashed since the task was queued: its replicas stay until it is purged
             return any(
                 a.kind == planner.TRIM and a.backend == task.destination and a.key == task.payload.get("key")
                 for a in planner.file_actions(path, entry, policy, backends)
