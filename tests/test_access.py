@@ -13,7 +13,7 @@ import pytest
 
 from tests.servers.vdirs import CLI, fails, ok
 from vdir.access import Accounts, Principal
-from vdir.admin import add_backend
+from vdir.admin import add_backend, remove_backend
 from vdir.catalog import ROOT_ID, open_catalog
 from vdir.core import VDir
 from vdir.errors import AlreadyExists, AuthenticationError, InvalidArgument, NotFound, PermissionDenied
@@ -165,7 +165,9 @@ def test_admin_sees_everything_and_admin_only_ops_are_refused_to_others(team: tu
     assert fsck(root).exit_code == 0
     alice = login(vd, acc, "alice")
     for attempt in (alice.require_admin, lambda: fsck(alice), lambda: Daemon(alice, DaemonOptions(once=True)),
-                    lambda: alice.set_trash_keep(60), lambda: alice.link("file:///etc/passwd", "/projects/alpha/p")):
+                    lambda: alice.set_trash_keep(60), lambda: alice.link("file:///etc/passwd", "/projects/alpha/p"),
+                    lambda: add_backend(alice, "mine", "file:///tmp", check=False),
+                    lambda: remove_backend(alice, "local")):
         assert isinstance(err(attempt), PermissionDenied)
     # an admin user whose token lacks the admin scope is an ordinary user
     plain = login(vd, acc, "root", ("read", "write"))
