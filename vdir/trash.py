@@ -18,6 +18,7 @@ after its entry left the trash.
 from __future__ import annotations
 
 import getpass
+import os
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -70,7 +71,7 @@ def move(vd: VDir, items: list[tuple[str, Entry]], keep: float) -> None:
     dir_id = _dir_id(catalog, create=True)
     assert dir_id is not None
     now = time.time()
-    who = vd.principal.user if vd.principal is not None else getpass.getuser()
+    who = vd.principal.user if vd.principal is not None else _local_user()
     records: dict[str, dict[str, Any]] = {}
     for norm, entry in items:
         size, files = entry.size if entry.type == FILE else 0, 1 if entry.type == FILE else 0
@@ -91,6 +92,13 @@ def move(vd: VDir, items: list[tuple[str, Entry]], keep: float) -> None:
         left = [tid for tid in records if tid not in done]
         if left:
             catalog.delete_records(TRASH, left)
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return f"uid {os.getuid()}"
 
 
 def items(vd: VDir, need: str = "read") -> list[dict[str, Any]]:
