@@ -368,7 +368,7 @@ class VDir:
         if self._access is not None:
             path = self.catalog.path_of(entry_id)
             if not self._shown(path):
-                raise NotFound(f"<entry {entry_id}>: no such file or directory")
+                raise NotFound(f"catalog entry {entry_id} not found")  # what a missing id raises
             self._allow(path, "read")
         return entry
 
