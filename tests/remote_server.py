@@ -60,13 +60,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _app(vd: VDir, state: Path) -> Any:
+    from vdir.server.app import create_app
+
+    return create_app(vd, state_dir=state)
+
+
 @contextmanager
 def live_server(tmp: Path, *, backend: Any = None) -> Iterator[LiveServer]:
     """Serve a new virtual directory; its default backend is a local folder, or ``backend`` (an
     opened cloud backend of the test servers, whose credentials only the server holds)."""
     import uvicorn
-
-    from vdir.server.app import create_app
 
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "objects").mkdir(exist_ok=True)
@@ -75,7 +79,7 @@ def live_server(tmp: Path, *, backend: Any = None) -> Iterator[LiveServer]:
     if backend is not None:
         vd.catalog.put_backend(BackendRecord(backend.name, backend.url, cloud="aws"))
         vd._backends[backend.name] = backend
-    app = create_app(vd, state_dir=tmp / "server-state")
+    app = _app(vd, tmp / "server-state")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True, name="vdir-test-server")
