@@ -72,6 +72,8 @@ BACKENDS_ARE_THE_SERVERS = ("backends and their credentials live on the vdir ser
                             "adds and removes them there")
 REMOTE_REFUSAL = ("not available in remote mode: this needs the server's catalog, so it runs on the server "
                   "(by an administrator there, or through the server's API)")
+FULL_ENTRY_MIN = MiB
+"""Files bigger than this are looked up with their block hashes (one more request)."""
 RESUMES = 20
 """How often one upload session may be resumed after a broken connection."""
 _INFO_FIELDS = set(Info.__dataclass_fields__)
@@ -230,7 +232,8 @@ class RemoteVDir(VDir):
         (``need`` is the server's to check.)"""
         norm = paths.normalize(path)
         data = self._stat_json(norm)
-        if data.get("type") == FILE and data.get("id"):
+        # block hashes matter for ranged reads of big files; a small one is read (and checked) whole
+        if data.get("type") == FILE and data.get("id") and int(data.get("size", 0)) > FULL_ENTRY_MIN:
             with contextlib.suppress(NotFound):  # replaced meanwhile: the stat's view will do
                 full = self.http.json("GET", f"/v1/entries/{int(data['id'])}")
                 if full.get("version") == data.get("version") or full.get("hash") == data.get("hash"):
