@@ -255,6 +255,22 @@ def test_big_files_move_through_pre_signed_urls(signing_server: LiveServer) -> N
         assert vd.cat("/d/small.txt") == small
 
 
+def test_an_unreachable_cloud_falls_back_to_the_server(s3_server: LiveServer) -> None:
+    """A client that cannot connect to the cloud's endpoint (a firewall, an internal name) uploads
+    and downloads through the server instead."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    data = os.urandom(2 * MiB)
+    with RemoteVDir(s3_server.url, s3_server.tokens["admin"], direct_min=MiB, chunked_min=MiB) as vd:
+        vd._cloud = httpx.Client(transport=httpx.MockTransport(refuse))
+        vd.put(data, "/fallback.bin")
+        assert vd.cat("/fallback.bin") == data
+        vd.put(data, "/second.bin")  # no second attempt at the cloud
+    assert s3_server.vd.cat("/fallback.bin") == data
+
+
 def test_a_direct_upload_whose_hash_is_wrong_leaves_nothing(signing_server: LiveServer) -> None:
     s3_server = signing_server
     with RemoteVDir(s3_server.url, s3_server.tokens["admin"]) as vd:

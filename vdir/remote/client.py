@@ -107,6 +107,7 @@ class RemoteVDir(VDir):
         self._urls: dict[str, dict[str, Any]] = {}
         self._urls_lock = threading.Lock()
         self._cloud: httpx.Client | None = None  # for pre-signed URLs: never carries our token
+        self._cloud_reachable = True
 
     @property
     def remote(self) -> bool:
@@ -386,22 +387,19 @@ class RemoteVDir(VDir):
     def _upload_session(self, norm: str, src: IO[bytes] | BinaryIO, start: int, size: int, args: dict[str, Any],
                         progress: Progress | None, parents: bool, *, direct: bool) -> Entry | None:
         """A direct upload (pre-signed PUT) when ``direct`` and the server offers one, else a
-        resumable session; None when the server has no sessions (the caller PUTs)."""
+        resumable session.  A cloud this client cannot connect to is given up for the rest of
+        the session: the file (and every later one) goes through the server."""
         if parents:
             self.mkdir(paths.split(norm)[0], parents=True, exist_ok=True)
         body = {**args, "size": size}
-        try:
-            if direct:
-                try:
-                    session = self.http.json("POST", "/v1/uploads", json={**body, "direct": True})
-                except Conflict:  # "cannot pre-sign": the backend has no URLs to give
-                    session = self.http.json("POST", "/v1/uploads", json=body)
-            else:
+        direct = direct and self._cloud_reachable
+        if direct:
+            try:
+                session = self.http.json("POST", "/v1/uploads", json={**body, "direct": True})
+            except Conflict:  # "cannot pre-sign": the backend has no URLs to give
                 session = self.http.json("POST", "/v1/uploads", json=body)
-        except NotFound as exc:
-            if "no such file" in str(exc):
-                raise
-            return None  # a server without upload sessions
+        else:
+            session = self.http.json("POST", "/v1/uploads", json=body)
         sid = session["id"]
         try:
             if session.get("url"):
@@ -409,6 +407,13 @@ class RemoteVDir(VDir):
             else:
                 digest = self._send_chunks(norm, src, start, size, session, progress)
             answer = self.http.json("POST", f"/v1/uploads/{sid}/commit", json={"hash": "xxh128:" + digest})
+        except _CloudUnreachable as exc:
+            with contextlib.suppress(Exception):
+                self.http.request("DELETE", f"/v1/uploads/{sid}", ok=(404,))
+            log.warning("%s: the cloud's pre-signed URL cannot be reached from here (%s); uploading through the "
+                        "server instead (set VDIR_DIRECT=0 to skip the attempt)", norm, exc)
+            self._cloud_reachable = False
+            return self._upload_session(norm, src, start, size, args, progress, False, direct=False)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.http.request("DELETE", f"/v1/uploads/{sid}", ok=(404,))
@@ -435,6 +440,8 @@ class RemoteVDir(VDir):
             try:
                 response = self.cloud().request(session.get("method") or "PUT", session["url"], content=body(),
                                                 headers=headers)
+            except httpx.ConnectError as exc:  # nothing was sent: the cloud is not reachable from here
+                raise _CloudUnreachable(str(exc)) from exc
             except httpx.TransportError as exc:
                 if attempt == 2:
                     raise BackendUnavailable(f"{norm}: the direct upload to the cloud failed: {exc}") from exc
@@ -660,6 +667,10 @@ class RemoteVDir(VDir):
     def forget_url(self, path: str) -> None:
         with self._urls_lock:
             self._urls.pop(path, None)
+
+
+class _CloudUnreachable(Exception):
+    """A pre-signed URL's host refused or could not be connected to (nothing was sent)."""
 
 
 class ServerFiles(Backend):
