@@ -709,6 +709,8 @@ class ServerFiles(Backend):
         return ResponseReader(response)  # type: ignore[return-value]
 
     def _get_direct(self, path: str, start: int, end: int | None) -> IO[bytes] | None:
+        if not self.owner._cloud_reachable:
+            return None
         try:
             url = self.owner.download_url(path)
         except VDirError as exc:
@@ -725,6 +727,8 @@ class ServerFiles(Backend):
                                    stream=True)
         except httpx.TransportError as exc:
             log.warning("%s: the cloud did not answer the pre-signed URL (%s); reading through the server", path, exc)
+            if isinstance(exc, httpx.ConnectError):
+                self.owner._cloud_reachable = False  # not again in this session
             return None
         if response.status_code == 416:
             response.close()
