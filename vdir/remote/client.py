@@ -124,10 +124,11 @@ class RemoteVDir(VDir):
 
     def cloud(self) -> httpx.Client:
         """The client for pre-signed URLs (no Authorization header: the URL is the credential)."""
-        if self._cloud is None:
-            self._cloud = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True,
-                                       limits=httpx.Limits(max_connections=32, max_keepalive_connections=16))
-        return self._cloud
+        with self._urls_lock:
+            if self._cloud is None:
+                self._cloud = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0), follow_redirects=True,
+                                           limits=httpx.Limits(max_connections=32, max_keepalive_connections=16))
+            return self._cloud
 
     def whoami(self) -> dict[str, Any]:
         """``{user, admin, scopes}`` of the token."""
