@@ -74,6 +74,8 @@ REMOTE_REFUSAL = ("not available in remote mode: this needs the server's catalog
                   "(by an administrator there, or through the server's API)")
 FULL_ENTRY_MIN = MiB
 """Files bigger than this are looked up with their block hashes (one more request)."""
+FIND_LIMIT = 100_000
+"""Most results the server's find gives in one answer."""
 RESUMES = 20
 """How often one upload session may be resumed after a broken connection."""
 _INFO_FIELDS = set(Info.__dataclass_fields__)
@@ -295,12 +297,17 @@ class RemoteVDir(VDir):
     def find(self, path: str = "/", *, name: str | None = None, size: str | int | None = None,
              newer: float | str | None = None, type: str | None = None, maxdepth: int | None = None,
              ) -> Iterator[Info]:
-        if newer is not None or maxdepth is not None:  # the server's find has no such test: walk here
+        if isinstance(newer, str):  # a date or a path: the core's own parsing, walking from here
             yield from super().find(path, name=name, size=size, newer=newer, type=type, maxdepth=maxdepth)
             return
-        data = self.http.json("GET", "/v1/find", params={"path": paths.normalize(path), "name": name,
-                                                         "size": None if size is None else str(size), "type": type})
-        for item in data.get("items") or []:
+        data = self.http.json("GET", "/v1/find", params={
+            "path": paths.normalize(path), "name": name, "size": None if size is None else str(size), "type": type,
+            "newer": newer, "maxdepth": maxdepth, "limit": FIND_LIMIT})
+        items = data.get("items") or []
+        if len(items) >= FIND_LIMIT:  # the server stops there: walk here instead, without a limit
+            yield from super().find(path, name=name, size=size, newer=newer, type=type, maxdepth=maxdepth)
+            return
+        for item in items:
             yield self._info(item)
 
     # -- directories -------------------------------------------------------------------------
