@@ -37,7 +37,9 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         out.line(f"data under {', '.join(plan.specs[0].near)}: {d.total_files} file(s), {fmt_size(d.total_bytes)}")
         for site in d.sites:
             pct = f"{100 * site.bytes / d.total_bytes:3.0f}%" if d.total_bytes else "  -"
-            out.line(f"  {site.label:24} {fmt_size(site.bytes):>10} {pct}  {site.files} file(s) on {', '.join(site.backends)}")
+            by = f"candidate for {site.provider}" if site.provider else "no compute provider"
+            out.line(f"  {site.label:24} {fmt_size(site.bytes):>10} {pct}  {site.files} file(s) on {', '.join(site.backends)}"
+                     f"  ({by})")
         out.line(f"decision: {plan.provider} in {plan.region}: {d.reason}")
         for note in plan.notes:
             out.line(f"note: {note}")
@@ -62,7 +64,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         key: str | None = typer.Option(None, "--key", help="SSH key pair name at the provider."),
         count: int = typer.Option(1, "--count", "-n", help="How many VMs (all or nothing)."),
         user_data: str | None = typer.Option(None, "--user-data", help="Your own cloud-init file, run after vdir's."),
-        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws) or local; default: where the data is."),
+        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws), slurm or local; default: where the data is."),
         region: str | None = typer.Option(None, "--region", help="Override the region placement picked."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show the decision and why; start nothing."),
         allow_local_catalog: bool = typer.Option(

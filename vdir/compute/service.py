@@ -24,7 +24,7 @@ Configuration (``compute:`` in the config file)::
 
     compute:
       user: alice                  # name prefix (default: the login name)
-      preference: [aws, local]     # tie-break between sites holding equal bytes
+      preference: [aws, slurm, local]  # tie-break between sites holding equal bytes
       install: "vdir[mongo,s3,fuse]"
       mountpoint: /vdir
       poll_interval: 2
@@ -44,6 +44,10 @@ Configuration (``compute:`` in the config file)::
           eu-west-1: {subnet: subnet-0abc, security_group: sg-0def}
       local:
         workdir: ~/.local/share/vdir/vms
+      slurm:                       # HPC sites: backends with --cloud slurm --region SITE
+        partition: batch           # see vdir.compute.slurm for every setting
+        regions:
+          hpc1: {partition: gpu, account: proj42}
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class Settings:
     poll_interval: float = 2.0
     aws: dict[str, Any] = field(default_factory=dict)
     local: dict[str, Any] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> Settings:
@@ -106,7 +111,7 @@ class Settings:
             preference = [p.strip() for p in preference.split(",") if p.strip()]
         if not isinstance(preference, list):
             raise ConfigError("compute.preference must be a list such as [aws, local]")
-        for name in ("aws", "local"):
+        for name in ("aws", "local", "slurm"):
             if not isinstance(doc.get(name) or {}, dict):
                 raise ConfigError(f"compute.{name} must be a mapping")
         try:
@@ -116,7 +121,8 @@ class Settings:
         return cls(user=_clean_user(str(doc.get("user") or login)), preference=[str(p) for p in preference],
                    install=str(doc.get("install") or userdata.DEFAULT_INSTALL),
                    mountpoint=str(doc.get("mountpoint") or userdata.DEFAULT_MOUNTPOINT), poll_interval=interval,
-                   aws=dict(doc.get("aws") or {}), local=dict(doc.get("local") or {}))
+                   aws=dict(doc.get("aws") or {}), local=dict(doc.get("local") or {}),
+                   slurm=dict(doc.get("slurm") or {}))
 
     def cloud(self, cloud: str, region: str | None = None) -> dict[str, Any]:
         """The settings of one cloud, with the overrides of ``region`` applied."""
@@ -180,6 +186,11 @@ class Compute:
                 raise MissingDependency("the ec2 compute provider needs boto3; install it with: pip install 'vdir[s3]'") from exc
             aws = self.settings.cloud("aws")
             made = EC2Provider(profile=aws.get("profile"), endpoint_url=aws.get("endpoint_url"))
+        elif name == "slurm":
+            from vdir.compute.slurm import SlurmProvider
+
+            settings = self.settings
+            made = SlurmProvider(self.vd, lambda region: settings.cloud("slurm", region or None))
         else:
             from vdir.compute.local import LocalProvider
 

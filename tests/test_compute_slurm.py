@@ -1,0 +1,147 @@
+"""The SLURM compute provider against a real one-node cluster (Debian slurmctld + slurmd + munge,
+tests/servers/slurm.py): ``vdir vm boot --near`` a folder registered as the site's backend
+submits there, ``vm wait/logs/ssh/delete`` use squeue/sacct/srun/scancel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.servers.slurm import SlurmCluster
+from tests.servers.vdirs import CLI, fails, ok
+from vdir.compute import Compute, Settings
+from vdir.compute.placement import decide
+from vdir.core import VDir
+
+SITE = "hpc1"
+
+
+def configure(cli: CLI, slurm: SlurmCluster, **site: Any) -> Path:
+    """``vdir init``, a scratch folder registered as site hpc1's backend, and the site's settings."""
+    ok(cli, "init")
+    config = cli.home / ".config" / "vdir" / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["compute"] = {"user": "ann", "poll_interval": 0.1,
+                      "slurm": {"wrapper": slurm.wrapper, "conf": str(slurm.conf),
+                                "regions": {SITE: {"partition": slurm.partition, **site}}}}
+    config.write_text(yaml.safe_dump(doc))
+    scratch = cli.home / "scratch"
+    scratch.mkdir()
+    ok(cli, "backend", "add", "scratch", f"file://{scratch}", "--cloud", "slurm", "--region", SITE)
+    return scratch
+
+
+def put_data(cli: CLI) -> None:
+    """4 files on the HPC site's scratch, 1 smaller file on this machine's default folder."""
+    src = cli.home / "src"
+    src.mkdir()
+    for name, text in (("a.txt", "alpha\n"), ("b.txt", "beta\n"), ("c.txt", "gamma\n"), ("d.txt", "delta\n")):
+        (src / name).write_text(text)
+    ok(cli, "put", "-r", str(src), "/data/", "--backend", "scratch")
+    (cli.home / "x.txt").write_text("x\n")
+    ok(cli, "put", str(cli.home / "x.txt"), "/data/x.txt")
+
+
+def vms(cli: CLI) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in json.loads(ok(cli, "vm", "list", "--json"))}
+
+
+def test_boot_near_hpc_data_runs_the_job_on_the_site(cli: CLI, slurm: SlurmCluster) -> None:
+    scratch = configure(cli, slurm)
+    put_data(cli)
+    before = slurm.jobs()
+    dry = ok(cli, "vm", "boot", "--near", "/data", "--dry-run")
+    assert "decision: slurm in hpc1" in dry and "slurm/hpc1 holds the most" in dry
+    # every candidate is shown, with the provider that could serve it
+    assert "slurm/hpc1" in dry and "candidate for slurm" in dry and "local/" in dry and "candidate for local" in dry
+    assert slurm.jobs() == before
+
+    booted = ok(cli, "vm", "boot", "--near", "/data", "--name", "count", "--",
+                "cat vdir/data/src/*.txt; echo vm=$VDIR_VM on=$(hostname -s) part=$SLURM_JOB_PARTITION; "
+                "test -L vdir/data/src/a.txt && echo linked; exit 0")
+    assert "booted count on slurm in hpc1" in booted
+    vm = vms(cli)["count"]
+    job = vm["instance_id"]
+    assert job.isdigit() and job in slurm.jobs()
+    assert vm["extra"]["partition"] == slurm.partition and vm["cloud"] == "slurm"
+
+    waited = ok(cli, "vm", "wait", "count", "--timeout", "120")
+    assert "count: exited, exit code 0" in waited
+    assert slurm.jobs()[job] == "COMPLETED"
+    logs = ok(cli, "vm", "logs", "count")
+    assert "alpha\nbeta\ngamma\ndelta\n" in logs
+    assert f"vm=count on={slurm.node} part={slurm.partition}" in logs and "linked" in logs
+    # the links point at the stored objects on the site's scratch, read in place
+    workdir = Path(vm["extra"]["workdir"])
+    assert (workdir / "vdir" / "data" / "src" / "a.txt").resolve().is_relative_to(scratch.resolve())
+    assert (workdir / "hosts").read_text().split() == [slurm.node]
+    status = ok(cli, "vm", "status", "count")
+    assert "state: exited" in status and "exit code: 0" in status
+
+    ok(cli, "vm", "delete", "count")
+    assert not workdir.exists() and vms(cli) == {}
+
+
+def test_failed_job_and_cancel(cli: CLI, slurm: SlurmCluster) -> None:
+    configure(cli, slurm)
+    put_data(cli)
+    ok(cli, "vm", "boot", "--near", "/data", "--name", "bad", "--", "echo oops >&2; exit 3")
+    err = fails(cli, "vm", "wait", "bad", "--timeout", "120")
+    assert "exited with code 3" in err
+    assert "oops" in ok(cli, "vm", "logs", "bad")
+    job = vms(cli)["bad"]["instance_id"]
+    assert slurm.jobs()[job] == "FAILED"
+
+    ok(cli, "vm", "boot", "--near", "/data", "--name", "long", "--", "sleep 600")
+    waited = json.loads(ok(cli, "vm", "status", "long", "--json"))
+    long_job = waited["instance_id"]
+    assert slurm.live_jobs()[long_job] in ("PENDING", "RUNNING")
+    gone = ok(cli, "vm", "delete", "--all-near", "/data")
+    assert "deleted bad" in gone and "deleted long" in gone
+    assert slurm.jobs()[long_job] == "CANCELLED" and slurm.live_jobs() == {}
+    assert vms(cli) == {}
+
+
+def test_held_allocation_ssh_runs_inside_it(cli: CLI, slurm: SlurmCluster) -> None:
+    configure(cli, slurm)
+    put_data(cli)
+    ok(cli, "vm", "boot", "--near", "/data", "--name", "shell")
+    waited = ok(cli, "vm", "wait", "shell", "--timeout", "120")
+    assert "shell: running" in waited
+    job = vms(cli)["shell"]["instance_id"]
+    out = ok(cli, "vm", "ssh", "shell", "--", "echo job=$SLURM_JOB_ID; cat vdir/data/src/b.txt")
+    assert out == f"job={job}\nbeta\n"
+    printed = ok(cli, "vm", "ssh", "shell", "--print")
+    assert f"srun --jobid={job} --overlap" in printed and "--pty" in printed
+    ok(cli, "vm", "delete", "shell")
+    assert slurm.live_jobs() == {}
+
+
+def test_unknown_partition_is_one_line_and_leaves_nothing(cli: CLI, slurm: SlurmCluster) -> None:
+    configure(cli, slurm, partition="nosuch")
+    put_data(cli)
+    before = slurm.jobs()
+    err = fails(cli, "vm", "boot", "--near", "/data")
+    assert "partition 'nosuch' does not exist at SLURM site hpc1" in err and slurm.partition in err
+    err = fails(cli, "vm", "boot", "--near", "/data", "--provider", "slurm", "--flavor", "big")
+    assert "for cloud VMs" in err
+    assert vms(cli) == {} and slurm.jobs() == before
+    assert not (cli.home / ".local" / "share" / "vdir" / "slurm").exists() or \
+        list((cli.home / ".local" / "share" / "vdir" / "slurm").iterdir()) == []
+
+
+def test_placement_picks_the_slurm_site_for_its_data(vd: VDir, tmp_path: Path) -> None:
+    from vdir.admin import add_backend
+
+    (tmp_path / "scratch").mkdir()
+    add_backend(vd, "scratch", f"file://{tmp_path / 'scratch'}", cloud="slurm", region=SITE, check=False)
+    vd.put(b"x" * 3000, "/d/big", backend="scratch")
+    vd.put(b"y" * 1000, "/d/small")
+    d = decide(vd, ["/d"])
+    assert (d.provider, d.cloud, d.region) == ("slurm", "slurm", SITE)
+    assert {s.label: s.provider for s in d.sites} == {f"slurm/{SITE}": "slurm", "local/local": "local"}
+    plan = Compute(vd, settings=Settings.from_section({"user": "ann"})).plan(["/d"])
+    assert plan.provider == "slurm" and plan.blocker is None
