@@ -145,3 +145,69 @@ def test_placement_picks_the_slurm_site_for_its_data(vd: VDir, tmp_path: Path) -
     assert {s.label: s.provider for s in d.sites} == {f"slurm/{SITE}": "slurm", "local/local": "local"}
     plan = Compute(vd, settings=Settings.from_section({"user": "ann"})).plan(["/d"])
     assert plan.provider == "slurm" and plan.blocker is None
+
+
+# -- clusters: one job of N tasks ---------------------------------------------------------------
+def clusters(cli: CLI) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in json.loads(ok(cli, "cluster", "list", "--json"))}
+
+
+def test_cluster_runs_one_job_of_n_tasks_with_a_host_list(cli: CLI, slurm: SlurmCluster) -> None:
+    configure(cli, slurm)
+    put_data(cli)
+    dry = ok(cli, "cluster", "create", "mpi", "--near", "/data", "--count", "3", "--dry-run")
+    assert "decision: slurm in hpc1" in dry and "one job of 3 tasks" in dry and "nothing was started" in dry
+    assert clusters(cli) == {}
+
+    # the job's command runs once, on the first node, and starts the tasks itself (as mpirun would)
+    started = ok(cli, "cluster", "create", "mpi", "--near", "/data", "--count", "3", "--",
+                 "srun --ntasks=3 sh -c 'echo task=$SLURM_PROCID $(cat vdir/data/src/a.txt)' | sort; "
+                 "echo hosts=$(wc -l < $VDIR_HOSTS)")
+    assert "started cluster mpi on slurm in hpc1: one SLURM job of 3 tasks (mpi)" in started
+    [job] = [j for j, s in slurm.jobs().items() if j == vms(cli)["mpi"]["instance_id"]]
+    ok(cli, "vm", "wait", "mpi", "--timeout", "120")
+    logs = ok(cli, "vm", "logs", "mpi")
+    assert "task=0 alpha\ntask=1 alpha\ntask=2 alpha\n" in logs and "hosts=3" in logs
+    status = json.loads(ok(cli, "cluster", "status", "mpi", "--json"))
+    assert status["hosts"] == [slurm.node] * 3 and status["state"] == "exited" and status["members"] == ["mpi"]
+    assert Path(status["hosts_file"]).read_text() == f"{slurm.node}\n" * 3
+    assert slurm.jobs()[job] == "COMPLETED"
+    ok(cli, "cluster", "delete", "mpi")
+    assert clusters(cli) == {} and vms(cli) == {}
+
+
+def test_held_cluster_list_ssh_delete(cli: CLI, slurm: SlurmCluster) -> None:
+    configure(cli, slurm)
+    put_data(cli)
+    ok(cli, "cluster", "create", "dask", "--near", "/data", "--count", "4")
+    waited = ok(cli, "cluster", "wait", "dask", "--timeout", "120")
+    assert f"dask: running, hosts {', '.join([slurm.node] * 4)}" in waited
+    listed = ok(cli, "cluster", "list")
+    assert "dask" in listed and "slurm" in listed and "running" in listed and "/data" in listed
+    assert ok(cli, "cluster", "hosts", "dask").split() == [slurm.node] * 4
+    job = vms(cli)["dask"]["instance_id"]
+    assert ok(cli, "cluster", "ssh", "dask", "--", "echo $SLURM_JOB_ID $SLURM_NTASKS") == f"{job} 1\n"
+    # the allocation holds all four tasks at once
+    assert slurm.run("squeue", "-h", f"--jobs={job}", "-o", "%C").stdout.strip() == "4"
+    ok(cli, "cluster", "delete", "dask")
+    assert slurm.live_jobs() == {} and clusters(cli) == {} and vms(cli) == {}
+    err = fails(cli, "cluster", "delete", "dask")
+    assert "no cluster named 'dask'" in err
+
+
+def test_cluster_too_big_for_the_site_leaves_nothing(cli: CLI, slurm: SlurmCluster) -> None:
+    """Two whole nodes on a one-node site: SLURM would queue the job for ever, so vdir cancels it
+    at once; no job left, no records, no workdir."""
+    configure(cli, slurm, cluster_nodes=True)
+    put_data(cli)
+    before = slurm.jobs()
+    err = fails(cli, "cluster", "create", "huge", "--near", "/data", "--count", "2")
+    assert "slurm site hpc1: 2 tasks can never start there (PartitionConfig" in err
+    assert slurm.live_jobs() == {} and [s for j, s in slurm.jobs().items() if j not in before] == ["CANCELLED"]
+    assert clusters(cli) == {} and vms(cli) == {}
+    work = cli.home / ".local" / "share" / "vdir" / "slurm"
+    assert not work.exists() or list(work.iterdir()) == []
+    ok(cli, "cluster", "create", "huge", "--near", "/data", "--count", "1")  # the name is free again
+    err = fails(cli, "cluster", "create", "huge", "--near", "/data", "--count", "1")
+    assert "a cluster named 'huge' exists" in err
+    ok(cli, "cluster", "delete", "huge")

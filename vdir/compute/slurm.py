@@ -69,6 +69,17 @@ _PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
 _RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "STOPPED"}
 _EXITED = {"COMPLETED", "FAILED", "OUT_OF_MEMORY"}
 # everything else (CANCELLED, TIMEOUT, PREEMPTED, NODE_FAIL, BOOT_FAIL, DEADLINE, ...) is "stopped"
+_NEVER = {
+    "PartitionConfig": "more nodes or CPUs than the partition has",
+    "PartitionNodeLimit": "more nodes than the partition allows",
+    "PartitionTimeLimit": "a longer time than the partition allows",
+    "BadConstraints": "constraints no node satisfies",
+    "InvalidAccount": "an account that does not exist",
+    "InvalidQOS": "a QOS that does not exist",
+    "AccountNotAllowed": "an account the partition does not allow",
+    "QOSNotAllowed": "a QOS the partition does not allow",
+}
+"""Pending reasons of a job that will never start (the rest, e.g. Resources, just wait)."""
 
 
 def _first_line(text: str) -> str:
@@ -206,12 +217,24 @@ class SlurmProvider(LocalProvider):
             job_id = out.strip().split(";")[0]
             if not job_id.isdigit():
                 raise VDirError(f"slurm site {spec.region}: sbatch answered {out.strip()!r}, not a job id")
+            self._refuse_impossible(spec, job_id, tasks)
             extra: dict[str, Any] = {"workdir": str(work), "linked_files": linked, "not_local_files": elsewhere,
                                      "partition": site.get("partition"), "tasks": tasks, "slurm_state": "PENDING"}
             return Status(state=PENDING, instance_id=job_id, extra=extra)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+    def _refuse_impossible(self, spec: VMSpec, job_id: str, tasks: int) -> None:
+        """SLURM accepts a job its partition can never run (without ``EnforcePartLimits``) and
+        leaves it pending for ever; such a job is a failed boot, so cancel it and say why."""
+        proc = self._run(spec.region, ["squeue", "-h", f"--jobs={job_id}", "-o", "%T|%r"], f"check job {job_id}")
+        state, _, reason = proc.stdout.strip().partition("|")
+        if state == "PENDING" and reason in _NEVER:
+            self._run(spec.region, ["scancel", job_id], f"cancel job {job_id}")
+            what = f"{tasks} tasks" if tasks > 1 else "the job"
+            raise InvalidArgument(f"slurm site {spec.region}: {what} can never start there ({reason}: {_NEVER[reason]}); "
+                                  "nothing was left queued")
 
     @staticmethod
     def _script(spec: VMSpec, work: Path) -> str:
