@@ -114,7 +114,7 @@ def test_provider_and_region_overrides(vd: VDir) -> None:
     with pytest.raises(NotFound):
         decide(vd, ["/nope"])
     with pytest.raises(InvalidArgument, match="unknown compute provider"):
-        decide(vd, ["/ds"], provider="gce")
+        decide(vd, ["/ds"], provider="openstack")
 
 
 def test_embedded_catalog_refuses_cloud_boot(vd: VDir) -> None:

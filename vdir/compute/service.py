@@ -44,6 +44,11 @@ Configuration (``compute:`` in the config file)::
           eu-west-1: {subnet: subnet-0abc, security_group: sg-0def}
       local:
         workdir: ~/.local/share/vdir/vms
+      gcp:                         # Google Compute Engine, next to GCS data (vdir.compute.gce)
+        project: my-project        # default: from Application Default Credentials
+        flavor: e2-small
+        image: ubuntu-24.04
+        service_account: vdir-vm@my-project.iam.gserviceaccount.com
       slurm:                       # HPC sites: backends with --cloud slurm --region SITE
         partition: batch           # see vdir.compute.slurm for every setting
         regions:
@@ -98,6 +103,7 @@ class Settings:
     aws: dict[str, Any] = field(default_factory=dict)
     local: dict[str, Any] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
+    gcp: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> Settings:
@@ -111,7 +117,7 @@ class Settings:
             preference = [p.strip() for p in preference.split(",") if p.strip()]
         if not isinstance(preference, list):
             raise ConfigError("compute.preference must be a list such as [aws, local]")
-        for name in ("aws", "local", "slurm"):
+        for name in ("aws", "local", "slurm", "gcp"):
             if not isinstance(doc.get(name) or {}, dict):
                 raise ConfigError(f"compute.{name} must be a mapping")
         try:
@@ -122,7 +128,7 @@ class Settings:
                    install=str(doc.get("install") or userdata.DEFAULT_INSTALL),
                    mountpoint=str(doc.get("mountpoint") or userdata.DEFAULT_MOUNTPOINT), poll_interval=interval,
                    aws=dict(doc.get("aws") or {}), local=dict(doc.get("local") or {}),
-                   slurm=dict(doc.get("slurm") or {}))
+                   slurm=dict(doc.get("slurm") or {}), gcp=dict(doc.get("gcp") or {}))
 
     def cloud(self, cloud: str, region: str | None = None) -> dict[str, Any]:
         """The settings of one cloud, with the overrides of ``region`` applied."""
@@ -186,6 +192,15 @@ class Compute:
                 raise MissingDependency("the ec2 compute provider needs boto3; install it with: pip install 'vdir[s3]'") from exc
             aws = self.settings.cloud("aws")
             made = EC2Provider(profile=aws.get("profile"), endpoint_url=aws.get("endpoint_url"))
+        elif name == "gce":
+            try:
+                from vdir.compute.gce import GCEProvider
+            except ImportError as exc:
+                raise MissingDependency("the gce compute provider needs google-cloud-compute; install it with: "
+                                        "pip install 'vdir[gce]'") from exc
+            gcp = self.settings
+            made = GCEProvider(lambda region: gcp.cloud("gcp", region or None),
+                               poll=float(self.settings.gcp.get("poll_interval", 1.0)))
         elif name == "slurm":
             from vdir.compute.slurm import SlurmProvider
 
@@ -389,7 +404,8 @@ class Compute:
             cloud = self.settings.cloud(plan.decision.cloud, plan.region)
             specs = []
             for spec, vm in zip(plan.specs, reserved, strict=True):
-                resolved = replace(spec, name=vm.name, image=checked.image, security_group=checked.security_group,
+                resolved = replace(spec, name=vm.name, image=checked.image, flavor=checked.flavor,
+                                   security_group=checked.security_group,
                                    ssh_user=checked.ssh_user)
                 if prov.remote and vm.name != spec.name:
                     resolved.user_data = self._user_data(vm.name, spec.near, plan.region, cloud, plan.extra_user_data)
