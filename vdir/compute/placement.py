@@ -22,10 +22,10 @@ from vdir.errors import InvalidArgument, NotFound
 if TYPE_CHECKING:
     from vdir.core import VDir
 
-PROVIDER_CLOUDS = {"ec2": "aws", "gce": "gcp", "slurm": "slurm", "local": "local"}
+PROVIDER_CLOUDS = {"ec2": "aws", "azure": "azure", "gce": "gcp", "slurm": "slurm", "local": "local"}
 """Provider name -> the cloud (``BackendRecord.cloud``) whose regions it can boot in."""
 
-DEFAULT_PREFERENCE = ["aws", "gcp", "slurm", "local"]
+DEFAULT_PREFERENCE = ["aws", "azure", "gcp", "slurm", "local"]
 
 
 def provider_for(name: str) -> str:

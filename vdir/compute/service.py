@@ -49,6 +49,11 @@ Configuration (``compute:`` in the config file)::
         flavor: e2-small
         image: ubuntu-24.04
         service_account: vdir-vm@my-project.iam.gserviceaccount.com
+      azure:                       # Azure VMs, next to Blob data (vdir.compute.azure)
+        subscription_id: 0000-...  # default: AZURE_SUBSCRIPTION_ID
+        resource_group: vdir
+        flavor: Standard_B2s
+        ssh_public_key: ~/.ssh/id_ed25519.pub
       slurm:                       # HPC sites: backends with --cloud slurm --region SITE
         partition: batch           # see vdir.compute.slurm for every setting
         regions:
@@ -104,6 +109,7 @@ class Settings:
     local: dict[str, Any] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
     gcp: dict[str, Any] = field(default_factory=dict)
+    azure: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> Settings:
@@ -117,7 +123,7 @@ class Settings:
             preference = [p.strip() for p in preference.split(",") if p.strip()]
         if not isinstance(preference, list):
             raise ConfigError("compute.preference must be a list such as [aws, local]")
-        for name in ("aws", "local", "slurm", "gcp"):
+        for name in ("aws", "local", "slurm", "gcp", "azure"):
             if not isinstance(doc.get(name) or {}, dict):
                 raise ConfigError(f"compute.{name} must be a mapping")
         try:
@@ -128,7 +134,8 @@ class Settings:
                    install=str(doc.get("install") or userdata.DEFAULT_INSTALL),
                    mountpoint=str(doc.get("mountpoint") or userdata.DEFAULT_MOUNTPOINT), poll_interval=interval,
                    aws=dict(doc.get("aws") or {}), local=dict(doc.get("local") or {}),
-                   slurm=dict(doc.get("slurm") or {}), gcp=dict(doc.get("gcp") or {}))
+                   slurm=dict(doc.get("slurm") or {}), gcp=dict(doc.get("gcp") or {}),
+                   azure=dict(doc.get("azure") or {}))
 
     def cloud(self, cloud: str, region: str | None = None) -> dict[str, Any]:
         """The settings of one cloud, with the overrides of ``region`` applied."""
@@ -201,6 +208,15 @@ class Compute:
             gcp = self.settings
             made = GCEProvider(lambda region: gcp.cloud("gcp", region or None),
                                poll=float(self.settings.gcp.get("poll_interval", 1.0)))
+        elif name == "azure":
+            try:
+                from vdir.compute.azure import AzureProvider
+            except ImportError as exc:
+                raise MissingDependency("the azure compute provider needs azure-mgmt-compute and azure-mgmt-network; "
+                                        "install them with: pip install 'vdir[azure-compute]'") from exc
+            az = self.settings
+            made = AzureProvider(lambda region: az.cloud("azure", region or None),
+                                 poll=float(self.settings.azure.get("poll_interval", 2.0)))
         elif name == "slurm":
             from vdir.compute.slurm import SlurmProvider
 
