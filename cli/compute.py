@@ -67,7 +67,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         key: str | None = typer.Option(None, "--key", help="SSH key pair name at the provider."),
         count: int = typer.Option(1, "--count", "-n", help="How many VMs (all or nothing)."),
         user_data: str | None = typer.Option(None, "--user-data", help="Your own cloud-init file, run after vdir's."),
-        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws), slurm or local; default: where the data is."),
+        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws), azure, gce (gcp), slurm or local; default: where the data is."),
         region: str | None = typer.Option(None, "--region", help="Override the region placement picked."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show the decision and why; start nothing."),
         allow_local_catalog: bool = typer.Option(
@@ -222,7 +222,7 @@ def register_cluster(app: typer.Typer, state: Any, out: Any) -> None:
         near: list[str] = typer.Option(..., "--near", help="Start next to the data under this path (repeatable)."),
         count: int = typer.Option(2, "--count", "-n", help="How many machines (SLURM: tasks of one job); all or nothing."),
         command: list[str] = typer.Argument(None, metavar="[-- COMMAND...]", help="SLURM/local: the job to run, after --."),
-        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws), slurm or local; default: where the data is."),
+        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws), azure, gce (gcp), slurm or local; default: where the data is."),
         region: str | None = typer.Option(None, "--region", help="Override the region (site) placement picked."),
         flavor: str | None = typer.Option(None, "--flavor", "--size", help="Instance type of each machine."),
         image: str | None = typer.Option(None, "--image", help="Image of each machine."),

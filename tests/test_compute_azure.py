@@ -80,6 +80,7 @@ def test_blob_data_boots_an_azure_vm_in_its_region(mvd: VDir, fake_arm: ARM, ssh
     body = fake_arm.fake.resources[("vdir", "virtualMachines", "ann-vdir-1")]
     custom = base64.b64decode(body["properties"]["osProfile"]["customData"]).decode()
     assert custom.startswith("#cloud-config") and mvd.catalog.url in custom
+    assert "'vdir[mongo,azure,fuse]'" in custom  # vdir on the VM reads Blob storage
     assert body["identity"]["type"] == "SystemAssigned" and vm.extra["identity"]
     keys = body["properties"]["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"]
     assert keys[0]["keyData"].startswith("ssh-ed25519 ") and body["properties"]["storageProfile"]["osDisk"]["deleteOption"] == "Delete"

@@ -59,6 +59,7 @@ def test_gcs_data_boots_gce_in_the_buckets_region(mvd: VDir, fake_gce: FakeGCE) 
     body = inst.body
     metadata = {i["key"]: i["value"] for i in body["metadata"]["items"]}
     assert metadata["user-data"].startswith("#cloud-config") and mvd.catalog.url in metadata["user-data"]
+    assert "'vdir[mongo,gcs,fuse]'" in metadata["user-data"]  # vdir on the VM reads GCS
     assert body["serviceAccounts"] == [{"email": "vdir-vm@vdir-test.iam.gserviceaccount.com",
                                         "scopes": ["https://www.googleapis.com/auth/devstorage.read_only"]}]
     assert body["labels"]["vdir-vm"] == "ann-vdir-1" and body["labels"]["vdir-managed-by"] == "vdir"

@@ -25,7 +25,7 @@ Configuration (``compute:`` in the config file)::
     compute:
       user: alice                  # name prefix (default: the login name)
       preference: [aws, slurm, local]  # tie-break between sites holding equal bytes
-      install: "vdir[mongo,s3,fuse]"
+      install: "vdir[mongo,s3,fuse]"   # default per cloud: s3 on aws, azure on azure, gcs on gcp
       mountpoint: /vdir
       poll_interval: 2
       aws:
@@ -102,7 +102,8 @@ class Settings:
 
     user: str
     preference: list[str] = field(default_factory=lambda: list(placement.DEFAULT_PREFERENCE))
-    install: str = userdata.DEFAULT_INSTALL
+    install: str = ""
+    """What the VMs pip-install; empty: the default of their cloud (:data:`userdata.CLOUD_INSTALL`)."""
     mountpoint: str = userdata.DEFAULT_MOUNTPOINT
     poll_interval: float = 2.0
     aws: dict[str, Any] = field(default_factory=dict)
@@ -131,7 +132,7 @@ class Settings:
         except (TypeError, ValueError):
             raise ConfigError("compute.poll_interval must be a number of seconds") from None
         return cls(user=_clean_user(str(doc.get("user") or login)), preference=[str(p) for p in preference],
-                   install=str(doc.get("install") or userdata.DEFAULT_INSTALL),
+                   install=str(doc.get("install") or ""),
                    mountpoint=str(doc.get("mountpoint") or userdata.DEFAULT_MOUNTPOINT), poll_interval=interval,
                    aws=dict(doc.get("aws") or {}), local=dict(doc.get("local") or {}),
                    slurm=dict(doc.get("slurm") or {}), gcp=dict(doc.get("gcp") or {}),
@@ -384,7 +385,7 @@ class Compute:
                     spec.flavor = spec.flavor or DEFAULT_FLAVOR
                 if blocker is None:
                     try:
-                        spec.user_data = self._user_data(vm_name, near, decision.region, cloud, user_data)
+                        spec.user_data = self._user_data(vm_name, near, decision.region, cloud, user_data, decision.cloud)
                     except ConfigError as exc:
                         blocker = exc
             else:
@@ -393,9 +394,11 @@ class Compute:
         return BootPlan(decision=decision, provider=decision.provider, region=decision.region, names=names,
                         specs=specs, blocker=blocker, notes=notes, explicit_names=bool(name), extra_user_data=user_data)
 
-    def _user_data(self, name: str, near: list[str], region: str, cloud: dict[str, Any], extra: str | None) -> str:
+    def _user_data(self, name: str, near: list[str], region: str, cloud: dict[str, Any], extra: str | None,
+                   cloud_name: str = "aws") -> str:
+        install = str(cloud.get("install") or self.settings.install or userdata.CLOUD_INSTALL.get(cloud_name, userdata.DEFAULT_INSTALL))
         return userdata.build(name=name, catalog_url=self.vd.catalog.url, near=near, region=region,
-                              install=self.settings.install, mountpoint=self.settings.mountpoint,
+                              install=install, mountpoint=self.settings.mountpoint,
                               catalog_parameter=cloud.get("catalog_parameter"), extra=extra)
 
     def boot(self, plan: BootPlan) -> list[VM]:
@@ -424,7 +427,8 @@ class Compute:
                                    security_group=checked.security_group,
                                    ssh_user=checked.ssh_user)
                 if prov.remote and vm.name != spec.name:
-                    resolved.user_data = self._user_data(vm.name, spec.near, plan.region, cloud, plan.extra_user_data)
+                    resolved.user_data = self._user_data(vm.name, spec.near, plan.region, cloud, plan.extra_user_data,
+                                                         plan.decision.cloud)
                 specs.append(resolved)
             statuses = prov.boot(specs)
         except BaseException:

@@ -32,6 +32,8 @@ import yaml
 from vdir.errors import ConfigError
 
 DEFAULT_INSTALL = "vdir[mongo,s3,fuse]"
+CLOUD_INSTALL = {"aws": DEFAULT_INSTALL, "azure": "vdir[mongo,azure,fuse]", "gcp": "vdir[mongo,gcs,fuse]"}
+"""What a VM of each cloud installs unless ``compute.install`` says otherwise: its own storage SDK."""
 DEFAULT_MOUNTPOINT = "/vdir"
 CONFIG_PATH = "/etc/vdir/config.yaml"
 SECRET_QUERY = re.compile(r"(password|secret|token|sas|sig|key)", re.I)
