@@ -156,3 +156,30 @@ def test_vdir_error_types(mvd: VDir, fake_gce: FakeGCE) -> None:
     with pytest.raises(VDirError, match=r"Invalid value for field 'resource.name'") as info:
         c.boot(plan)
     assert "\n" not in str(info.value) and records(mvd) == [] and fake_gce.live() == []
+
+
+def test_password_in_the_catalog_url_blocks_a_gce_boot(mvd: VDir, fake_gce: FakeGCE, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SSM hint is for AWS; on GCE the refusal says what to do there instead."""
+    from vdir.errors import ConfigError
+
+    add_file(mvd, "/ds/a", MiB, "gcseu")
+    monkeypatch.setattr(mvd.catalog, "url", "mongodb://ann:s3cret@db.example.org/vdir")
+    plan = gce_compute(mvd, fake_gce).plan(["/ds"])
+    assert isinstance(plan.blocker, ConfigError)
+    assert "on gcp use a catalog the VM's own identity may read" in str(plan.blocker) and "s3cret" not in str(plan.blocker)
+    assert inserts(fake_gce) == []
+
+
+def test_gce_cluster_is_all_the_instances_and_their_hosts(mvd: VDir, fake_gce: FakeGCE, tmp_path: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from vdir.compute.cluster import Clusters
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    add_file(mvd, "/ds/a", MiB, "gcseu")
+    clusters = Clusters(gce_compute(mvd, fake_gce))
+    cluster = clusters.create("spark", clusters.plan("spark", ["/ds"], 3), 3)
+    assert cluster.provider == "gce" and cluster.members == ["spark-1", "spark-2", "spark-3"]
+    ready = clusters.wait("spark", timeout=30, interval=0.01)
+    assert ready.state == "running" and sorted(ready.hosts) == sorted(i.ip for i in fake_gce.live())
+    clusters.delete("spark")
+    assert fake_gce.live() == [] and records(mvd) == []

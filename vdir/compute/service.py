@@ -399,7 +399,7 @@ class Compute:
         install = str(cloud.get("install") or self.settings.install or userdata.CLOUD_INSTALL.get(cloud_name, userdata.DEFAULT_INSTALL))
         return userdata.build(name=name, catalog_url=self.vd.catalog.url, near=near, region=region,
                               install=install, mountpoint=self.settings.mountpoint,
-                              catalog_parameter=cloud.get("catalog_parameter"), extra=extra)
+                              catalog_parameter=cloud.get("catalog_parameter"), extra=extra, cloud=cloud_name)
 
     def boot(self, plan: BootPlan) -> list[VM]:
         """Carry out ``plan`` (see the module docstring for the order of steps)."""

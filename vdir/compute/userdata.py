@@ -115,6 +115,7 @@ def build(
     install: str = DEFAULT_INSTALL,
     mountpoint: str = DEFAULT_MOUNTPOINT,
     catalog_parameter: str | None = None,
+    cloud: str = "aws",
     extra: str | None = None,
 ) -> str:
     """The user data for VM ``name`` (see the module docstring).
@@ -125,7 +126,8 @@ def build(
     if secret and not catalog_parameter:
         raise ConfigError(
             f"the catalog URL {redact(catalog_url)} holds {secret}, which must not go into user data; "
-            "store the URL in SSM Parameter Store and set compute.aws.catalog_parameter"
+            + ("store the URL in SSM Parameter Store and set compute.aws.catalog_parameter" if cloud == "aws" else
+               f"on {cloud} use a catalog the VM's own identity may read (no password in the URL)")
         )
     files: list[dict[str, str]] = []
     if not catalog_parameter:
