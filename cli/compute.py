@@ -278,7 +278,7 @@ def register_cluster(app: typer.Typer, state: Any, out: Any) -> None:
             show(cluster)
 
     @cluster_app.command("status")
-    def status(name: str = typer.Argument(..., metavar="NAME"),
+    def status(name: str = typer.Argument(..., metavar="NAME", help="Cluster name."),
                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
         """Ask the providers how a cluster is doing; show its members and hosts."""
         cluster = clusters().status(name)
@@ -291,7 +291,7 @@ def register_cluster(app: typer.Typer, state: Any, out: Any) -> None:
 
     @cluster_app.command("wait")
     def wait(
-        name: str = typer.Argument(..., metavar="NAME"),
+        name: str = typer.Argument(..., metavar="NAME", help="Cluster name."),
         timeout: float = typer.Option(300.0, "--timeout", help="Give up after this many seconds."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
@@ -303,14 +303,14 @@ def register_cluster(app: typer.Typer, state: Any, out: Any) -> None:
             out.say(f"{cluster.name}: {cluster.state}, hosts {', '.join(cluster.hosts) or '-'}")
 
     @cluster_app.command("hosts")
-    def hosts(name: str = typer.Argument(..., metavar="NAME")) -> None:
+    def hosts(name: str = typer.Argument(..., metavar="NAME", help="Cluster name.")) -> None:
         """Print the host list (one line per task or machine)."""
         for host in clusters().status(name).hosts:
             out.line(host)
 
     @cluster_app.command("ssh")
     def ssh(
-        name: str = typer.Argument(..., metavar="NAME"),
+        name: str = typer.Argument(..., metavar="NAME", help="Cluster name."),
         command: list[str] = typer.Argument(None, metavar="[-- COMMAND...]", help="Run this instead of a shell (after --)."),
         print_only: bool = typer.Option(False, "--print", help="Print the command instead of running it."),
     ) -> None:
@@ -319,7 +319,7 @@ def register_cluster(app: typer.Typer, state: Any, out: Any) -> None:
         _run_target(target, print_only, out)
 
     @cluster_app.command("delete")
-    def delete(name: str = typer.Argument(..., metavar="NAME")) -> None:
+    def delete(name: str = typer.Argument(..., metavar="NAME", help="Cluster name.")) -> None:
         """Stop every member and forget the cluster."""
         cluster = clusters().delete(name)
         out.say(f"deleted cluster {cluster.name} ({', '.join(cluster.members)})")
