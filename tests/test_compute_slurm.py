@@ -211,3 +211,48 @@ def test_cluster_too_big_for_the_site_leaves_nothing(cli: CLI, slurm: SlurmClust
     err = fails(cli, "cluster", "create", "huge", "--near", "/data", "--count", "1")
     assert "a cluster named 'huge' exists" in err
     ok(cli, "cluster", "delete", "huge")
+
+
+# -- records: repair and forgotten jobs (Python API, same real cluster) ---------------------------
+def slurm_compute(vd: VDir, slurm: SlurmCluster, tmp_path: Path) -> Compute:
+    from vdir.admin import add_backend
+
+    (tmp_path / "scratch").mkdir()
+    add_backend(vd, "scratch", f"file://{tmp_path / 'scratch'}", cloud="slurm", region=SITE, check=False)
+    vd.put(b"payload\n", "/d/f", backend="scratch")
+    section = {"user": "ann", "poll_interval": 0.1, "slurm": {
+        "wrapper": slurm.wrapper, "conf": str(slurm.conf), "workdir": str(tmp_path / "jobs"),
+        "regions": {SITE: {"partition": slurm.partition}}}}
+    return Compute(vd, settings=Settings.from_section(section))
+
+
+def test_refresh_finds_a_job_whose_record_was_left_booting(vd: VDir, slurm: SlurmCluster, tmp_path: Path) -> None:
+    """A crash after sbatch but before the record was filled in: --refresh finds the job by name."""
+    from vdir.compute.base import COLLECTION
+
+    c = slurm_compute(vd, slurm, tmp_path)
+    plan = c.plan(["/d"], name="lost", command=["sleep 300"])
+    prov = c.provider("slurm")
+    [status] = prov.boot([prov.check(plan.specs[0])])
+    vd.catalog.put_record(COLLECTION, "lost", {"name": "lost", "provider": "slurm", "cloud": "slurm", "region": SITE,
+                                               "near": ["/d"], "state": "booting", "command": ["sleep 300"]})
+    [vm] = c.list(refresh=True)
+    assert vm.instance_id == status.instance_id and vm.state in ("pending", "running")
+    c.delete("lost")
+    assert slurm.live_jobs() == {} and not (tmp_path / "jobs" / "lost").exists()
+
+
+def test_a_job_the_controller_forgot_reads_its_exit_code_file(vd: VDir, slurm: SlurmCluster, tmp_path: Path) -> None:
+    """Once squeue no longer knows the job and accounting is off (as on this cluster: sacct says
+    so), the state comes from the job's own exit_code file."""
+    from vdir.compute.base import COLLECTION
+
+    c = slurm_compute(vd, slurm, tmp_path)
+    [vm] = c.boot(c.plan(["/d"], name="old", command=["exit 7"]))
+    assert c.wait("old", timeout=120, interval=0.1).exit_code == 7
+    doc, version = vd.catalog.get_record(COLLECTION, "old")
+    vd.catalog.put_record(COLLECTION, "old", {**doc, "instance_id": "999999"}, expected_version=version)
+    status = c.status("old")
+    assert (status.state, status.exit_code) == ("exited", 7)
+    c.delete("old")
+    assert not (tmp_path / "jobs" / "old").exists()
