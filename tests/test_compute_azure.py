@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.servers.azure_arm import ARM, FakeCredential
+from tests.servers.vdirs import CLI, fails, ok
 from tests.test_compute import MiB, add_file, records
 from vdir.admin import add_backend
 from vdir.catalog.base import open_catalog
@@ -181,3 +183,20 @@ def test_wrong_token_is_refused(mvd: VDir, fake_arm: ARM, ssh_key: Path) -> None
     with pytest.raises(VDirError, match="Azure refused the credentials") as info:
         c.boot(c.plan(["/ds"]))
     assert "\n" not in str(info.value) and records(mvd) == []
+
+
+def test_cli_without_azure_credentials_is_one_line(cli: CLI, mvd: VDir, fake_arm: ARM, ssh_key: Path) -> None:
+    config = cli.home / ".config" / "vdir" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump({"catalog": mvd.catalog.url, "compute": {"user": "ann", "azure": {
+        "endpoint": fake_arm.url, "ca_bundle": str(fake_arm.ca_bundle), "subscription_id": fake_arm.subscription,
+        "key_file": str(ssh_key)}}}))
+    for name in [k for k in cli.env if k.startswith("AZURE_")]:
+        cli.env.pop(name)
+    cli.env["AZURE_TOKEN_CREDENTIALS"] = "dev"  # the SDK's own switch: no managed-identity probe
+    add_file(mvd, "/ds/a", MiB, "azwe")
+    dry = ok(cli, "vm", "boot", "--near", "/ds", "--dry-run")
+    assert "decision: azure in westeurope" in dry and "candidate for azure" in dry
+    err = fails(cli, "vm", "boot", "--near", "/ds")
+    assert "no usable Azure credentials for compute" in err and "az login" in err
+    assert puts(fake_arm) == [] and records(mvd) == []

@@ -33,6 +33,7 @@ endpoint (Azure Stack; tests use a labelled fake).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -121,6 +122,10 @@ class AzureProvider(Provider):
             if self._credential is None:
                 from azure.identity import DefaultAzureCredential
 
+                # the chain logs a many-line warning when it finds nothing; vdir says it in one line
+                # (``_translate``), so keep that for -v
+                if not logging.getLogger("vdir").isEnabledFor(logging.DEBUG):
+                    logging.getLogger("azure.identity").setLevel(logging.ERROR)
                 self._credential = DefaultAzureCredential()
             base = self._base()
             kwargs: dict[str, Any] = {}
