@@ -198,7 +198,7 @@ def test_held_cluster_list_ssh_delete(cli: CLI, slurm: SlurmCluster) -> None:
 def test_cluster_too_big_for_the_site_leaves_nothing(cli: CLI, slurm: SlurmCluster) -> None:
     """Two whole nodes on a one-node site: SLURM would queue the job for ever, so vdir cancels it
     at once; no job left, no records, no workdir."""
-    configure(cli, slurm, cluster_nodes=True)
+    configure(cli, slurm, cluster="nodes")
     put_data(cli)
     before = slurm.jobs()
     err = fails(cli, "cluster", "create", "huge", "--near", "/data", "--count", "2")
@@ -256,3 +256,25 @@ def test_a_job_the_controller_forgot_reads_its_exit_code_file(vd: VDir, slurm: S
     assert (status.state, status.exit_code) == ("exited", 7)
     c.delete("old")
     assert not (tmp_path / "jobs" / "old").exists()
+
+
+def test_cluster_as_a_job_array(cli: CLI, slurm: SlurmCluster) -> None:
+    """cluster: array — one sbatch --array submission; every task runs the command; the job's
+    exit code is the highest of its tasks'."""
+    configure(cli, slurm, cluster="array")
+    put_data(cli)
+    ok(cli, "cluster", "create", "arr", "--near", "/data", "--count", "3", "--",
+       "echo task=$SLURM_ARRAY_TASK_ID $(cat vdir/data/src/b.txt); exit $SLURM_ARRAY_TASK_ID")
+    job = vms(cli)["arr"]["instance_id"]
+    err = fails(cli, "vm", "wait", "arr", "--timeout", "120")
+    assert "exited with code 2" in err  # the highest of 0, 1, 2
+    tasks = {j: s for j, s in slurm.jobs().items() if j.startswith(f"{job}_")}
+    assert tasks == {f"{job}_0": "COMPLETED", f"{job}_1": "FAILED", f"{job}_2": "FAILED"}
+    logs = ok(cli, "vm", "logs", "arr")
+    for n in range(3):
+        assert f"== task {n} ==\ntask={n} beta\n" in logs
+    status = json.loads(ok(cli, "cluster", "status", "arr", "--json"))
+    assert status["hosts"] == [slurm.node] * 3 and status["state"] == "exited"
+    assert Path(status["hosts_file"]).read_text() == f"{slurm.node}\n" * 3
+    ok(cli, "cluster", "delete", "arr")
+    assert clusters(cli) == {} and vms(cli) == {} and slurm.live_jobs() == {}

@@ -6,7 +6,8 @@
 * on a cloud provider (``ec2``), boots N VMs ``train-1`` … ``train-N`` in one request (the
   provider's ``boot`` leaves nothing running if any fails);
 * on ``slurm``, submits **one job of N tasks** (``--ntasks N``; N whole nodes with
-  ``compute.slurm.cluster_nodes``), which SLURM starts complete or not at all; its one VM
+  ``compute.slurm.cluster: nodes``), which SLURM starts complete or not at all (or, with
+  ``cluster: array``, a job array of N tasks, submitted at once but started as room allows); its one VM
   record is called ``train``;
 * on ``local``, starts N local VMs (for trying things out).
 

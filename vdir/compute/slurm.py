@@ -26,7 +26,11 @@ finished jobs), then from ``sacct`` once the controller has forgotten the job, t
 the working directory.
 
 A **cluster** (``vdir cluster create --count N``) is one job of N tasks (``--ntasks N``, or N
-nodes with ``compute.slurm.cluster_nodes: true``): SLURM starts all of them together or none.
+whole nodes with ``compute.slurm.cluster: nodes``): SLURM starts all of them together or none.
+With ``cluster: array`` it is a **job array** of N tasks instead (``--array=0-N-1``): every task
+runs the command (``$SLURM_ARRAY_TASK_ID`` tells which), each as soon as the site has room —
+submitted all or nothing, but not started together; each writes ``hosts.d/ID`` and
+``exit_code.ID``, output goes to ``output-ID.log``, and the job's exit code is the highest.
 
 Per-site settings (``compute.slurm``, overridden per site in ``compute.slurm.regions.SITE``)::
 
@@ -37,7 +41,7 @@ Per-site settings (``compute.slurm``, overridden per site in ``compute.slurm.reg
     conf: /etc/slurm/slurm.conf  # SLURM_CONF for the commands (default: theirs)
     wrapper: []                  # run the SLURM commands through this (e.g. [sudo, -u, hpc])
     workdir: ~/jobs              # on a file system the nodes share
-    cluster_nodes: false         # a cluster is N tasks (default) or N whole nodes
+    cluster: tasks               # a cluster is N tasks of one job, N whole nodes, or an array
 """
 
 from __future__ import annotations
@@ -194,9 +198,9 @@ class SlurmProvider(LocalProvider):
             env = self._env(spec, work)
             (work / "env.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
             job = work / "job.sh"
-            job.write_text(self._script(spec, work))
-            job.chmod(0o755)
             site = self.settings(spec.region)
+            job.write_text(self._script(spec, work, array=spec.tasks > 1 and site.get("cluster") == "array"))
+            job.chmod(0o755)
             argv = ["sbatch", "--parsable", f"--job-name={spec.name}", f"--chdir={work}", f"--output={work / OUTPUT}",
                     f"--comment=vdir:{spec.name}"]
             if site.get("partition"):
@@ -206,8 +210,15 @@ class SlurmProvider(LocalProvider):
             if site.get("time"):
                 argv.append(f"--time={site['time']}")
             tasks = max(1, int(spec.tasks))
-            if tasks > 1 and site.get("cluster_nodes"):
+            mode = str(site.get("cluster") or "tasks")
+            if mode not in ("tasks", "nodes", "array"):
+                raise ConfigError(f"compute.slurm.cluster is {mode!r}; it is tasks, nodes or array")
+            array = tasks > 1 and mode == "array"
+            if tasks > 1 and mode == "nodes":
                 argv += [f"--nodes={tasks}", "--ntasks-per-node=1"]
+            elif array:
+                argv = [a for a in argv if not a.startswith("--output=")]
+                argv += [f"--array=0-{tasks - 1}", f"--output={work / 'output-%a.log'}"]
             elif tasks > 1:
                 argv.append(f"--ntasks={tasks}")
             options = site.get("options") or []
@@ -219,7 +230,8 @@ class SlurmProvider(LocalProvider):
                 raise VDirError(f"slurm site {spec.region}: sbatch answered {out.strip()!r}, not a job id")
             self._refuse_impossible(spec, job_id, tasks)
             extra: dict[str, Any] = {"workdir": str(work), "linked_files": linked, "not_local_files": elsewhere,
-                                     "partition": site.get("partition"), "tasks": tasks, "slurm_state": "PENDING"}
+                                     "partition": site.get("partition"), "tasks": tasks, "slurm_state": "PENDING",
+                                     "array": array}
             return Status(state=PENDING, instance_id=job_id, extra=extra)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
@@ -229,7 +241,8 @@ class SlurmProvider(LocalProvider):
         """SLURM accepts a job its partition can never run (without ``EnforcePartLimits``) and
         leaves it pending for ever; such a job is a failed boot, so cancel it and say why."""
         proc = self._run(spec.region, ["squeue", "-h", f"--jobs={job_id}", "-o", "%T|%r"], f"check job {job_id}")
-        state, _, reason = proc.stdout.strip().partition("|")
+        first = proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else ""
+        state, _, reason = first.partition("|")
         if state == "PENDING" and reason in _NEVER:
             self._run(spec.region, ["scancel", job_id], f"cancel job {job_id}")
             what = f"{tasks} tasks" if tasks > 1 else "the job"
@@ -237,12 +250,18 @@ class SlurmProvider(LocalProvider):
                                   "nothing was left queued")
 
     @staticmethod
-    def _script(spec: VMSpec, work: Path) -> str:
-        hosts = (f'if [ "${{SLURM_NTASKS:-1}}" -gt 1 ]; then srun --ntasks="$SLURM_NTASKS" hostname -s > {HOSTS}.tmp; '
-                 f'else hostname -s > {HOSTS}.tmp; fi\nmv {HOSTS}.tmp {HOSTS}\n')
+    def _script(spec: VMSpec, work: Path, array: bool = False) -> str:
+        if array:  # one task of a job array: its own host line and exit code
+            hosts = (f"mkdir -p {HOSTS}.d\nhostname -s > {HOSTS}.d/$SLURM_ARRAY_TASK_ID.tmp\n"
+                     f"mv {HOSTS}.d/$SLURM_ARRAY_TASK_ID.tmp {HOSTS}.d/$SLURM_ARRAY_TASK_ID\n")
+            code_file = f"{EXIT_CODE}.$SLURM_ARRAY_TASK_ID"
+        else:
+            hosts = (f'if [ "${{SLURM_NTASKS:-1}}" -gt 1 ]; then srun --ntasks="$SLURM_NTASKS" hostname -s > {HOSTS}.tmp; '
+                     f'else hostname -s > {HOSTS}.tmp; fi\nmv {HOSTS}.tmp {HOSTS}\n')
+            code_file = EXIT_CODE
         if spec.command:
             body = (f"( {' '.join(spec.command)}\n)\ncode=$?\n"
-                    f"echo $code > {EXIT_CODE}.tmp && mv {EXIT_CODE}.tmp {EXIT_CODE}\nexit $code\n")
+                    f"echo $code > {code_file}.tmp && mv {code_file}.tmp {code_file}\nexit $code\n")
         else:
             body = "# no command: hold the allocation for 'vdir vm ssh' until 'vdir vm delete' or the time limit\n" \
                    "exec sleep infinity\n"
@@ -268,10 +287,33 @@ class SlurmProvider(LocalProvider):
 
     @staticmethod
     def _exit_code(work: Path) -> int | None:
-        try:
-            return int((work / EXIT_CODE).read_text().strip())
-        except (OSError, ValueError):
-            return None
+        """The job's exit code; of a job array, the highest of its tasks'."""
+        codes = []
+        for path in [work / EXIT_CODE, *sorted(work.glob(f"{EXIT_CODE}.*[0-9]"))]:
+            try:
+                codes.append(int(path.read_text().strip()))
+            except (OSError, ValueError):
+                continue
+        return max(codes) if codes else None
+
+    def _aggregate(self, vm: VM, rows: list[str], work: Path) -> Status:
+        """One status for the rows squeue/sacct give for a job (one row, or one per array task)."""
+        statuses = []
+        for row in rows:
+            state, _, nodes = row.partition("|")
+            statuses.append(self._from_slurm(vm, state, nodes, work))
+        if len(statuses) == 1:
+            return statuses[0]
+        for wanted in (RUNNING, PENDING):  # an array still going is running while any task runs
+            found = [s for s in statuses if s.state == wanted]
+            if found:
+                found[0].extra["array_states"] = sorted({str(s.extra.get("slurm_state")) for s in statuses})
+                return found[0]
+        if all(s.state == EXITED for s in statuses):
+            code = self._exit_code(work)
+            return Status(state=EXITED, exit_code=code if code is not None else max(s.exit_code or 0 for s in statuses),
+                          extra={"slurm_state": "COMPLETED" if code == 0 else "FAILED"})
+        return next(s for s in statuses if s.state != EXITED)
 
     def status(self, vm: VM) -> Status:
         work = Path(vm.extra.get("workdir") or self.workdir(vm.name))
@@ -280,18 +322,16 @@ class SlurmProvider(LocalProvider):
             return found if found is not None else Status(state=GONE)
         job = vm.instance_id
         proc = self._run(vm.region, ["squeue", "-h", "--states=all", f"--jobs={job}", "-o", "%T|%N"], f"status of job {job}")
-        line = proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else ""
-        if line:
-            state, _, nodes = line.partition("|")
-            return self._from_slurm(vm, state, nodes, work)
+        lines = proc.stdout.strip().splitlines() if proc.returncode == 0 else []
+        if lines:
+            return self._aggregate(vm, lines, work)
         if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
             raise BackendUnavailable(f"slurm site {vm.region}: status of job {job}: {_first_line(proc.stderr)}")
         # the controller has forgotten the job: ask accounting, if the site keeps it
         acct = self._run(vm.region, ["sacct", "-n", "-P", "-X", f"--jobs={job}", "-o", "State,NodeList"], f"accounting of job {job}")
         rows = [r for r in acct.stdout.strip().splitlines() if r.strip()] if acct.returncode == 0 else []
         if rows:
-            state, _, nodes = rows[0].partition("|")
-            return self._from_slurm(vm, state, nodes, work)
+            return self._aggregate(vm, rows, work)
         code = self._exit_code(work)
         if code is not None:
             return Status(state=EXITED, exit_code=code)
@@ -302,7 +342,7 @@ class SlurmProvider(LocalProvider):
         for line in proc.stdout.strip().splitlines() if proc.returncode == 0 else []:
             job, state, nodes = (line.split("|") + ["", ""])[:3]
             status = self._from_slurm(vm, state, nodes, self.workdir(vm.name))
-            status.instance_id = job
+            status.instance_id = job.split("_")[0]
             status.extra["workdir"] = str(self.workdir(vm.name))
             return status
         return None
@@ -353,7 +393,21 @@ class SlurmProvider(LocalProvider):
     def hosts(self, vm: VM) -> list[str]:
         """The job's host file (one line per task), once the job has written it."""
         work = Path(vm.extra.get("workdir") or self.workdir(vm.name))
+        if vm.extra.get("array"):  # one file per task that has started, in task order
+            found = sorted((int(p.name), p) for p in (work / f"{HOSTS}.d").glob("*") if p.name.isdigit())
+            lines = [p.read_text().strip() for _, p in found if p.read_text().strip()]
+            if work.is_dir():  # gathered into the one host list the cluster names
+                (work / f"{HOSTS}.tmp").write_text("".join(h + "\n" for h in lines))
+                (work / f"{HOSTS}.tmp").replace(work / HOSTS)
+            return lines
         try:
             return [ln.strip() for ln in (work / HOSTS).read_text().splitlines() if ln.strip()]
         except OSError:
             return []
+
+    def logs(self, vm: VM) -> str:
+        work = Path(vm.extra.get("workdir") or self.workdir(vm.name))
+        if not vm.extra.get("array"):
+            return super().logs(vm)
+        parts = sorted((int(m.group(1)), p) for p in work.glob("output-*.log") if (m := re.fullmatch(r"output-(\d+)\.log", p.name)))
+        return "".join(f"== task {n} ==\n" + p.read_text(errors="replace") for n, p in parts)
