@@ -724,10 +724,12 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | Literal["un
         end = int(last) + 1 if last else size
     except ValueError:
         return None
-    if start < 0 or end <= start:
+    if start < 0:
         return None
     if start >= size:
         return "unsatisfiable"
+    if end <= start:
+        return None
     return start, min(end, size)
 
 
