@@ -14,7 +14,6 @@ import pytest
 
 from tests.catalogs import AWKWARD_NAMES, byte_order
 from tests.servers.vdir_server import LiveServer, live_server
-from vdir.core import VDir
 from vdir.hashing import hash_bytes
 
 
@@ -214,7 +213,6 @@ def test_entries_by_id(c: httpx.Client, vdir_server: LiveServer) -> None:
     vd = vdir_server.vd
     for n in ("b", "a", "c"):
         vd.put(n.encode(), f"/e/{n}")
-    vd.catalog  # noqa: B018
     eid = c.get("/v1/stat", params={"path": "/e"}).json()["id"]
     entry = c.get(f"/v1/entries/{eid}").json()
     assert entry["name"] == "e" and entry["type"] == "dir"

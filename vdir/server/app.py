@@ -327,9 +327,10 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
 
     @app.get("/v1/uploads/{upload_id}", response_model=m.UploadOffset, tags=["uploads"])
     def upload_offset(caller: CallerDep, upload_id: UploadId) -> m.UploadOffset:
-        """How many bytes the session holds: where the next chunk starts."""
+        """How many bytes the session holds: where the next chunk starts (once a chunk still
+        being received, e.g. one whose connection was cut, has ended)."""
         session = uploads.get(upload_id, caller.user)
-        return m.UploadOffset(offset=uploads.offset(session), size=session.size)
+        return m.UploadOffset(offset=uploads.settled_offset(session), size=session.size)
 
     @app.put("/v1/uploads/{upload_id}", response_model=m.UploadOffset, tags=["uploads"], openapi_extra=BINARY_BODY)
     async def upload_chunk(caller: CallerDep, upload_id: UploadId, request: Request,

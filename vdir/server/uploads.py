@@ -3,8 +3,9 @@ and a server restart.
 
 A session is a directory ``STATE/uploads/ID/`` holding ``meta.json`` (path, size, owner,
 options) and ``data`` (the bytes received so far).  The session's offset *is* the size of
-``data``: a chunk cut mid-way keeps the bytes that arrived, and the client asks for the offset
-and goes on from there.  The commit hands ``data`` to the core's ordinary write
+``data``: a chunk cut mid-way keeps the bytes that reached the server's handler (the last few
+KiB still in its buffers may be lost), and the client asks for the offset and goes on from
+there; a ``PUT`` at any other offset is refused (409), so a client that raced asks again.  The commit hands ``data`` to the core's ordinary write
 (``VDir.write_stream``: fresh key, hash, compare-and-set commit), then removes the session.
 """
 
@@ -100,6 +101,17 @@ class Uploads:
         if session.user != user:
             raise NotFound(f"no upload session {sid!r} (committed, cancelled or expired)")
         return session
+
+    def settled_offset(self, session: Session) -> int:
+        """The offset once no chunk is being received (after waiting up to ``LOCK_WAIT`` for one
+        in flight, e.g. a cut one the server has not noticed yet, to end)."""
+        lock = self._lock(session.id)
+        got = lock.acquire(timeout=LOCK_WAIT)
+        try:
+            return self.offset(session)
+        finally:
+            if got:
+                lock.release()
 
     def offset(self, session: Session) -> int:
         try:
