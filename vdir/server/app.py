@@ -23,6 +23,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vdir
 from vdir import paths
@@ -120,6 +121,13 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = f"invalid request: {where}: {first.get('msg', 'invalid')}" if where else "invalid request"
         return JSONResponse({"error": message, "errno": "EINVAL"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # the framework's own refusals (unparsable body, unknown route, wrong method), in our shape
+        names = {401: "EACCES", 403: "EACCES", 404: "ENOENT", 405: "EOPNOTSUPP"}
+        return JSONResponse({"error": str(exc.detail), "errno": names.get(exc.status_code, "EINVAL")},
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -294,9 +302,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
                  expires: Annotated[int, Query(ge=1, le=7 * 86400)] = 900) -> m.DirectUrl:
         """A short-lived pre-signed URL to read the file straight from its backend (S3, GCS,
         Azure); 409 when the file's replicas are on backends that cannot pre-sign."""
-        from vdir import presign  # type: ignore[attr-defined,unused-ignore]
-
-        found = presign.download_url(caller.vd, path, expires=expires)
+        found = _presign().download_url(caller.vd, path, expires=expires)
         if found is None:
             raise Conflict(f"{paths.normalize(path)}: its backend cannot pre-sign URLs; read it through /v1/files")
         return m.DirectUrl(**found)
@@ -316,9 +322,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
                 raise vdir.errors.AlreadyExists(f"{norm}: exists (use force to overwrite)", path=norm)
         direct = None
         if req.direct:
-            from vdir import presign  # type: ignore[attr-defined,unused-ignore]
-
-            direct = presign.start_direct_upload(vd, norm, req.size, backend=req.backend)
+            direct = _presign().start_direct_upload(vd, norm, req.size, backend=req.backend)
         session = uploads.create(caller.user, norm, req.size, force=req.force, backend=req.backend, mode=req.mode,
                                  direct=direct)
         return m.UploadSession(id=session.id, offset=0, size=session.size, chunk_size=CHUNK_SIZE,
@@ -348,9 +352,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         session = uploads.get(upload_id, caller.user)
         expected = req.hash if req else None
         if session.direct is not None:
-            from vdir import presign  # type: ignore[attr-defined,unused-ignore]
-
-            entry = presign.finish_direct_upload(caller.vd, session.direct, hash=expected, force=session.force,
+            entry = _presign().finish_direct_upload(caller.vd, session.direct, hash=expected, force=session.force,
                                                  mode=session.mode)
             uploads.delete(session)
         else:
@@ -764,12 +766,19 @@ def _content_length(request: Request) -> int | None:
 
 
 def _trash_on(vd: VDir) -> bool:
-    """Whether removals go to the trash (the catalog setting ``settings/trash``)."""
+    """Whether removals go to the trash (as this view of the VDir read the setting)."""
+    return bool(getattr(vd, "trash_keep", 0))
+
+
+def _presign() -> Any:
+    """:mod:`vdir.presign` (pre-signed URLs for direct transfers), if this vdir has it."""
     try:
-        doc, _ = vd.catalog.get_record("settings", "trash")
-    except NotFound:
-        return False
-    return bool(doc.get("keep_seconds"))
+        import vdir.presign as presign  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError as exc:
+        if exc.name != "vdir.presign":
+            raise
+        raise Conflict("this server cannot pre-sign URLs (no vdir.presign); transfer through the server") from None
+    return presign
 
 
 def _core(vd: VDir, name: str) -> Any:

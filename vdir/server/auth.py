@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdir.core import VDir
-from vdir.errors import AuthenticationError, PermissionDenied
+from vdir.errors import AuthenticationError, NotSupported, PermissionDenied
 
 DEV_TOKEN_ENV = "VDIR_SERVER_TOKEN"
 
@@ -50,7 +50,12 @@ class Authenticator:
         """The core's account registry (users, tokens, projects)."""
         with self._lock:
             if self._accounts is None:
-                from vdir.access import Accounts  # type: ignore[import-not-found,unused-ignore]
+                try:
+                    from vdir.access import Accounts  # type: ignore[import-not-found,unused-ignore]
+                except ModuleNotFoundError as exc:
+                    if exc.name != "vdir.access":
+                        raise
+                    raise NotSupported("this server's vdir has no accounts (vdir.access)") from None
 
                 self._accounts = Accounts(self.vd.catalog)
             return self._accounts
