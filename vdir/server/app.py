@@ -39,7 +39,7 @@ from vdir.errors import (
     VDirError,
 )
 from vdir.server import models as m
-from vdir.server.auth import Authenticator, Caller
+from vdir.server.auth import Authenticator, Caller, check_write
 from vdir.server.bodies import BodyReader, run_with_body
 from vdir.server.errors import error_body, status_of
 from vdir.server.jobs import Jobs, Report
@@ -302,6 +302,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
                  expires: Annotated[int, Query(ge=1, le=7 * 86400)] = 900) -> m.DirectUrl:
         """A short-lived pre-signed URL to read the file straight from its backend (S3, GCS,
         Azure); 409 when the file's replicas are on backends that cannot pre-sign."""
+        caller.vd.stat(path)  # the caller's access, before anything else is said about the path
         found = _presign().download_url(caller.vd, path, expires=expires)
         if found is None:
             raise Conflict(f"{paths.normalize(path)}: its backend cannot pre-sign URLs; read it through /v1/files")
@@ -314,9 +315,14 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         offset after a cut, then commit.  With `direct`, PUT the file to the returned URL."""
         vd = caller.vd
         norm = paths.normalize(req.path)
+        if norm == "/":
+            raise IsADirectory("/: is the root directory")
+        existing = None
         with contextlib.suppress(NotFound):  # fail early on what the commit would refuse
-            there = vd.stat(norm)
-            if there.type == DIR:
+            existing = vd.entry(norm)
+        check_write(vd, norm, req.size, replaced=existing)
+        if existing is not None:
+            if existing.type == DIR:
                 raise IsADirectory(f"{norm}: is a directory", path=norm)
             if not req.force:
                 raise vdir.errors.AlreadyExists(f"{norm}: exists (use force to overwrite)", path=norm)

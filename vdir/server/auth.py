@@ -80,3 +80,16 @@ class Authenticator:
         if not expected or secret != expected:
             raise AuthenticationError("unknown token")
         return Caller(user="admin", admin=True, scopes=("admin", "read", "write"), vd=self.vd)
+
+
+def check_write(vd: VDir, norm: str, size: int | None, replaced: Any = None) -> None:
+    """Refuse now what the core would refuse at the commit of a ``size``-byte file at ``norm``
+    (no write permission, over the project's quota), before an upload session takes any bytes
+    onto the server's disk.  The core's own checks (:meth:`VDir._allow`, :meth:`VDir._check_quota`);
+    they run again at the commit."""
+    allow = getattr(vd, "_allow", None)
+    if allow is not None:
+        allow(norm, "write")
+    check_quota = getattr(vd, "_check_quota", None)
+    if check_quota is not None:
+        check_quota(norm, size, replaced=replaced)
