@@ -32,6 +32,7 @@ from vdir.core import VDir
 from vdir.errors import (
     AuthenticationError,
     Conflict,
+    IntegrityError,
     InvalidArgument,
     IsADirectory,
     NotFound,
@@ -327,13 +328,16 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
             if not req.force:
                 raise vdir.errors.AlreadyExists(f"{norm}: exists (use force to overwrite)", path=norm)
         direct = None
-        if req.direct:
-            direct = _presign().start_direct_upload(vd, norm, req.size, backend=req.backend)
+        if req.direct and _presign(required=False) is not None:  # None: the session takes chunks instead
+            direct = _presign().start_direct_upload(vd, norm, req.size, backend=req.backend, force=req.force,
+                                                    mode=req.mode)
         session = uploads.create(caller.user, norm, req.size, force=req.force, backend=req.backend, mode=req.mode,
                                  direct=direct)
-        return m.UploadSession(id=session.id, offset=0, size=session.size, chunk_size=CHUNK_SIZE,
-                               url=direct.get("url") if direct else None, headers=direct.get("headers") if direct else None)
-
+        if direct is None:
+            return m.UploadSession(id=session.id, offset=0, size=session.size, chunk_size=CHUNK_SIZE)
+        return m.UploadSession(id=session.id, offset=0, size=session.size, chunk_size=session.size,
+                               url=direct["url"], method=direct.get("method", "PUT"),
+                               headers=dict(direct.get("headers") or {}), expires=direct.get("expires"))
 
     @app.get("/v1/uploads/{upload_id}", response_model=m.UploadOffset, tags=["uploads"])
     def upload_offset(caller: CallerDep, upload_id: UploadId) -> m.UploadOffset:
@@ -348,6 +352,8 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         """Append the body at `offset` (must be the session's offset: 409 otherwise).  The bytes
         are kept as they arrive: after a cut, ask for the offset and go on from there."""
         session = uploads.get(upload_id, caller.user)
+        if session.direct is not None:
+            raise Conflict(f"upload {upload_id} is direct: send the file to its URL, then commit")
         new = await run_with_body(request.stream(), lambda body: uploads.write(session, offset, body))  # type: ignore[arg-type]
         return m.UploadOffset(offset=new, size=session.size)
 
@@ -358,8 +364,11 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         session = uploads.get(upload_id, caller.user)
         expected = req.hash if req else None
         if session.direct is not None:
-            entry = _presign().finish_direct_upload(caller.vd, session.direct, hash=expected, force=session.force,
-                                                 mode=session.mode)
+            try:
+                entry = _presign().finish_direct_upload(caller.vd, session.direct, hash=expected)
+            except IntegrityError:
+                uploads.delete(session)  # the staged object was deleted: nothing left to commit
+                raise
             uploads.delete(session)
         else:
             entry = uploads.commit(session, caller.vd, expected)
@@ -367,8 +376,11 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
 
     @app.delete("/v1/uploads/{upload_id}", response_model=m.Done, tags=["uploads"])
     def upload_cancel(caller: CallerDep, upload_id: UploadId) -> m.Done:
-        """Drop the session and the bytes it holds."""
-        uploads.delete(uploads.get(upload_id, caller.user))
+        """Drop the session and the bytes it holds (for a direct upload, the staged object)."""
+        session = uploads.get(upload_id, caller.user)
+        if session.direct is not None:
+            _presign().abort_direct_upload(caller.vd, session.direct)
+        uploads.delete(session)
         return m.Done()
 
     # -- changing the tree ---------------------------------------------------------------------
@@ -776,13 +788,16 @@ def _trash_on(vd: VDir) -> bool:
     return bool(getattr(vd, "trash_keep", 0))
 
 
-def _presign() -> Any:
-    """:mod:`vdir.presign` (pre-signed URLs for direct transfers), if this vdir has it."""
+def _presign(required: bool = True) -> Any:
+    """:mod:`vdir.presign` (pre-signed URLs for direct transfers), if this vdir has it (else
+    ``Conflict``, or None when not ``required``)."""
     try:
         import vdir.presign as presign  # type: ignore[import-not-found,unused-ignore]
     except ModuleNotFoundError as exc:
         if exc.name != "vdir.presign":
             raise
+        if not required:
+            return None
         raise Conflict("this server cannot pre-sign URLs (no vdir.presign); transfer through the server") from None
     return presign
 

@@ -214,8 +214,10 @@ class UploadSession(BaseModel):
     offset: int
     size: int
     chunk_size: int
-    url: str | None = Field(None, description="Direct uploads: PUT the whole file here.")
-    headers: dict[str, str] | None = Field(None, description="Direct uploads: headers the PUT must carry.")
+    url: str | None = Field(default=None, description="Direct uploads: send the whole file here, then commit.")
+    method: str | None = Field(default=None, description="Direct uploads: the HTTP method for `url` (PUT).")
+    headers: dict[str, str] | None = Field(default=None, description="Direct uploads: headers the request must carry.")
+    expires: float | None = Field(default=None, description="Direct uploads: when `url` stops working (epoch seconds).")
 
 
 class UploadOffset(BaseModel):
@@ -366,7 +368,13 @@ class VMBoot(BaseModel):
 
 
 class DirectUrl(BaseModel):
+    """A pre-signed URL reading a file straight from its backend; check what it gives against
+    ``hash`` (``xxh128:<hex>``) and ``size``."""
+
     url: str
+    method: str = "GET"
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers the request must carry.")
     expires: float
     hash: str | None = None
     size: int
+    backend: str | None = None
