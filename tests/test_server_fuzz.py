@@ -64,3 +64,18 @@ def test_no_server_errors_and_responses_match_the_spec(vdir_server: LiveServer) 
     n, failures = fuzz(vdir_server, vdir_server.admin_token)
     assert n >= 40
     assert not failures, "\n\n".join(f"== {op}\n{text}" for op, text in failures.items())
+
+
+def test_as_a_project_member_too(vdir_server: LiveServer) -> None:
+    """The same, with an editor's token: the permission paths (403, 404 for hidden paths,
+    admin-only refusals) answer as the spec says, never with a server error."""
+    from vdir.access import Accounts
+
+    seed(vdir_server)
+    accounts = Accounts(vdir_server.vd.catalog)
+    accounts.create_project("p", ["/projects/p"])
+    token = vdir_server.token("member")
+    accounts.grant("p", "member", "editor")
+    n, failures = fuzz(vdir_server, token)
+    assert n >= 40
+    assert not failures, "\n\n".join(f"== {op}\n{text}" for op, text in failures.items())
