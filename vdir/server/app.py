@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -58,12 +59,20 @@ BINARY_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": BINA
 bearer = HTTPBearer(auto_error=False, description="An API token (`vdir token create`).")
 
 
-def get_caller(request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
-    """The authenticated caller (401 with ``WWW-Authenticate: Bearer`` otherwise)."""
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def caller_from(request: Request, cred: HTTPAuthorizationCredentials | None) -> Caller:
+    """The authenticated caller (401 with ``WWW-Authenticate: Bearer`` otherwise); blocking
+    (catalog reads): call it from a worker thread."""
     if cred is None or cred.scheme.lower() != "bearer":
         raise AuthenticationError("missing bearer token (Authorization: Bearer <token>)")
     authenticate: Authenticator = request.app.state.auth
     return authenticate(cred.credentials)
+
+
+def get_caller(request: Request, cred: Credentials) -> Caller:
+    return caller_from(request, cred)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -247,10 +256,14 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         304: {"description": "`If-None-Match` matched the ETag (the content hash)."},
         416: {"model": m.ErrorBody, "description": "The range lies outside the file."},
     })
-    def get_file(caller: CallerDep, path: PathQ, request: Request) -> Response:
+    async def get_file(cred: Credentials, path: PathQ, request: Request) -> Response:
         """A file's bytes, streamed; every byte verified against the catalog's hashes as the
         core reads it (a mismatch on every replica aborts the response).  `ETag` is the
         content hash; `Range` (one range) answers 206."""
+        # authenticating, opening and reading the first chunk in one worker thread: the hot path
+        return await anyio.to_thread.run_sync(lambda: send_file(caller_from(request, cred), path, request))
+
+    def send_file(caller: Caller, path: str, request: Request) -> Response:
         fh = caller.vd.open(path, "rb")
         try:
             entry = fh.raw.entry  # type: ignore[attr-defined]
@@ -280,11 +293,14 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         except BaseException:
             fh.close()
             raise
+        if len(first) == end - start:  # all of it already: no streaming (two thread hops fewer)
+            fh.close()
+            return Response(first, status_code=status, headers=headers, media_type="application/octet-stream")
         return StreamingResponse(_stream(fh, first, end - start), status_code=status, headers=headers,
                                  media_type="application/octet-stream")
 
     @app.put("/v1/files", status_code=201, response_model=m.InfoModel, tags=["files"], openapi_extra=BINARY_BODY)
-    async def put_file(caller: CallerDep, path: PathQ, request: Request, force: bool = False,
+    async def put_file(cred: Credentials, path: PathQ, request: Request, force: bool = False,
                        backend: str | None = None, mode: Annotated[int | None, Query(ge=0, le=0o7777)] = None,
                        parents: bool = True) -> m.InfoModel:
         """Store the request body as the file `path` (streamed through; committed only once
@@ -292,6 +308,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         size = _content_length(request)
 
         def work(body: BodyReader) -> m.InfoModel:
+            caller = caller_from(request, cred)  # in the worker thread, before a byte is read
             entry = caller.vd.write_stream(path, body, backend=backend, overwrite=force,  # type: ignore[arg-type]
                                            size=size, mode=mode, parents=parents)
             return info_of(path, entry)
