@@ -75,7 +75,8 @@ def add_backend(
 ) -> BackendRecord:
     """Register a backend.  Secret options go to the local config file (0600), never to the
     catalog.  With ``check`` the backend is opened and listed once, so a wrong URL or wrong
-    credentials fail here with one line rather than at the first put."""
+    credentials fail here with one line rather than at the first put.  Admin only."""
+    vd.require_admin()
     from vdir.backends import Location, open_backend
     from vdir.paths import check_name
 
@@ -132,7 +133,8 @@ def add_backend(
 def remove_backend(vd: VDir, name: str, *, force: bool = False) -> int:
     """Unregister a backend; refuses while replicas live there unless ``force``.  Returns the
     number of replicas that were on it (with ``force``, those catalog records are dropped; the
-    objects themselves are left untouched)."""
+    objects themselves are left untouched).  Admin only."""
+    vd.require_admin()
     vd.backend_record(name)  # NotFound names the known backends
     count = vd.catalog.count_replicas(name)
     if count and not force:

@@ -48,7 +48,7 @@ def _copy_plan(vd: VDir, src: str, dst: str, *, recursive: bool, force: bool,
         raise InvalidArgument(f"cannot copy {snorm} into itself ({dnorm})")
     vd._check_dir_target(dnorm)
     items = []
-    for rel, e in vd.catalog.walk(sentry.id):
+    for rel, e in vd._walk(sentry.id, snorm):
         if not allows(filter, rel, e.type == DIR):
             continue
         _check_copy_target(vd, paths.join(dnorm, rel), force, e.type)

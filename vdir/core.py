@@ -15,6 +15,7 @@ object is removed: nothing is lost or mixed.
 from __future__ import annotations
 
 import contextlib
+import copy as copy_mod
 import io
 import logging
 import os
@@ -29,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from vdir import copying, getting, linking, localin, objects, paths
+from vdir import copying, getting, linking, localin, objects, paths, quota
 from vdir import find as find_mod
+from vdir import trash as trash_mod
+from vdir.access import Access, Accounts, Principal
 from vdir.backends import Backend, Location, PutMode, open_backend
 from vdir.catalog.base import (
     DEVICES,
@@ -57,6 +60,7 @@ from vdir.errors import (
     NotADirectory,
     NotFound,
     NotPermitted,
+    PermissionDenied,
     VDirError,
 )
 from vdir.filters import Filter
@@ -144,9 +148,115 @@ class VDir:
         self._records: dict[str, BackendRecord] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, threading.Lock] = {}  # one thread opens a backend, the others wait for it
+        self.principal: Principal | None = None
+        """Who is asking; ``None``: standalone, everything allowed (see :mod:`vdir.access`)."""
+        self._access: Access | None = None
+        self._view = False
+        self._trash_keep = trash_mod.load_keep(catalog)  # read once per open: rm never asks again
+
+    # -- who is asking (vdir/access.py) ------------------------------------------------------
+    def as_user(self, principal: Principal) -> VDir:
+        """A view of this VDir for ``principal``: it shares the catalog, the configuration and
+        the opened backends, and every public method checks the principal's access (one
+        helper, :meth:`_allow`).  The projects and the trash setting are read now (two catalog
+        reads); closing the view closes nothing."""
+        view = copy_mod.copy(self)
+        view.principal = principal
+        view._access = Access(principal, Accounts(self.catalog).list_projects())
+        view._trash_keep = trash_mod.load_keep(self.catalog)
+        view._view = True
+        return view
+
+    def require_admin(self) -> None:
+        """``PermissionDenied`` unless standalone or an admin principal."""
+        if self.principal is not None and not self.principal.admin:
+            raise PermissionDenied("permission denied (admin only)")
+
+    def _allow(self, norm: str, need: str = "read") -> None:
+        """The one check of every path-taking method, on the normal path: the trash is hidden
+        from everyone; a principal needs ``need`` there (:meth:`vdir.access.Access.check`).
+        Standalone it costs nothing."""
+        if trash_mod.is_hidden(norm):
+            if need == "read":
+                raise NotFound(f"{norm}: no such file or directory", path=norm)
+            raise InvalidPath(f"{norm}: the name {trash_mod.TRASH_DIR} is reserved", path=norm)
+        if self._access is not None:
+            self._access.check(norm, need)
+
+    def _shown(self, norm: str) -> bool:
+        """Whether ``norm`` may appear in a listing."""
+        if trash_mod.is_hidden(norm):
+            return False
+        return self._access is None or self._access.visible(norm)
+
+    def _walk(self, top_id: int, top: str) -> Iterator[tuple[str, Entry]]:
+        """:meth:`Catalog.walk` below the directory ``top`` without what the caller may not see
+        (the trash, other projects): the same stream, unfiltered, standalone below ``/``."""
+        walk = self.catalog.walk(top_id)
+        if top != "/" and (self._access is None or self._access.whole(top)):
+            return walk
+        return ((rel, e) for rel, e in walk if self._shown(paths.join(top, rel)))
+
+    def _children(self, parent_id: int, parent: str) -> Iterator[Entry]:
+        """:meth:`Catalog.iter_children` of the directory ``parent``, filtered as :meth:`_walk`."""
+        children = self.catalog.iter_children(parent_id)
+        if parent != "/" and (self._access is None or self._access.whole(parent)):
+            return children
+        return (c for c in children if self._shown(paths.join(parent, c.name)))
+
+    def _check_quota(self, norm: str, size: int | None, *, files: int = 1, replaced: Entry | None = None) -> None:
+        """``NoSpace`` when storing ``size`` more bytes at ``norm`` would pass its project's
+        quota (principals only: standalone is the catalog's owner, unlimited and free)."""
+        if self._access is None or size is None:
+            return
+        project = self._access.project_of(norm)
+        if quota.has_quota(project):
+            assert project is not None
+            quota.check(self.catalog, project, norm, size, files=files, replaced=replaced)
+
+    # -- trash (vdir/trash.py) ---------------------------------------------------------------
+    def trash_list(self) -> list[dict[str, Any]]:
+        """The trashed items (records, oldest first) the principal could read at their
+        original paths."""
+        return sorted(trash_mod.items(self), key=lambda d: (d["deleted_at"], d["id"]))
+
+    def trash_restore(self, trash_id: str, to: str | None = None) -> Entry:
+        return trash_mod.restore(self, trash_id, to)
+
+    trash_restore.__doc__ = trash_mod.restore.__doc__
+
+    def trash_empty(self, *, all: bool = False) -> int:
+        return trash_mod.empty(self, all=all)
+
+    trash_empty.__doc__ = trash_mod.empty.__doc__
+
+    def set_trash_keep(self, seconds: float) -> None:
+        """Keep removed entries in the trash for ``seconds`` (0: off, ``rm`` deletes).  Admin."""
+        self.require_admin()
+        if seconds < 0:
+            raise InvalidArgument("the trash keeps items for 0 seconds or more")
+        trash_mod.store_keep(self.catalog, seconds)
+        self._trash_keep = float(seconds)
+
+    @property
+    def trash_keep(self) -> float:
+        """Seconds removed entries stay in the trash (as read at open); 0 when it is off."""
+        return self._trash_keep
+
+    def _check_move_quota(self, snorm: str, sentry: Entry, dnorm: str) -> None:
+        """A move into another project is charged to that project's quota."""
+        if self._access is None:
+            return
+        target = self._access.project_of(dnorm)
+        if not quota.has_quota(target) or target is self._access.project_of(snorm):
+            return
+        usage = self.du(snorm) if sentry.type == DIR else Usage(files=1, bytes=sentry.size)
+        self._check_quota(dnorm, usage.bytes, files=usage.files)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
+        if self._view:
+            return  # a view shares its parent's catalog and backends
         for backend in self._backends.values():
             with contextlib.suppress(Exception):
                 backend.close()
@@ -221,8 +331,9 @@ class VDir:
         raise InvalidArgument("no default backend is configured; pass --backend NAME (see 'vdir backend list')")
 
     # -- lookups -----------------------------------------------------------------------------
-    def _resolve(self, path: str) -> tuple[str, Entry]:
+    def _resolve(self, path: str, need: str = "read") -> tuple[str, Entry]:
         norm = paths.normalize(path)
+        self._allow(norm, need)
         return norm, self.catalog.resolve(norm)
 
     def exists(self, path: str) -> bool:
@@ -251,13 +362,32 @@ class VDir:
         return self.catalog.url
 
     def entry_by_id(self, entry_id: int) -> Entry:
-        """The entry with this id (one read); ``NotFound`` if there is none."""
-        return self.catalog.get(entry_id)
+        """The entry with this id (one read); ``NotFound`` if there is none (or, for a
+        principal, if its path is not theirs to read: checked through its path)."""
+        entry = self.catalog.get(entry_id)
+        if self._access is not None:
+            path = self.catalog.path_of(entry_id)
+            if not self._shown(path):
+                raise NotFound(f"catalog entry {entry_id} not found")  # what a missing id raises
+            self._allow(path, "read")
+        return entry
+
+    def _path_of_dir(self, parent_id: int) -> str | None:
+        try:
+            return "/" if parent_id == ROOT_ID else self.catalog.path_of(parent_id)
+        except NotFound:
+            return None
 
     def child(self, parent_id: int, name: str) -> Entry | None:
         """The entry called ``name`` (one path component) in the directory ``parent_id``, or
         ``None`` when there is none (also when ``parent_id`` is gone or not a directory).  One
-        index probe."""
+        index probe (standalone)."""
+        if parent_id == ROOT_ID and name == trash_mod.TRASH_DIR:
+            return None
+        if self._access is not None:
+            parent = self._path_of_dir(parent_id)
+            if parent is None or not self._shown(paths.join(parent, name)):
+                return None
         return self.catalog.lookup(parent_id, name)
 
     def children(self, parent_id: int, *, after: str | None = None, limit: int | None = None) -> list[Entry]:
@@ -265,7 +395,16 @@ class VDir:
         the name ``after`` only, at most ``limit`` of them: one page of a listing, so a caller
         pages through a huge directory without holding it (pass the last name as ``after``).
         ``[]`` for an empty, missing or non-directory ``parent_id``."""
-        return self.catalog.list(parent_id, after=after, limit=limit)
+        page = self.catalog.list(parent_id, after=after, limit=limit)
+        if parent_id == ROOT_ID and self._access is None:
+            return [e for e in page if e.name != trash_mod.TRASH_DIR]
+        if self._access is not None:
+            parent = self._path_of_dir(parent_id)
+            if parent is None:
+                return []
+            if not self._access.whole(parent):
+                return [e for e in page if self._shown(paths.join(parent, e.name))]
+        return page
 
     def touch_atime(self, entry: Entry, atime: float) -> None:
         """Move ``entry``'s access time forward to ``atime`` (by id): never backward, no new
@@ -282,16 +421,16 @@ class VDir:
             yield Info.of(norm, entry)
             return
         if recursive:
-            for rel, child in self.catalog.walk(entry.id):
+            for rel, child in self._walk(entry.id, norm):
                 yield Info.of(paths.join(norm, rel), child)
         else:
-            for child in self.catalog.iter_children(entry.id):
+            for child in self._children(entry.id, norm):
                 yield Info.of(paths.join(norm, child.name), child)
 
     def du(self, path: str = "/") -> Usage:
         norm, entry = self._resolve(path)
         usage = Usage()
-        items = [entry] if entry.type != DIR else (e for _, e in self.catalog.walk(entry.id))
+        items = [entry] if entry.type != DIR else (e for _, e in self._walk(entry.id, norm))
         linked: set[int] = set()
         for e in items:
             if e.type == DIR:
@@ -309,25 +448,33 @@ class VDir:
 
     # -- globs, find, copy (vdir/find.py, vdir/copying.py; every front end uses these) ------
     def glob(self, pattern: str) -> list[str]:
-        return find_mod.glob(self, pattern)
+        return [p for p in find_mod.glob(self, pattern) if self._shown(p)]
 
     glob.__doc__ = find_mod.glob.__doc__
 
     def find(self, path: str = "/", *, name: str | None = None, size: str | int | None = None,
              newer: float | str | None = None, type: str | None = None, maxdepth: int | None = None,
              ) -> Iterator[Info]:
-        return find_mod.find(self, path, name=name, size=size, newer=newer, type=type, maxdepth=maxdepth)
+        found = find_mod.find(self, path, name=name, size=size, newer=newer, type=type, maxdepth=maxdepth)
+        return found if self._access is None else (i for i in found if self._shown(i.path))
 
     find.__doc__ = find_mod.find.__doc__
 
     def plan_copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
                   filter: Filter | None = None) -> list[tuple[str, str]]:
+        self._allow(paths.normalize(dst), "write")
         return copying.plan_copy(self, src, dst, recursive=recursive, force=force, filter=filter)
 
     plan_copy.__doc__ = copying.plan_copy.__doc__
 
     def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
              backend: str | None = None, filter: Filter | None = None) -> list[Entry]:
+        self._allow(paths.normalize(dst), "write")
+        if self._access is not None:  # the whole copy against the destination's quota, before a byte moves
+            planned = copying.plan_copy(self, src, dst, recursive=recursive, force=force, filter=filter)
+            if planned:
+                size = sum(self.catalog.resolve(s).size for s, _ in planned)
+                self._check_quota(planned[0][1], size, files=len(planned))
         return copying.copy(self, src, dst, recursive=recursive, force=force, backend=backend, filter=filter)
 
     copy.__doc__ = copying.copy.__doc__
@@ -340,6 +487,7 @@ class VDir:
     # -- directories -------------------------------------------------------------------------
     def mkdir(self, path: str, parents: bool = False, exist_ok: bool = False, mode: int = 0o755) -> Entry:
         norm = paths.normalize(path)
+        self._allow(norm, "write")
         if norm == "/":
             if parents or exist_ok:
                 return self.catalog.root()
@@ -429,6 +577,7 @@ class VDir:
         norm = paths.normalize(path)
         if norm == "/":
             raise IsADirectory("/: is the root directory")
+        self._allow(norm, "write")
         parent_id, existing = _at if _at is not None else self._locate_for_write(norm, parents)
         if existing is not None:
             if existing.type == DIR:
@@ -437,6 +586,7 @@ class VDir:
                 raise AlreadyExists(f"{norm}: exists (use --force to overwrite)", path=norm)
             if expected_version is not None and existing.version != expected_version:
                 raise Conflict(f"{norm}: changed since it was read (version {existing.version})", path=norm)
+        self._check_quota(norm, size, replaced=existing)  # before a byte moves, when the size is known
         bname = self.choose_backend(backend)
         store = self.backend(bname)
         old = objects.owned(existing)
@@ -451,6 +601,12 @@ class VDir:
             moved = objects.begin_intent(self.catalog, [(bname, key)] + [(r.backend, r.key) for r in old], "put")
             objects.end_intent(self.catalog, token)
             token = moved
+        if size is None and self._access is not None:  # a stream of unknown size: checked before the commit
+            try:
+                self._check_quota(norm, reader.size, replaced=existing)
+            except BaseException:
+                objects.release(self, [replica], norm, token)
+                raise
         return self._commit(norm, parent_id, existing, replica, token, old, mode=mode, mtime=mtime,
                             blocks=reader.block_hashes, what="uploading")
 
@@ -542,10 +698,14 @@ class VDir:
             return [self.write_stream(dst, io.BytesIO(data), backend=backend, overwrite=force, size=len(data), progress=progress)]
         if not isinstance(src, (str, os.PathLike)):
             return [self.write_stream(dst, src, backend=backend, overwrite=force, progress=progress)]
+        self._allow(paths.normalize(dst), "write")
         plan = self.plan_put(src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks, filter=filter)
         bname = self.choose_backend(backend)
         if dry_run:
             return []
+        if self._access is not None and plan.files:  # the whole put against the quota, before any byte moves
+            total = sum(st.st_size for _, _, st in plan.files)
+            self._check_quota(plan.files[0][1], total, files=len(plan.files))
         for d in plan.dirs:
             self.mkdir(d, parents=True, exist_ok=True)
         for target, vpath in plan.links:
@@ -583,6 +743,7 @@ class VDir:
 
     def plan_put(self, src: str | os.PathLike[str], dst: str, *, recursive: bool = False, force: bool = False,
                  follow_symlinks: bool = False, filter: Filter | None = None) -> PutPlan:
+        self._allow(paths.normalize(dst), "write")
         return localin.plan_put(self, src, dst, recursive=recursive, force=force, follow_symlinks=follow_symlinks,
                                 filter=filter)
 
@@ -621,6 +782,7 @@ class VDir:
         it meanwhile: the commit itself is create-only).  ``ab``: append (see :func:`vdir.copying.open_append`).
         Any other mode raises ``InvalidMode`` (a ``ValueError``)."""
         if mode in ("ab", "a"):
+            self._allow(paths.normalize(path), "write")
             return copying.open_append(self, path, backend=backend, buffering=buffering)
         if mode in ("rb", "r"):
             norm, entry = self._resolve(path)
@@ -629,6 +791,7 @@ class VDir:
             return io.BufferedReader(RangedReader(self, norm, entry), buffer_size=buffering)
         if mode in ("wb", "w", "xb", "x"):
             norm = paths.normalize(path)
+            self._allow(norm, "write")
             overwrite = not mode.startswith("x")
             if not overwrite:
                 self._check_file_target(norm, force=False)
@@ -646,7 +809,7 @@ class VDir:
         """Remove an empty directory: ``NotADirectory`` for anything else, ``DirectoryNotEmpty``
         if it has entries.  The delete is conditional on the entry seen (never removes a file
         that replaced the directory meanwhile)."""
-        norm, entry = self._resolve(path)
+        norm, entry = self._resolve(path, "write")
         if entry.type != DIR:
             raise NotADirectory(f"{norm}: not a directory", path=norm)
         if norm == "/":
@@ -715,6 +878,11 @@ class VDir:
         ``rclone delete``.  ``dry_run`` removes nothing and returns how many entries would go;
         :meth:`plan_rm` lists them."""
         doomed = self.plan_rm(path, recursive, filter=filter)  # deepest first: a directory after its contents
+        if not dry_run and self._trash_keep > 0 and doomed:
+            # to the trash: the top entry (or each filtered file), one rename each
+            tops = [doomed[-1]] if filter is None or filter.empty else doomed
+            trash_mod.move(self, tops, self._trash_keep)
+            return len(doomed)
         if not dry_run:
             for i in range(0, len(doomed), RM_BATCH):
                 self._remove_entries(doomed[i : i + RM_BATCH])
@@ -723,7 +891,7 @@ class VDir:
     def plan_rm(self, path: str, recursive: bool = False, *, filter: Filter | None = None) -> list[tuple[str, Entry]]:
         """(path, entry) of everything ``rm`` with these arguments removes, deepest first; raises
         what ``rm`` raises for bad arguments, having changed nothing."""
-        norm, entry = self._resolve(path)
+        norm, entry = self._resolve(path, "write")
         if norm == "/" and (filter is None or filter.empty):
             raise InvalidArgument("refusing to remove the root directory")
         if filter is not None and not filter.empty:
@@ -731,7 +899,7 @@ class VDir:
                 return [(norm, entry)] if filter.matches(entry.name, False) else []
             if not recursive:
                 raise IsADirectory(f"{norm}: is a directory (use -r)", path=norm)
-            return [(paths.join(norm, rel), e) for rel, e in self.catalog.walk(entry.id)
+            return [(paths.join(norm, rel), e) for rel, e in self._walk(entry.id, norm)
                     if e.type != DIR and filter.matches(rel, False)]
         if entry.type != DIR:
             return [(norm, entry)]
@@ -739,7 +907,7 @@ class VDir:
             if self.catalog.list(entry.id, limit=1):
                 raise DirectoryNotEmpty(f"{norm}: directory not empty (use -r)", path=norm)
             return [(norm, entry)]
-        items = [(paths.join(norm, rel), e) for rel, e in self.catalog.walk(entry.id)]
+        items = [(paths.join(norm, rel), e) for rel, e in self._walk(entry.id, norm)]
         items.sort(key=lambda it: it[0].count("/"), reverse=True)
         return items + [(norm, entry)]
 
@@ -770,10 +938,11 @@ class VDir:
 
         If ``dst`` is an existing directory the source moves inside it.  An existing file at
         the destination is replaced only with ``force``."""
-        snorm, sentry = self._resolve(src)
+        snorm, sentry = self._resolve(src, "write")
         if snorm == "/":
             raise InvalidArgument("cannot move the root directory")
         dnorm = paths.normalize(dst)
+        self._allow(dnorm, "write")
         try:
             dentry: Entry | None = self.catalog.resolve(dnorm)
         except NotFound:
@@ -788,16 +957,19 @@ class VDir:
                 raise NotADirectory(f"{ppath}: not a directory", path=ppath)
         if sentry.type == DIR and paths.is_within(dnorm, snorm):
             raise InvalidArgument(f"cannot move {snorm} into itself ({dnorm})")
+        self._check_move_quota(snorm, sentry, dnorm)
         return self.rename(snorm, dnorm, replace=force, _resolved=(sentry, parent, name))
 
     def rename(self, src: str, dst: str, *, replace: bool = True, _resolved: tuple[Entry, Entry, str] | None = None) -> Entry:
         """POSIX ``rename(2)``: atomic, replacing a file or empty directory at ``dst`` when
         ``replace`` (the FUSE layer's semantics)."""
         if _resolved is None:
-            snorm, sentry = self._resolve(src)
+            snorm, sentry = self._resolve(src, "write")
             dnorm = paths.normalize(dst)
+            self._allow(dnorm, "write")
             ppath, name = paths.split(dnorm)
             parent = self.catalog.resolve(ppath)
+            self._check_move_quota(snorm, sentry, dnorm)
         else:
             sentry, parent, name = _resolved
             dnorm = paths.normalize(dst)
@@ -824,7 +996,7 @@ class VDir:
         """Set metadata fields (mode, uid, gid, mtime, xattrs...) with compare-and-set, retrying
         on a concurrent change of other fields."""
         for _ in range(10):
-            _, entry = self._resolve(path)
+            _, entry = self._resolve(path, "write")
             try:
                 return self.catalog.update(entry.copy(ctime=time.time(), **changes), entry.version)
             except Conflict:
@@ -837,6 +1009,7 @@ class VDir:
         (:data:`~vdir.catalog.base.SPECIAL`), ``rdev`` a device's number (devices only).  It is a
         catalog entry only: no object on any backend.  ``AlreadyExists`` if the name is taken."""
         norm = paths.normalize(path)
+        self._allow(norm, "write")
         if kind not in SPECIAL:
             raise InvalidArgument(f"{kind!r} is not a special file type (one of {', '.join(SPECIAL)})")
         if rdev and kind not in DEVICES:
@@ -857,8 +1030,9 @@ class VDir:
         names share one inode: its content (stored once), replicas, mode and times; a change
         through one is seen through every other, and the content goes when the last name does.
         ``AlreadyExists`` if ``new`` exists.  One catalog write; no bytes move."""
-        snorm, sentry = self._resolve(existing)
+        snorm, sentry = self._resolve(existing, "write")  # the names share the inode: a change through one is seen by all
         norm = paths.normalize(new)
+        self._allow(norm, "write")
         if norm == "/":
             raise AlreadyExists("/: the root directory exists")
         parent_path, name = paths.split(norm)
@@ -878,6 +1052,7 @@ class VDir:
 
     def symlink(self, target: str, path: str) -> Entry:
         norm = paths.normalize(path)
+        self._allow(norm, "write")
         parent_path, name = paths.split(norm)
         parent = self.catalog.resolve(parent_path)
         if not target or "\x00" in target:
@@ -905,11 +1080,15 @@ class VDir:
         return best
 
     def link(self, url: str, vpath: str, *, compute_hash: bool = False, force: bool = False) -> Entry:
+        self.require_admin()  # it reads a backend's objects by URL, whoever owns them
+        self._allow(paths.normalize(vpath), "write")
         return linking.link(self, url, vpath, compute_hash=compute_hash, force=force)
 
     link.__doc__ = linking.link.__doc__
 
     def import_prefix(self, url: str, vpath: str, *, compute_hash: bool = False, force: bool = False) -> list[Entry]:
+        self.require_admin()
+        self._allow(paths.normalize(vpath), "write")
         return linking.import_prefix(self, url, vpath, compute_hash=compute_hash, force=force)
 
     import_prefix.__doc__ = linking.import_prefix.__doc__
@@ -921,8 +1100,12 @@ class VDir:
         """Make DST equal to SRC, sending only what differs; virtual paths are written
         ``vdir:/path``, anything else is local.  See :mod:`vdir.sync` for what is compared,
         what is atomic and what is raised."""
-        from vdir.sync import sync
+        from vdir.sync import parse_location, sync
 
+        for spec, need in ((src, "read"), (dst, "write")):
+            where = parse_location(spec)
+            if where.virtual:
+                self._allow(where.path, need)
         return sync(self, src, dst, checksum=checksum, delete=delete, dry_run=dry_run, filter=filter, workers=workers,
                     progress=progress, backend=backend)
 

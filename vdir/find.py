@@ -49,11 +49,11 @@ def _glob_from(vd: VDir, base: str, entry: Entry, parts: list[str], found: set[s
     head, rest = parts[0], parts[1:]
     if head == "**":
         if not rest:  # everything below
-            for rel, _child in vd.catalog.walk(entry.id):
+            for rel, _child in vd._walk(entry.id, base):
                 found.add(paths.join(base, rel))
             return
         _glob_from(vd, base, entry, rest, found)  # zero directories
-        for rel, child in vd.catalog.walk(entry.id):
+        for rel, child in vd._walk(entry.id, base):
             if child.type == DIR:
                 _glob_from(vd, paths.join(base, rel), child, rest, found)
         return
@@ -63,7 +63,7 @@ def _glob_from(vd: VDir, base: str, entry: Entry, parts: list[str], found: set[s
             _glob_from(vd, paths.join(base, head), named, rest, found)
         return
     matcher = paths.name_matcher(head.replace("**", "*"))
-    for child in vd.catalog.iter_children(entry.id):
+    for child in vd._children(entry.id, base):
         if matcher.fullmatch(child.name):
             _glob_from(vd, paths.join(base, child.name), child, rest, found)
 
@@ -104,7 +104,7 @@ def find(vd: VDir, path: str = "/", *, name: str | None = None, size: str | int 
         yield Info.of(norm, top)
     if top.type != DIR or maxdepth == 0:
         return
-    stack: list[tuple[str, int, Iterator[Entry]]] = [(norm, 1, vd.catalog.iter_children(top.id))]
+    stack: list[tuple[str, int, Iterator[Entry]]] = [(norm, 1, vd._children(top.id, norm))]
     while stack:
         base, depth, children = stack[-1]
         child = next(children, None)
@@ -115,7 +115,7 @@ def find(vd: VDir, path: str = "/", *, name: str | None = None, size: str | int 
         if keep(child):
             yield Info.of(cpath, child)
         if child.type == DIR and (maxdepth is None or depth < maxdepth):
-            stack.append((cpath, depth + 1, vd.catalog.iter_children(child.id)))
+            stack.append((cpath, depth + 1, vd._children(child.id, cpath)))
 
 
 def _size_test(size: str | int | None) -> Callable[[int], bool] | None:

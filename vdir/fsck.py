@@ -81,7 +81,9 @@ class FsckReport:
 
 
 def fsck(vdir: VDir, *, deep: bool = False, backends: list[str] | None = None, gc: bool = False, min_age: float = 3600.0) -> FsckReport:
-    """Check every replica against its backend's listing; see the module docstring."""
+    """Check every replica against its backend's listing; see the module docstring.  Trashed
+    files (:mod:`vdir.trash`) are files like any other here: their objects are in use."""
+    vdir.require_admin()
     report = FsckReport()
     names = backends or [b.name for b in vdir.catalog.list_backends()]
     intents = objs.load_intents(vdir.catalog)

@@ -67,7 +67,7 @@ def get(vd: VDir, src: str, dst: str | os.PathLike[str], *, recursive: bool = Fa
         tree.check(prefix)
     elif dest.exists() and not dest.is_dir():
         raise NotADirectory(f"{dest}: exists and is not a directory")
-    items = [(rel, e) for rel, e in vd.catalog.walk(entry.id) if filter is None or filter.matches(rel, e.type == DIR)]
+    items = [(rel, e) for rel, e in vd._walk(entry.id, norm) if filter is None or filter.matches(rel, e.type == DIR)]
 
     def local_dir(rel: str) -> str:
         """The directory (relative to the tree's root) an item at ``rel`` is written into."""

@@ -157,7 +157,7 @@ def _scan_virtual(vd: VDir, root: str, flt: Filter | None) -> tuple[dict[str, It
         raise NotADirectory(f"{PREFIX}{root}: not a directory (sync works on directories)", path=root)
     files: dict[str, Item] = {}
     dirs: set[str] = set()
-    for rel, e in vd.catalog.walk(top.id):
+    for rel, e in vd._walk(top.id, root):
         if e.type == DIR:
             if flt is None or flt.matches(rel, True):
                 dirs.add(rel)

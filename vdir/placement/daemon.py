@@ -27,6 +27,7 @@ from vdir.errors import NotFound, VDirError
 from vdir.placement import planner, worker
 from vdir.placement.policy import Policy, apply_policy, load_policy
 from vdir.retry import backoff_delay
+from vdir.trash import is_hidden
 
 if TYPE_CHECKING:
     from vdir.core import VDir
@@ -63,6 +64,7 @@ class DaemonOptions:
 
 class Daemon:
     def __init__(self, vd: VDir, options: DaemonOptions | None = None) -> None:
+        vd.require_admin()
         self.vd = vd
         self.opts = options or DaemonOptions()
         self.stop_event = threading.Event()
@@ -153,10 +155,21 @@ class Daemon:
 
     # -- planning and scrubbing -------------------------------------------------------------------
     def plan(self) -> tuple[int, int]:
+        self.purge_trash()
         policy = self.policy()
         if policy is None:
             return 0, 0
         return planner.queue(self.vd, planner.plan(self.vd, policy))
+
+    def purge_trash(self) -> int:
+        """Purge the trashed items that have expired (their objects are deleted as ``rm`` does)."""
+        from vdir import trash
+
+        try:
+            return trash.empty(self.vd)
+        except VDirError as exc:
+            log.error("purging the trash failed: %s", exc)
+            return 0
 
     def scrub(self) -> int:
         """Queue verify tasks for replicas not verified within ``scrub_age`` (a batch at a time)."""
@@ -194,6 +207,8 @@ class Daemon:
                 return False
             backends = {b.name: b for b in self.vd.catalog.list_backends()}
             path = self.vd.catalog.path_of(entry.id)
+            if is_hidden(path):
+                return False  # trashed since the task was queued: its replicas stay until it is purged
             return any(
                 a.kind == planner.TRIM and a.backend == task.destination and a.key == task.payload.get("key")
                 for a in planner.file_actions(path, entry, policy, backends)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from vdir.catalog.base import FILE, OK, BackendRecord, Entry, Replica, Task, new_task_id
 from vdir.placement.policy import Policy, Rule
+from vdir.trash import TRASH_DIR
 
 REPLICATE = "replicate"
 TRIM = "trim"
@@ -117,6 +118,8 @@ def plan(vd: object, policy: Policy, top: str = "/", now: float | None = None) -
         return
     linked: set[int] = set()
     for rel, entry in vd.catalog.walk(top_entry.id):
+        if top == "/" and (rel == TRASH_DIR or rel.startswith(TRASH_DIR + "/")):
+            continue  # trashed files keep every replica as it is until they are purged (vdir.trash)
         if entry.type == FILE:
             if entry.nlink > 1:  # a file with several names is planned once, by the first name met
                 if entry.id in linked:
