@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.servers.vdir_server import LiveServer
+from vdir.access import Accounts
 
 ROLES = ("viewer", "editor", "owner", "norole", "admin")
 OWN, OTHER = "/projects/alpha", "/projects/beta"
@@ -28,8 +29,6 @@ class World:
 
 @pytest.fixture
 def world(vdir_server: LiveServer) -> World:
-    from vdir.access import Accounts
-
     vd = vdir_server.vd
     accounts = Accounts(vd.catalog)
     accounts.create_project("alpha", [OWN])

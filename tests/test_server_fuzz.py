@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
 from tests.servers.vdir_server import LiveServer
+from vdir.access import Accounts
 
 # Kept out of the fuzzing: registering backends (a random URL would be opened: network, disk),
 # booting or deleting VMs (the local provider runs commands); their handlers are tested directly.
@@ -69,8 +70,6 @@ def test_no_server_errors_and_responses_match_the_spec(vdir_server: LiveServer) 
 def test_as_a_project_member_too(vdir_server: LiveServer) -> None:
     """The same, with an editor's token: the permission paths (403, 404 for hidden paths,
     admin-only refusals) answer as the spec says, never with a server error."""
-    from vdir.access import Accounts
-
     seed(vdir_server)
     accounts = Accounts(vdir_server.vd.catalog)
     accounts.create_project("p", ["/projects/p"])

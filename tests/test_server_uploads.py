@@ -11,7 +11,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from tests.servers.vdir_server import DEV_TOKEN, LiveServer, have_accounts, make_token, serve_process
+from tests.servers.vdir_server import LiveServer, make_token, serve_process
 from tests.servers.vdirs import CLI
 from vdir.catalog.base import open_catalog
 from vdir.core import VDir
@@ -105,7 +105,7 @@ def test_a_session_survives_a_server_restart(cli: CLI) -> None:
     cli.run("init", check=True)
     catalog = cli.home / ".local" / "share" / "vdir" / "catalog.db"
     with VDir(open_catalog(f"sqlite:///{catalog}")) as vd:
-        token = make_token(vd, "admin", admin=True, scopes=("read", "write", "admin")) if have_accounts() else DEV_TOKEN
+        token = make_token(vd, "admin", admin=True, scopes=("read", "write", "admin"))
     data = os.urandom(3 * 1024 * 1024 + 5)
     headers = {"Authorization": f"Bearer {token}"}
     with serve_process(cli.env, cli.home) as (url, proc):

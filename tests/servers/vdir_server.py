@@ -11,7 +11,6 @@ port), over a VDir on the embedded default, with tokens made through the core's 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import threading
@@ -24,26 +23,13 @@ from typing import Any
 import pytest
 
 from tests.servers.process import CACHE, free_port, wait_port
+from vdir.access import Accounts
 from vdir.core import VDir
-
-DEV_TOKEN = "vdir_dev_admin_token"
-
-
-def have_accounts() -> bool:
-    try:
-        import vdir.access  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "vdir.access":
-            raise
-        return False
-    return True
 
 
 def make_token(vd: VDir, user: str, *, admin: bool = False, scopes: tuple[str, ...] = ("read", "write"),
                expires_in: float | None = 3600.0) -> str:
     """A token for ``user`` (created with the user when missing) through the core's accounts."""
-    from vdir.access import Accounts  # type: ignore[import-not-found,unused-ignore]
-
     accounts = Accounts(vd.catalog)
     if user not in {u["name"] for u in accounts.list_users()}:
         accounts.add_user(user, admin=admin)
@@ -52,12 +38,8 @@ def make_token(vd: VDir, user: str, *, admin: bool = False, scopes: tuple[str, .
 
 
 def admin_token(vd: VDir) -> str:
-    """An administrator's token (read, write, admin), or before accounts exist the server's
-    stand-in token (``VDIR_SERVER_TOKEN``)."""
-    if have_accounts():
-        return make_token(vd, "admin", admin=True, scopes=("read", "write", "admin"))
-    os.environ["VDIR_SERVER_TOKEN"] = DEV_TOKEN
-    return DEV_TOKEN
+    """A token of the administrator ``admin`` (scopes read, write, admin)."""
+    return make_token(vd, "admin", admin=True, scopes=("read", "write", "admin"))
 
 
 @contextlib.contextmanager
@@ -135,12 +117,12 @@ def vdir_server(vd: VDir, tmp_path: Path) -> Iterator[LiveServer]:
 def serve_process(env: dict[str, str], cwd: Path, port: int | None = None,
                   args: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``vdir serve`` as a process in the environment ``env`` (e.g. the ``cli`` fixture's, after
-    ``vdir init``); yields (base URL, process); killed at the end."""
+    ``vdir init``; make tokens with :func:`make_token` on its catalog); yields (base URL,
+    process); killed at the end."""
     port = port or free_port()
     logdir = CACHE / "test-logs"
     logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"vdir-serve-{port}.log"
-    env = {**env, "VDIR_SERVER_TOKEN": env.get("VDIR_SERVER_TOKEN", DEV_TOKEN)}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
                                 env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)

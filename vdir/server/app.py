@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vdir
 from vdir import paths
+from vdir.access import Accounts
 from vdir.catalog.base import DIR, FILE
 from vdir.core import VDir
 from vdir.errors import (
@@ -146,8 +147,8 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
     def info_of(path: str, entry: Any) -> m.InfoModel:
         return m.InfoModel.entry(paths.normalize(path), entry)
 
-    def accounts() -> Any:
-        return auth.accounts()
+    def accounts() -> Accounts:
+        return auth.accounts
 
     # -- who -----------------------------------------------------------------------------------
     @app.get("/v1/whoami", response_model=m.WhoAmI, tags=["account"])
@@ -186,31 +187,18 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         return m.Listing(items=[m.InfoModel.of(i) for i in page],
                          next=page[-1].path if len(infos) > limit and page else None)
 
-    def entry_checked(vd: VDir, entry_id: int) -> tuple[str, Any]:
-        """(path, entry) of entry ``entry_id``, checked through its path as any path is."""
-        try:
-            path = vd.catalog.path_of(entry_id)
-        except VDirError:
-            raise NotFound(f"no entry {entry_id}") from None
-        try:
-            entry = vd.entry(path)
-        except NotFound:
-            raise NotFound(f"no entry {entry_id}") from None
-        if entry.id != entry_id:
-            raise NotFound(f"no entry {entry_id}")
-        return path, entry
-
-
     @app.get("/v1/entries/{entry_id}", response_model=m.EntryModel, tags=["entries"])
     def entry_by_id(caller: CallerDep, entry_id: EntryId) -> m.EntryModel:
-        """One catalog entry by id (for front ends that walk by id, like the mount)."""
-        return m.EntryModel.of(entry_checked(caller.vd, entry_id)[1])
+        """One catalog entry by id (for front ends that walk by id, like the mount); checked
+        through its path, a hidden entry answers as a missing one."""
+        return m.EntryModel.of(caller.vd.entry_by_id(entry_id))
 
     @app.get("/v1/entries/{entry_id}/children", response_model=m.EntryPage, tags=["entries"])
     def entry_children(caller: CallerDep, entry_id: EntryId, after: str | None = None,
                        limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> m.EntryPage:
-        """A directory's entries by its id, in name order, one page at a time."""
-        _, parent = entry_checked(caller.vd, entry_id)
+        """A directory's entries by its id, in name order, one page at a time (only those the
+        caller may see)."""
+        parent = caller.vd.entry_by_id(entry_id)
         if parent.type != DIR:
             return m.EntryPage(items=[], next=None)
         kids = caller.vd.children(parent.id, after=after, limit=limit + 1)
@@ -220,11 +208,12 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
 
     @app.get("/v1/entries/{entry_id}/child", response_model=m.EntryModel, tags=["entries"])
     def entry_child(caller: CallerDep, entry_id: EntryId, name: str) -> m.EntryModel:
-        """The entry called `name` in the directory `entry_id`."""
-        ppath, parent = entry_checked(caller.vd, entry_id)
-        if parent.type != DIR or not name or "/" in name or name in (".", ".."):
-            raise NotFound(f"{paths.join(ppath, name) if name else ppath}: no such file or directory")
-        return m.EntryModel.of(caller.vd.entry(paths.join(ppath, name)))
+        """The entry called `name` in the directory `entry_id` (one index probe)."""
+        caller.vd.entry_by_id(entry_id)
+        found = caller.vd.child(entry_id, name) if name and "/" not in name else None
+        if found is None:
+            raise NotFound(f"{name!r} in directory {entry_id}: no such file or directory")
+        return m.EntryModel.of(found)
 
     @app.get("/v1/readlink", response_model=m.Readlink, tags=["files"])
     def readlink(caller: CallerDep, path: PathQ) -> m.Readlink:
@@ -466,23 +455,23 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
     @app.get("/v1/trash", response_model=m.TrashList, tags=["trash"])
     def trash_list(caller: CallerDep) -> m.TrashList:
         """Removed entries the caller could read at their original path."""
-        return m.TrashList(items=[m.TrashItem(**item) for item in _core(caller.vd, "trash_list")()])
+        return m.TrashList(items=[m.TrashItem(**item) for item in caller.vd.trash_list()])
 
     @app.post("/v1/trash/{trash_id}/restore", response_model=m.InfoModel, tags=["trash"])
     def trash_restore(caller: CallerDep, trash_id: str,
                       req: Annotated[m.RestoreRequest | None, Body()] = None) -> m.InfoModel:
         """Put a removed entry back, the exact version (at `to`, or where it was)."""
         vd = caller.vd
-        items = {item["id"]: item for item in _core(vd, "trash_list")()}
+        items = {item["id"]: item for item in vd.trash_list()}
         to = req.to if req else None
-        entry = _core(vd, "trash_restore")(trash_id, to)
+        entry = vd.trash_restore(trash_id, to)
         where = to or (items[trash_id]["path"] if trash_id in items else vd.catalog.path_of(entry.id))
         return info_of(where, entry)
 
     @app.delete("/v1/trash", response_model=m.Emptied, tags=["trash"])
     def trash_empty(caller: CallerDep, all: bool = False) -> m.Emptied:
         """Delete the expired trash items (with `all`, every item the caller can see)."""
-        return m.Emptied(removed=_core(caller.vd, "trash_empty")(all=all))
+        return m.Emptied(removed=caller.vd.trash_empty(all=all))
 
     # -- jobs -------------------------------------------------------------------------------------
     @app.get("/v1/jobs", response_model=m.JobList, tags=["jobs"])
@@ -802,7 +791,7 @@ def _content_length(request: Request) -> int | None:
 
 def _trash_on(vd: VDir) -> bool:
     """Whether removals go to the trash (as this view of the VDir read the setting)."""
-    return bool(getattr(vd, "trash_keep", 0))
+    return vd.trash_keep > 0
 
 
 def _presign(required: bool = True) -> Any:
@@ -817,14 +806,6 @@ def _presign(required: bool = True) -> Any:
             return None
         raise Conflict("this server cannot pre-sign URLs (no vdir.presign); transfer through the server") from None
     return presign
-
-
-def _core(vd: VDir, name: str) -> Any:
-    """A method of the core that newer cores have (trash, quotas): an older one says so."""
-    found = getattr(vd, name, None)
-    if found is None:
-        raise vdir.errors.NotSupported(f"this server's vdir has no {name.replace('_', ' ')}")
-    return found
 
 
 def _members(project: dict[str, Any]) -> dict[str, str]:
