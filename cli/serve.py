@@ -15,13 +15,15 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
 
     @app.command()
     def serve(
-        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only; "
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (the default: this machine only; "
                                  "put a TLS reverse proxy in front for anything else)."),
         port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="TCP port (0: any free port)."),
         state_dir: str | None = typer.Option(None, "--state-dir", metavar="DIR",
                                              help="Upload sessions (default: $XDG_STATE_HOME/vdir/server)."),
-        job_workers: int = typer.Option(2, "--job-workers", min=1, max=64, help="Jobs (copies, fsck, placement) run at once."),
-        log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level (info logs every request)."),
+        job_workers: int = typer.Option(2, "--job-workers", min=1, max=64, metavar="N",
+                                        help="Jobs (copies, fsck, placement) run at once."),
+        log_level: str = typer.Option("warning", "--log-level", metavar="LEVEL",
+                                      help="uvicorn's log level: info logs every request."),
     ) -> None:
         """Serve the REST API (OpenAPI at /openapi.json, interactive docs at /docs) until stopped.
 

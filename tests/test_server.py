@@ -4,6 +4,9 @@ what is stored is checked through the core."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,10 @@ import httpx
 import pytest
 
 from tests.catalogs import AWKWARD_NAMES, byte_order
-from tests.servers.vdir_server import LiveServer, live_server
+from tests.servers.vdir_server import LiveServer, live_server, make_token, serve_process
+from tests.servers.vdirs import CLI
+from vdir.catalog.base import open_catalog
+from vdir.core import VDir
 from vdir.hashing import hash_bytes
 
 
@@ -268,3 +274,35 @@ def test_admin_endpoints(c: httpx.Client, vdir_server: LiveServer) -> None:
     assert job["state"] == "done" and job["result"]["exit_code"] == 0, job
     assert c.get("/v1/vms").json() == {"items": []}
     assert c.get("/v1/whoami").json()["admin"] is True
+
+
+def test_a_job_whose_server_died_is_marked_failed(vd: VDir, tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now = time.time()
+    vd.catalog.put_record("jobs", "orphan", {
+        "id": "orphan", "kind": "fsck", "state": "running", "user": "admin", "progress": {"done": 0, "total": None},
+        "result": None, "error": None, "created": now, "updated": now, "node": f"{socket.gethostname()}-{dead.pid}"})
+    with live_server(vd, tmp_path / "state") as live:
+        job = live.client().get("/v1/jobs/orphan").json()
+    assert job["state"] == "failed" and "stopped" in job["error"]
+
+
+def test_vms_boot_list_and_delete_through_the_api(cli: CLI) -> None:
+    cli.run("init", check=True)
+    (cli.home / "f").write_text("data\n")
+    cli.run("put", str(cli.home / "f"), "/data/f", check=True)
+    with VDir(open_catalog(f"sqlite:///{cli.home / '.local/share/vdir/catalog.db'}")) as vd:
+        token = make_token(vd, "root", admin=True, scopes=("read", "write", "admin"))
+        member = make_token(vd, "member")
+    with serve_process(cli.env, cli.home) as (url, _):
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            r = c.post("/v1/vms", json={"near": ["/data"], "name": "job1", "command": ["cat vdir/data/f"]})
+            assert r.status_code == 201, r.text
+            [vm] = r.json()["items"]
+            assert vm["name"] == "job1" and vm["provider"] == "local"
+            assert [v["name"] for v in c.get("/v1/vms").json()["items"]] == ["job1"]
+            assert httpx.get(f"{url}/v1/vms", headers={"Authorization": f"Bearer {member}"}).status_code == 403
+            assert c.delete("/v1/vms/job1").json()["name"] == "job1"
+            assert c.get("/v1/vms").json()["items"] == []
+            assert c.delete("/v1/vms/job1").status_code == 404

@@ -57,18 +57,17 @@ class Jobs:
         self.catalog.put_record(COLLECTION, doc["id"], doc)
 
     def reap(self) -> int:
-        """Mark failed the unfinished jobs of servers on this host that are gone."""
+        """Mark failed the unfinished jobs of servers on this host that are gone; return how many."""
         n = 0
         for _, doc, _ in self.catalog.list_records(COLLECTION):
             if doc.get("state") not in ("queued", "running"):
                 continue
             host, _, pid = str(doc.get("node", "")).rpartition("-")
-            if host == self.host and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
-                if int(pid) == os.getpid():
-                    continue
-                doc.update(state="failed", error="interrupted: the server running it stopped")
-                self._save(doc)
-                n += 1
+            if host != self.host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            doc.update(state="failed", error="interrupted: the server running it stopped")
+            self._save(doc)
+            n += 1
         return n
 
     def submit(self, kind: str, user: str, work: Callable[[Report], Any]) -> dict[str, Any]:
