@@ -13,7 +13,7 @@ from typing import TypeVar
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 
 from vdir.errors import InvalidArgument, TransientError
 
@@ -60,6 +60,14 @@ class BodyReader(io.RawIOBase):
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+
+async def receive_body(request: Request) -> bytes:
+    """The whole body of a (small) request."""
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise ClientGone("the client closed the connection mid-body") from None
 
 
 async def run_with_body(stream: AsyncIterator[bytes], work: Callable[[BodyReader], T], limit: int | None = None) -> T:
