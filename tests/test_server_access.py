@@ -190,6 +190,8 @@ def test_listings_search_and_usage_show_only_what_is_visible(world: World) -> No
     assert [k["name"] for k in kids] == ["projects"], root
     projects = c.get("/v1/projects").json()["items"]
     assert [p["name"] for p in projects] == ["alpha"]
+    assert projects[0]["members"] == {"viewer": "viewer"}  # the others' names: for owners and admins
+    assert len(world.clients["owner"].get("/v1/projects/alpha").json()["members"]) == 3
     assert c.get("/v1/projects/beta").status_code == 404
     assert c.get("/v1/projects/beta/usage").status_code == 404
     assert c.get("/v1/projects/alpha/usage").json()["files"] == 2

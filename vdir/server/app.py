@@ -558,15 +558,24 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
             raise NotFound(f"no project {name!r}")
         return project
 
+    def shown(caller: Caller, project: dict[str, Any]) -> dict[str, Any]:
+        """What the caller sees of a project: its members only when an owner or administrator
+        (a viewer or editor sees their own role)."""
+        members = _members(project)
+        if caller.admin or members.get(caller.user) == "owner":
+            return project
+        return {**project, "members": {caller.user: members[caller.user]}}
+
     @app.get("/v1/projects", response_model=m.RecordList, tags=["projects"])
     def projects(caller: CallerDep) -> m.RecordList:
         """Every project (administrators) or the caller's own."""
         found = [dict(p) for p in accounts().list_projects()]
-        return m.RecordList(items=[p for p in found if caller.admin or caller.user in _members(p)])
+        return m.RecordList(items=[shown(caller, p) for p in found if caller.admin or caller.user in _members(p)])
 
     @app.get("/v1/projects/{name}", response_model=dict[str, Any], tags=["projects"])
     def project(caller: CallerDep, name: str) -> dict[str, Any]:
-        return project_of(caller, name)
+        """A project the caller is a member of (its members: to owners and administrators)."""
+        return shown(caller, project_of(caller, name))
 
     @app.post("/v1/projects", status_code=201, response_model=dict[str, Any], tags=["projects"])
     def project_create(caller: CallerDep, req: m.ProjectCreate) -> dict[str, Any]:
