@@ -105,6 +105,7 @@ ADMIN: dict[str, Callable[[httpx.Client], httpx.Response]] = {
                                                              "prefixes": [f"/q/{time.monotonic_ns()}"]}),
     "quota": lambda c: c.put("/v1/projects/alpha/quota", json={"bytes": 10**9, "files": None}),
     "others' tokens": lambda c: c.get("/v1/tokens", params={"user": "admin"}),
+    "trash keep": lambda c: c.put("/v1/trash/keep", json={"keep_seconds": 0}),
 }
 ADMIN_OK = {"backend rm": 404}  # an administrator is told the backend does not exist
 
@@ -230,7 +231,9 @@ def test_jobs_and_upload_sessions_belong_to_their_user(world: World) -> None:
 
 
 def test_trash_over_http_shows_each_user_their_own_projects(world: World) -> None:
-    world.live.vd.set_trash_keep(3600)
+    assert world.clients["viewer"].get("/v1/trash/keep").json() == {"keep_seconds": 0}
+    assert world.clients["admin"].put("/v1/trash/keep", json={"keep_seconds": 3600}).json() == {"keep_seconds": 3600}
+    assert world.clients["viewer"].get("/v1/trash/keep").json() == {"keep_seconds": 3600}
     for base in (OWN, OTHER):
         world.live.vd.put(b"doomed", f"{base}/doomed")
     editor, viewer, norole = world.clients["editor"], world.clients["viewer"], world.clients["norole"]

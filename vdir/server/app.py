@@ -483,6 +483,17 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         where = to or (items[trash_id]["path"] if trash_id in items else vd.catalog.path_of(entry.id))
         return info_of(where, entry)
 
+    @app.get("/v1/trash/keep", response_model=m.TrashKeep, tags=["trash"])
+    def trash_keep(caller: CallerDep) -> m.TrashKeep:
+        """How long removed entries stay in the trash (0: the trash is off, `rm` deletes)."""
+        return m.TrashKeep(keep_seconds=caller.vd.trash_keep)
+
+    @app.put("/v1/trash/keep", response_model=m.TrashKeep, tags=["trash"])
+    def trash_keep_set(caller: CallerDep, req: m.TrashKeep) -> m.TrashKeep:
+        """Set how long removed entries stay in the trash (administrators)."""
+        caller.vd.set_trash_keep(req.keep_seconds)
+        return m.TrashKeep(keep_seconds=caller.vd.trash_keep)
+
     @app.delete("/v1/trash", response_model=m.Emptied, tags=["trash"])
     def trash_empty(caller: CallerDep, all: bool = False) -> m.Emptied:
         """Delete the expired trash items (with `all`, every item the caller can see)."""

@@ -253,6 +253,10 @@ class TrashList(BaseModel):
     items: list[TrashItem]
 
 
+class TrashKeep(BaseModel):
+    keep_seconds: float = Field(ge=0, le=100 * 365 * 86400.0)
+
+
 class Emptied(BaseModel):
     removed: int
 
