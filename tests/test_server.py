@@ -306,3 +306,23 @@ def test_vms_boot_list_and_delete_through_the_api(cli: CLI) -> None:
             assert c.delete("/v1/vms/job1").json()["name"] == "job1"
             assert c.get("/v1/vms").json()["items"] == []
             assert c.delete("/v1/vms/job1").status_code == 404
+
+
+def test_old_finished_jobs_and_stale_upload_sessions_are_forgotten(vd: VDir, tmp_path: Path) -> None:
+    from vdir.server.jobs import Jobs
+    from vdir.server.uploads import Uploads
+
+    old = time.time() - 30 * 86400
+    vd.catalog.put_record("jobs", "ancient", {"id": "ancient", "kind": "cp", "state": "done", "user": "u",
+                                              "progress": {"done": 1, "total": 1}, "result": None, "error": None,
+                                              "created": old, "updated": old, "node": "elsewhere-1"})
+    jobs = Jobs(vd.catalog)
+    jobs.close()
+    assert [k for k, _, _ in vd.catalog.list_records("jobs")] == []
+    uploads = Uploads(tmp_path / "uploads")
+    stale = uploads.create("u", "/f", 10)
+    fresh = uploads.create("u", "/g", 10)
+    for f in (tmp_path / "uploads" / stale.id).iterdir():
+        os.utime(f, (old, old))
+    assert uploads.expire() == 1
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == [fresh.id]

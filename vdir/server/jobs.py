@@ -29,6 +29,8 @@ Report = Callable[[int, int | None], None]
 """``report(done, total)``: a job's progress."""
 WRITE_EVERY = 0.5
 """Seconds between two progress writes of one job."""
+KEEP_SECONDS = 7 * 86400.0
+"""A finished job's record is kept this long after it ended."""
 
 
 def _alive(pid: int) -> bool:
@@ -44,8 +46,10 @@ def _alive(pid: int) -> bool:
 class Jobs:
     """Runs jobs in a small thread pool and records them in ``catalog``."""
 
-    def __init__(self, catalog: Catalog, workers: int = 2) -> None:
+    def __init__(self, catalog: Catalog, workers: int = 2, keep_seconds: float = KEEP_SECONDS) -> None:
         self.catalog = catalog
+        self.keep_seconds = keep_seconds
+        self._pruned = 0.0
         self.host = socket.gethostname()
         self.node = f"{self.host}-{os.getpid()}"
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vdir-job")
@@ -57,10 +61,15 @@ class Jobs:
         self.catalog.put_record(COLLECTION, doc["id"], doc)
 
     def reap(self) -> int:
-        """Mark failed the unfinished jobs of servers on this host that are gone; return how many."""
+        """Mark failed the unfinished jobs of servers on this host that are gone, and forget the
+        jobs that ended more than ``keep_seconds`` ago; return how many were marked."""
         n = 0
-        for _, doc, _ in self.catalog.list_records(COLLECTION):
+        cutoff = time.time() - self.keep_seconds
+        self._pruned = time.monotonic()
+        for key, doc, _ in self.catalog.list_records(COLLECTION):
             if doc.get("state") not in ("queued", "running"):
+                if float(doc.get("updated", 0.0)) < cutoff:
+                    self.catalog.delete_record(COLLECTION, key)
                 continue
             host, _, pid = str(doc.get("node", "")).rpartition("-")
             if host != self.host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
@@ -72,6 +81,8 @@ class Jobs:
 
     def submit(self, kind: str, user: str, work: Callable[[Report], Any]) -> dict[str, Any]:
         """Queue ``work(report)``; its return value (JSON-able) becomes the job's result."""
+        if time.monotonic() - self._pruned > 3600:
+            self.reap()
         now = time.time()
         doc: dict[str, Any] = {"id": secrets.token_hex(8), "kind": kind, "state": "queued", "user": user,
                                "progress": {"done": 0, "total": None}, "result": None, "error": None,

@@ -67,6 +67,7 @@ class Uploads:
         os.chmod(self.root, 0o700)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._expired = 0.0
         self.expire()
 
     # -- sessions ----------------------------------------------------------------------------------
@@ -81,6 +82,8 @@ class Uploads:
 
     def create(self, user: str, path: str, size: int, *, force: bool = False, backend: str | None = None,
                mode: int | None = None, direct: dict[str, Any] | None = None, sid: str | None = None) -> Session:
+        if time.monotonic() - self._expired > 3600:
+            self.expire()
         session = Session(id=sid or secrets.token_hex(16), user=user, path=paths.normalize(path), size=size,
                           force=force, backend=backend, mode=mode, direct=direct)
         d = self._dir(session.id)
@@ -127,6 +130,7 @@ class Uploads:
     def expire(self) -> int:
         """Remove sessions untouched for ``keep_seconds``; return how many went."""
         gone = 0
+        self._expired = time.monotonic()
         cutoff = time.time() - self.keep_seconds
         for d in self.root.iterdir():
             try:
