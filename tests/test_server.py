@@ -326,3 +326,23 @@ def test_old_finished_jobs_and_stale_upload_sessions_are_forgotten(vd: VDir, tmp
         os.utime(f, (old, old))
     assert uploads.expire() == 1
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == [fresh.id]
+
+
+def test_slow_uploads_do_not_starve_other_requests(vdir_server: LiveServer) -> None:
+    """Each streamed upload holds a worker thread while its body trickles in; 60 of them
+    (more than the 40 threads a FastAPI app gets by default) leave room for everyone else."""
+    host, port = vdir_server.url.removeprefix("http://").split(":")
+    held = []
+    try:
+        for i in range(60):
+            s = socket.create_connection((host, int(port)))
+            s.sendall((f"PUT /v1/files?path=/slow/{i} HTTP/1.1\r\nHost: {host}\r\n"
+                       f"Authorization: Bearer {vdir_server.admin_token}\r\nContent-Length: 4000000\r\n\r\n").encode()
+                      + b"x" * 1000)
+            held.append(s)
+        c = vdir_server.client(timeout=30)
+        assert c.get("/v1/whoami").status_code == 200
+        assert c.put("/v1/files", params={"path": "/fast"}, content=b"quick").status_code == 201
+    finally:
+        for s in held:
+            s.close()

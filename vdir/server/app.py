@@ -91,10 +91,13 @@ def default_state_dir() -> Path:
     return Path(base) / "vdir" / "server"
 
 
-def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job_workers: int = 2) -> FastAPI:
+def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job_workers: int = 2,
+               threads: int = 128) -> FastAPI:
     """The REST API over ``vd`` (the server's own, unrestricted VDir; each request gets the
     caller's view of it).  ``state_dir`` holds upload sessions (default
-    :func:`default_state_dir`); ``job_workers`` threads run jobs."""
+    :func:`default_state_dir`); ``job_workers`` threads run jobs; ``threads``: how many
+    requests may be in the core at once (a streamed upload holds one while its body arrives,
+    so a few slow clients must not starve the rest)."""
     state = Path(state_dir) if state_dir is not None else default_state_dir()
     auth = Authenticator(vd)
     uploads = Uploads(state / "uploads")
@@ -102,6 +105,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         yield
         jobs.close()
 
