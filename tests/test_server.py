@@ -346,3 +346,18 @@ def test_slow_uploads_do_not_starve_other_requests(vdir_server: LiveServer) -> N
     finally:
         for s in held:
             s.close()
+
+
+def test_a_body_that_stops_arriving_is_given_up(vdir_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vdir.server.bodies
+
+    monkeypatch.setattr(vdir.server.bodies, "IDLE_SECONDS", 0.5)
+    host, port = vdir_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall((f"PUT /v1/files?path=/stalled HTTP/1.1\r\nHost: {host}\r\n"
+                   f"Authorization: Bearer {vdir_server.admin_token}\r\nContent-Length: 4000000\r\n\r\n").encode()
+                  + b"x" * 1000)
+        answer = s.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 503"), answer
+    assert "no byte of the body arrived" in answer
+    assert not vdir_server.vd.exists("/stalled")

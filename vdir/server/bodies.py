@@ -18,6 +18,8 @@ from starlette.requests import ClientDisconnect, Request
 from vdir.errors import InvalidArgument, TransientError
 
 T = TypeVar("T")
+IDLE_SECONDS = 300.0
+"""A body that sends nothing for this long is given up (its worker thread is freed)."""
 
 
 class ClientGone(TransientError):
@@ -27,8 +29,9 @@ class ClientGone(TransientError):
 class BodyReader(io.RawIOBase):
     """A blocking, read-only file over an async byte stream; used from a worker thread."""
 
-    def __init__(self, stream: AsyncIterator[bytes], limit: int | None = None) -> None:
+    def __init__(self, stream: AsyncIterator[bytes], limit: int | None = None, idle: float | None = None) -> None:
         super().__init__()
+        self.idle = IDLE_SECONDS if idle is None else idle
         self._stream = stream
         self._buf = b""
         self._done = False
@@ -40,11 +43,14 @@ class BodyReader(io.RawIOBase):
 
     async def _next(self) -> bytes:
         try:
-            return await self._stream.__anext__()
+            with anyio.fail_after(self.idle):
+                return await self._stream.__anext__()
         except StopAsyncIteration:
             return b""
         except ClientDisconnect:
             raise ClientGone("the client closed the connection mid-body") from None
+        except TimeoutError:
+            raise ClientGone(f"no byte of the body arrived for {self.idle:g} s") from None
 
     def readinto(self, b: memoryview) -> int:  # type: ignore[override]
         while not self._buf and not self._done:
