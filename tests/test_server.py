@@ -361,3 +361,32 @@ def test_a_body_that_stops_arriving_is_given_up(vdir_server: LiveServer, monkeyp
     assert answer.startswith("HTTP/1.1 503"), answer
     assert "no byte of the body arrived" in answer
     assert not vdir_server.vd.exists("/stalled")
+
+
+def test_the_api_on_a_mongo_catalog(mongo_catalog_url: str, tmp_path: Path) -> None:
+    """Users, tokens, jobs and entries on the other catalog engine, through the API."""
+    from vdir.access import Accounts
+    from vdir.admin import add_backend
+
+    (tmp_path / "objects").mkdir()
+    vd = VDir(open_catalog(mongo_catalog_url), default_backend="local")
+    try:
+        add_backend(vd, "local", f"file://{tmp_path / 'objects'}", check=False)
+        accounts = Accounts(vd.catalog)
+        accounts.create_project("p", ["/p"])
+        with live_server(vd, tmp_path / "state") as live:
+            admin = live.client()
+            member = live.client(live.token("m"))
+            accounts.grant("p", "m", "editor")
+            assert member.put("/v1/files", params={"path": "/p/a/f"}, content=b"hello").status_code == 201
+            assert member.get("/v1/files", params={"path": "/p/a/f"}).content == b"hello"
+            assert member.put("/v1/files", params={"path": "/elsewhere"}, content=b"x").status_code == 404
+            job = member.post("/v1/cp", json={"src": "/p/a", "dst": "/p/b", "recursive": True}).json()["job"]
+            assert poll_job(member, job["id"])["state"] == "done"
+            assert [i["name"] for i in member.get("/v1/ls", params={"path": "/p"}).json()["items"]] == ["a", "b"]
+            sid = member.post("/v1/uploads", json={"path": "/p/up", "size": 4}).json()["id"]
+            member.put(f"/v1/uploads/{sid}", params={"offset": 0}, content=b"data")
+            assert member.post(f"/v1/uploads/{sid}/commit").status_code == 201
+            assert admin.get("/v1/stat", params={"path": "/p/up"}).json()["size"] == 4
+    finally:
+        vd.close()
