@@ -1,6 +1,8 @@
-"""``vdir vm ...``: the compute sidecar (registered by :func:`cli.main._register_plugins`).
+"""``vdir vm ...`` and ``vdir cluster ...``: the compute sidecar (registered by
+:func:`cli.main._register_plugins`).
 
-A thin front end over :class:`vdir.compute.Compute`; every decision lives there.
+A thin front end over :class:`vdir.compute.Compute` and :class:`vdir.compute.cluster.Clusters`;
+every decision lives there.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
     """Add the ``vm`` command group to ``app``."""
     vm_app = typer.Typer(help="Start VMs where a path's data already is, and manage them.", no_args_is_help=True)
     app.add_typer(vm_app, name="vm")
+    register_cluster(app, state, out)
 
     def compute(allow_local_catalog: bool = False) -> Compute:
         from vdir.compute import Compute
@@ -37,7 +40,9 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         out.line(f"data under {', '.join(plan.specs[0].near)}: {d.total_files} file(s), {fmt_size(d.total_bytes)}")
         for site in d.sites:
             pct = f"{100 * site.bytes / d.total_bytes:3.0f}%" if d.total_bytes else "  -"
-            out.line(f"  {site.label:24} {fmt_size(site.bytes):>10} {pct}  {site.files} file(s) on {', '.join(site.backends)}")
+            by = f"candidate for {site.provider}" if site.provider else "no compute provider"
+            out.line(f"  {site.label:24} {fmt_size(site.bytes):>10} {pct}  {site.files} file(s) on {', '.join(site.backends)}"
+                     f"  ({by})")
         out.line(f"decision: {plan.provider} in {plan.region}: {d.reason}")
         for note in plan.notes:
             out.line(f"note: {note}")
@@ -62,7 +67,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         key: str | None = typer.Option(None, "--key", help="SSH key pair name at the provider."),
         count: int = typer.Option(1, "--count", "-n", help="How many VMs (all or nothing)."),
         user_data: str | None = typer.Option(None, "--user-data", help="Your own cloud-init file, run after vdir's."),
-        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws) or local; default: where the data is."),
+        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws), azure, gce (gcp), slurm or local; default: where the data is."),
         region: str | None = typer.Option(None, "--region", help="Override the region placement picked."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show the decision and why; start nothing."),
         allow_local_catalog: bool = typer.Option(
@@ -138,19 +143,7 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
         print_only: bool = typer.Option(False, "--print", help="Print the command instead of running it."),
     ) -> None:
         """Open a shell on the VM, or run a command there: vdir vm ssh NAME [-- CMD...]."""
-        target = compute().ssh(name, list(command or []))
-        if print_only:
-            prefix = f"cd {shlex.quote(target.cwd)} && " if target.cwd else ""
-            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in target.env.items())
-            out.line(prefix + (env + " " if env else "") + shlex.join(target.argv))
-            return
-        try:
-            code = subprocess.call(target.argv, cwd=target.cwd, env={**os.environ, **target.env})
-        except FileNotFoundError:
-            from vdir.errors import NotFound
-
-            raise NotFound(f"{target.argv[0]} is not installed") from None
-        raise typer.Exit(code)
+        _run_target(compute().ssh(name, list(command or [])), print_only, out)
 
     @vm_app.command("wait")
     def wait(
@@ -201,3 +194,147 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
             out.say(f"deleted {vm.name} ({vm.provider} {vm.region} {vm.instance_id or ''})".replace(" )", ")"))
         if not gone:
             out.say(f"no VM was booted near {all_near}")
+
+
+def register_cluster(app: typer.Typer, state: Any, out: Any) -> None:
+    """Add the ``cluster`` command group to ``app``."""
+    cluster_app = typer.Typer(help="Start N machines (or one SLURM job of N tasks) next to a path's data.",
+                              no_args_is_help=True)
+    app.add_typer(cluster_app, name="cluster")
+
+    def clusters(allow_local_catalog: bool = False) -> Any:
+        from vdir.compute import Compute
+        from vdir.compute.cluster import Clusters
+
+        return Clusters(Compute(state.vd(), allow_embedded_catalog=allow_local_catalog))
+
+    def row(cluster: Any) -> dict[str, Any]:
+        return dict(cluster.as_doc())
+
+    def show(cluster: Any) -> None:
+        hosts = ",".join(cluster.hosts) if cluster.hosts else "-"
+        out.line(f"{cluster.name:16} {cluster.provider:6} {cluster.region:14} {cluster.count:>3} {cluster.state:11} "
+                 f"{hosts:30} {','.join(cluster.near)}")
+
+    @cluster_app.command("create")
+    def create(
+        name: str = typer.Argument(..., metavar="NAME", help="Cluster name (members are NAME-1 ... NAME-N on clouds)."),
+        near: list[str] = typer.Option(..., "--near", help="Start next to the data under this path (repeatable)."),
+        count: int = typer.Option(2, "--count", "-n", help="How many machines (SLURM: tasks of one job); all or nothing."),
+        command: list[str] = typer.Argument(None, metavar="[-- COMMAND...]", help="SLURM/local: the job to run, after --."),
+        provider: str | None = typer.Option(None, "--provider", help="ec2 (aws), azure, gce (gcp), slurm or local; default: where the data is."),
+        region: str | None = typer.Option(None, "--region", help="Override the region (site) placement picked."),
+        flavor: str | None = typer.Option(None, "--flavor", "--size", help="Instance type of each machine."),
+        image: str | None = typer.Option(None, "--image", help="Image of each machine."),
+        key: str | None = typer.Option(None, "--key", help="SSH key pair name at the provider."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show the decision and why; start nothing."),
+        allow_local_catalog: bool = typer.Option(False, "--allow-local-catalog",
+                                                 help="Development/tests only: cloud machines with an embedded catalog."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Start a cluster where the data under --near is, all or nothing, and write its host list."""
+        c = clusters(allow_local_catalog)
+        plan = c.plan(name, near, count, provider=provider, region=region, flavor=flavor, image=image, key=key,
+                      command=list(command or []))
+        if dry_run:
+            d = plan.decision
+            if as_json:
+                out.json({"dry_run": True, "count": count, **plan.as_dict()})
+            else:
+                for site in d.sites:
+                    by = f"candidate for {site.provider}" if site.provider else "no compute provider"
+                    out.line(f"  {site.label:24} {fmt_size(site.bytes):>10}  {site.files} file(s) on "
+                             f"{', '.join(site.backends)}  ({by})")
+                out.line(f"decision: {plan.provider} in {plan.region}: {d.reason}")
+                for note in plan.notes:
+                    out.line(f"note: {note}")
+                what = f"one job of {count} tasks" if plan.provider == "slurm" else f"{count} machines"
+                out.line(f"would start cluster {name}: {what} ({', '.join(plan.names)})")
+            if plan.blocker is not None:
+                raise plan.blocker
+            if not as_json:
+                out.line("dry run: nothing was started")
+            return
+        cluster = c.create(name, plan, count)
+        if as_json:
+            out.json(row(cluster))
+            return
+        what = f"one SLURM job of {count} tasks" if cluster.provider == "slurm" else f"{count} machines"
+        out.say(f"started cluster {name} on {cluster.provider} in {cluster.region}: {what} ({', '.join(cluster.members)})")
+        out.say(f"hosts: {cluster.hosts_file}")
+        out.say(f"why: {plan.decision.reason}")
+
+    @cluster_app.command("list")
+    def list_(
+        refresh: bool = typer.Option(False, "--refresh", help="Ask the providers first (and rewrite host lists)."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Clusters recorded in the catalog."""
+        found = clusters().list(refresh=refresh)
+        if as_json:
+            out.json([row(x) for x in found])
+            return
+        for cluster in found:
+            show(cluster)
+
+    @cluster_app.command("status")
+    def status(name: str = typer.Argument(..., metavar="NAME", help="Cluster name."),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+        """Ask the providers how a cluster is doing; show its members and hosts."""
+        cluster = clusters().status(name)
+        if as_json:
+            out.json(row(cluster))
+            return
+        out.line(f"   name: {cluster.name}\nprovider: {cluster.provider} ({cluster.cloud}) in {cluster.region}")
+        out.line(f"  state: {cluster.state}\nmembers: {', '.join(cluster.members)}\n  hosts: {', '.join(cluster.hosts) or '-'}")
+        out.line(f"hostfile: {cluster.hosts_file or '-'}\n   near: {', '.join(cluster.near)}\ncreated: {fmt_time(cluster.created)}")
+
+    @cluster_app.command("wait")
+    def wait(
+        name: str = typer.Argument(..., metavar="NAME", help="Cluster name."),
+        timeout: float = typer.Option(300.0, "--timeout", help="Give up after this many seconds."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Wait until every member runs (or has ended) and the host list is written."""
+        cluster = clusters().wait(name, timeout=timeout)
+        if as_json:
+            out.json(row(cluster))
+        else:
+            out.say(f"{cluster.name}: {cluster.state}, hosts {', '.join(cluster.hosts) or '-'}")
+
+    @cluster_app.command("hosts")
+    def hosts(name: str = typer.Argument(..., metavar="NAME", help="Cluster name.")) -> None:
+        """Print the host list (one line per task or machine)."""
+        for host in clusters().status(name).hosts:
+            out.line(host)
+
+    @cluster_app.command("ssh")
+    def ssh(
+        name: str = typer.Argument(..., metavar="NAME", help="Cluster name."),
+        command: list[str] = typer.Argument(None, metavar="[-- COMMAND...]", help="Run this instead of a shell (after --)."),
+        print_only: bool = typer.Option(False, "--print", help="Print the command instead of running it."),
+    ) -> None:
+        """A shell (or a command) on the cluster's first machine, or inside its SLURM allocation."""
+        target = clusters().ssh(name, list(command or []))
+        _run_target(target, print_only, out)
+
+    @cluster_app.command("delete")
+    def delete(name: str = typer.Argument(..., metavar="NAME", help="Cluster name.")) -> None:
+        """Stop every member and forget the cluster."""
+        cluster = clusters().delete(name)
+        out.say(f"deleted cluster {cluster.name} ({', '.join(cluster.members)})")
+
+
+def _run_target(target: Any, print_only: bool, out: Any) -> None:
+    if print_only:
+        prefix = f"cd {shlex.quote(target.cwd)} && " if target.cwd else ""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in target.env.items())
+        out.line(prefix + (env + " " if env else "") + shlex.join(target.argv))
+        return
+    try:
+        code = subprocess.call(target.argv, cwd=target.cwd, env={**os.environ, **target.env})
+    except FileNotFoundError:
+        from vdir.errors import NotFound
+
+        raise NotFound(f"{target.argv[0]} is not installed") from None
+    raise typer.Exit(code)

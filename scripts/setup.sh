@@ -19,6 +19,10 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 # --- system packages ------------------------------------------------------------------------
 apt_pkgs=(fuse3 libfuse2 python3-venv)
 [ $WANT_TEST = 1 ] && apt_pkgs+=(rsync git sqlite3 nodejs npm)
+# a real one-node SLURM cluster for the compute tests (tests/servers/slurm.py starts it in a
+# network namespace of its own, with its own config, munge key and sockets, so daemons the
+# packages may start are left alone: iproute2 for `ip`, util-linux for unshare/nsenter)
+[ $WANT_TEST = 1 ] && apt_pkgs+=(slurmctld slurmd slurm-client munge iproute2 util-linux)
 [ $WANT_BENCH = 1 ] && apt_pkgs+=(rclone s3fs fio libfuse3-dev pkg-config gcc python3-dev)  # the last four build pyfuse3
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -36,6 +36,7 @@ def register_sites(vd: VDir) -> None:
     add_backend(vd, "s3us", "s3://bucket-us/data", region="us-east-1", check=False, cost=0.021)
     add_backend(vd, "s3ap", "s3://bucket-ap/data", region="ap-south-1", check=False, cost=0.025)
     add_backend(vd, "azwe", "az://container/data", region="westeurope", check=False)
+    add_backend(vd, "boxy", "box://vdir/data", region="box", check=False)  # no compute provider serves box
 
 
 def add_file(vd: VDir, path: str, size: int, *backends: str, state: str = "ok") -> Entry:
@@ -57,6 +58,7 @@ def test_weigh_counts_bytes_per_region(vd: VDir) -> None:
     add_file(vd, "/ds/a.bin", 3 * MiB, "s3eu")
     add_file(vd, "/ds/b.bin", 2 * MiB, "s3eu", "s3eu2", "s3us")  # two backends in one region count once
     add_file(vd, "/ds/sub/c.bin", 1 * MiB, "azwe")
+    add_file(vd, "/ds/sub/e.bin", 1 * MiB, "boxy")
     add_file(vd, "/ds/lost.bin", 50 * MiB, "s3ap", state=MISSING)  # a missing replica does not count
     add_file(vd, "/other/d.bin", 99 * MiB, "s3us")  # not under --near
     d = decide(vd, ["/ds", "/ds/sub"])  # overlapping paths count a file once
@@ -66,10 +68,11 @@ def test_weigh_counts_bytes_per_region(vd: VDir) -> None:
     assert by_site["aws/us-east-1"].bytes == 2 * MiB
     assert by_site["azure/westeurope"].bytes == 1 * MiB
     assert "aws/ap-south-1" not in by_site
-    assert d.total_files == 4 and d.total_bytes == 56 * MiB
+    assert d.total_files == 5 and d.total_bytes == 57 * MiB
     assert (d.provider, d.cloud, d.region) == ("ec2", "aws", "eu-west-1")
     assert "aws/eu-west-1 holds the most" in d.reason and "next is aws/us-east-1" in d.reason
-    assert any("no compute provider for azure" in n for n in d.notes)
+    assert by_site["azure/westeurope"].provider == "azure" and by_site["box/box"].provider is None
+    assert any("no compute provider for box" in n for n in d.notes)
 
 
 def test_larger_share_wins(vd: VDir) -> None:
@@ -101,7 +104,7 @@ def test_ties_go_by_preference_then_cost(vd: VDir) -> None:
 
 def test_provider_and_region_overrides(vd: VDir) -> None:
     register_sites(vd)
-    add_file(vd, "/ds/a.bin", 2 * MiB, "azwe")
+    add_file(vd, "/ds/a.bin", 2 * MiB, "boxy")
     with pytest.raises(InvalidArgument, match="no compute provider is near the data under /ds") as info:
         decide(vd, ["/ds"])
     assert "\n" not in str(info.value) and "--provider" in str(info.value)
@@ -114,7 +117,7 @@ def test_provider_and_region_overrides(vd: VDir) -> None:
     with pytest.raises(NotFound):
         decide(vd, ["/nope"])
     with pytest.raises(InvalidArgument, match="unknown compute provider"):
-        decide(vd, ["/ds"], provider="gce")
+        decide(vd, ["/ds"], provider="openstack")
 
 
 def test_embedded_catalog_refuses_cloud_boot(vd: VDir) -> None:

@@ -1,7 +1,8 @@
 """The compute provider interface and the VM record every front end sees.
 
-A provider starts machines (or processes) of one kind: ``ec2`` (:mod:`vdir.compute.ec2`, the only
-module that calls EC2) and ``local`` (:mod:`vdir.compute.local`, a process on this machine).
+A provider starts machines (or processes, or batch jobs) of one kind: ``ec2``
+(:mod:`vdir.compute.ec2`, the only module that calls EC2), ``local`` (:mod:`vdir.compute.local`,
+a process on this machine) and ``slurm`` (:mod:`vdir.compute.slurm`, a batch job at an HPC site).
 More (Azure, GCE, OpenStack) can follow behind the same small interface:
 
 * :meth:`Provider.check` validates a :class:`VMSpec` against the cloud (image, flavor, key pair,
@@ -68,6 +69,8 @@ class VMSpec:
     """Local provider: the job to run (empty: no job, ``vm ssh`` opens a shell)."""
     ssh_user: str | None = None
     key_file: str | None = None
+    tasks: int = 1
+    """SLURM: tasks (or nodes) of the one job; a cluster on SLURM is one job of N tasks."""
 
 
 @dataclass

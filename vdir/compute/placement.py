@@ -22,10 +22,10 @@ from vdir.errors import InvalidArgument, NotFound
 if TYPE_CHECKING:
     from vdir.core import VDir
 
-PROVIDER_CLOUDS = {"ec2": "aws", "local": "local"}
+PROVIDER_CLOUDS = {"ec2": "aws", "azure": "azure", "gce": "gcp", "slurm": "slurm", "local": "local"}
 """Provider name -> the cloud (``BackendRecord.cloud``) whose regions it can boot in."""
 
-DEFAULT_PREFERENCE = ["aws", "local"]
+DEFAULT_PREFERENCE = ["aws", "azure", "gcp", "slurm", "local"]
 
 
 def provider_for(name: str) -> str:
@@ -60,6 +60,8 @@ class Site:
     backends: list[str] = field(default_factory=list)
     cost: float = 0.0
     """The lowest cost class among the site's backends holding the data."""
+    provider: str | None = None
+    """The compute provider that can boot here (``None``: no provider serves this cloud)."""
 
     @property
     def label(self) -> str:
@@ -158,6 +160,8 @@ def choose(
     prefs = [p.lower() for p in (preference if preference is not None else DEFAULT_PREFERENCE)]
     where = ", ".join(near)
     served = {c for c in PROVIDER_CLOUDS.values()}
+    for site in sites:  # every candidate, as the dry run shows it
+        site.provider = next((p for p, c in PROVIDER_CLOUDS.items() if c == site.cloud), None)
     notes = [f"{s.label} holds {fmt_bytes(s.bytes)} but vdir has no compute provider for {s.cloud}"
              for s in sites if s.cloud not in served and s.bytes]
     wanted = provider_for(provider) if provider else None

@@ -24,8 +24,8 @@ Configuration (``compute:`` in the config file)::
 
     compute:
       user: alice                  # name prefix (default: the login name)
-      preference: [aws, local]     # tie-break between sites holding equal bytes
-      install: "vdir[mongo,s3,fuse]"
+      preference: [aws, slurm, local]  # tie-break between sites holding equal bytes
+      install: "vdir[mongo,s3,fuse]"   # default per cloud: s3 on aws, azure on azure, gcs on gcp
       mountpoint: /vdir
       poll_interval: 2
       aws:
@@ -44,6 +44,20 @@ Configuration (``compute:`` in the config file)::
           eu-west-1: {subnet: subnet-0abc, security_group: sg-0def}
       local:
         workdir: ~/.local/share/vdir/vms
+      gcp:                         # Google Compute Engine, next to GCS data (vdir.compute.gce)
+        project: my-project        # default: from Application Default Credentials
+        flavor: e2-small
+        image: ubuntu-24.04
+        service_account: vdir-vm@my-project.iam.gserviceaccount.com
+      azure:                       # Azure VMs, next to Blob data (vdir.compute.azure)
+        subscription_id: 0000-...  # default: AZURE_SUBSCRIPTION_ID
+        resource_group: vdir
+        flavor: Standard_B2s
+        ssh_public_key: ~/.ssh/id_ed25519.pub
+      slurm:                       # HPC sites: backends with --cloud slurm --region SITE
+        partition: batch           # see vdir.compute.slurm for every setting
+        regions:
+          hpc1: {partition: gpu, account: proj42}
 """
 
 from __future__ import annotations
@@ -88,11 +102,15 @@ class Settings:
 
     user: str
     preference: list[str] = field(default_factory=lambda: list(placement.DEFAULT_PREFERENCE))
-    install: str = userdata.DEFAULT_INSTALL
+    install: str = ""
+    """What the VMs pip-install; empty: the default of their cloud (:data:`userdata.CLOUD_INSTALL`)."""
     mountpoint: str = userdata.DEFAULT_MOUNTPOINT
     poll_interval: float = 2.0
     aws: dict[str, Any] = field(default_factory=dict)
     local: dict[str, Any] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)
+    gcp: dict[str, Any] = field(default_factory=dict)
+    azure: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None) -> Settings:
@@ -106,7 +124,7 @@ class Settings:
             preference = [p.strip() for p in preference.split(",") if p.strip()]
         if not isinstance(preference, list):
             raise ConfigError("compute.preference must be a list such as [aws, local]")
-        for name in ("aws", "local"):
+        for name in ("aws", "local", "slurm", "gcp", "azure"):
             if not isinstance(doc.get(name) or {}, dict):
                 raise ConfigError(f"compute.{name} must be a mapping")
         try:
@@ -114,9 +132,11 @@ class Settings:
         except (TypeError, ValueError):
             raise ConfigError("compute.poll_interval must be a number of seconds") from None
         return cls(user=_clean_user(str(doc.get("user") or login)), preference=[str(p) for p in preference],
-                   install=str(doc.get("install") or userdata.DEFAULT_INSTALL),
+                   install=str(doc.get("install") or ""),
                    mountpoint=str(doc.get("mountpoint") or userdata.DEFAULT_MOUNTPOINT), poll_interval=interval,
-                   aws=dict(doc.get("aws") or {}), local=dict(doc.get("local") or {}))
+                   aws=dict(doc.get("aws") or {}), local=dict(doc.get("local") or {}),
+                   slurm=dict(doc.get("slurm") or {}), gcp=dict(doc.get("gcp") or {}),
+                   azure=dict(doc.get("azure") or {}))
 
     def cloud(self, cloud: str, region: str | None = None) -> dict[str, Any]:
         """The settings of one cloud, with the overrides of ``region`` applied."""
@@ -180,6 +200,29 @@ class Compute:
                 raise MissingDependency("the ec2 compute provider needs boto3; install it with: pip install 'vdir[s3]'") from exc
             aws = self.settings.cloud("aws")
             made = EC2Provider(profile=aws.get("profile"), endpoint_url=aws.get("endpoint_url"))
+        elif name == "gce":
+            try:
+                from vdir.compute.gce import GCEProvider
+            except ImportError as exc:
+                raise MissingDependency("the gce compute provider needs google-cloud-compute; install it with: "
+                                        "pip install 'vdir[gce]'") from exc
+            gcp = self.settings
+            made = GCEProvider(lambda region: gcp.cloud("gcp", region or None),
+                               poll=float(self.settings.gcp.get("poll_interval", 1.0)))
+        elif name == "azure":
+            try:
+                from vdir.compute.azure import AzureProvider
+            except ImportError as exc:
+                raise MissingDependency("the azure compute provider needs azure-mgmt-compute and azure-mgmt-network; "
+                                        "install them with: pip install 'vdir[azure-compute]'") from exc
+            az = self.settings
+            made = AzureProvider(lambda region: az.cloud("azure", region or None),
+                                 poll=float(self.settings.azure.get("poll_interval", 2.0)))
+        elif name == "slurm":
+            from vdir.compute.slurm import SlurmProvider
+
+            settings = self.settings
+            made = SlurmProvider(self.vd, lambda region: settings.cloud("slurm", region or None))
         else:
             from vdir.compute.local import LocalProvider
 
@@ -342,7 +385,7 @@ class Compute:
                     spec.flavor = spec.flavor or DEFAULT_FLAVOR
                 if blocker is None:
                     try:
-                        spec.user_data = self._user_data(vm_name, near, decision.region, cloud, user_data)
+                        spec.user_data = self._user_data(vm_name, near, decision.region, cloud, user_data, decision.cloud)
                     except ConfigError as exc:
                         blocker = exc
             else:
@@ -351,10 +394,12 @@ class Compute:
         return BootPlan(decision=decision, provider=decision.provider, region=decision.region, names=names,
                         specs=specs, blocker=blocker, notes=notes, explicit_names=bool(name), extra_user_data=user_data)
 
-    def _user_data(self, name: str, near: list[str], region: str, cloud: dict[str, Any], extra: str | None) -> str:
+    def _user_data(self, name: str, near: list[str], region: str, cloud: dict[str, Any], extra: str | None,
+                   cloud_name: str = "aws") -> str:
+        install = str(cloud.get("install") or self.settings.install or userdata.CLOUD_INSTALL.get(cloud_name, userdata.DEFAULT_INSTALL))
         return userdata.build(name=name, catalog_url=self.vd.catalog.url, near=near, region=region,
-                              install=self.settings.install, mountpoint=self.settings.mountpoint,
-                              catalog_parameter=cloud.get("catalog_parameter"), extra=extra)
+                              install=install, mountpoint=self.settings.mountpoint,
+                              catalog_parameter=cloud.get("catalog_parameter"), extra=extra, cloud=cloud_name)
 
     def boot(self, plan: BootPlan) -> list[VM]:
         """Carry out ``plan`` (see the module docstring for the order of steps)."""
@@ -378,10 +423,12 @@ class Compute:
             cloud = self.settings.cloud(plan.decision.cloud, plan.region)
             specs = []
             for spec, vm in zip(plan.specs, reserved, strict=True):
-                resolved = replace(spec, name=vm.name, image=checked.image, security_group=checked.security_group,
+                resolved = replace(spec, name=vm.name, image=checked.image, flavor=checked.flavor,
+                                   security_group=checked.security_group,
                                    ssh_user=checked.ssh_user)
                 if prov.remote and vm.name != spec.name:
-                    resolved.user_data = self._user_data(vm.name, spec.near, plan.region, cloud, plan.extra_user_data)
+                    resolved.user_data = self._user_data(vm.name, spec.near, plan.region, cloud, plan.extra_user_data,
+                                                         plan.decision.cloud)
                 specs.append(resolved)
             statuses = prov.boot(specs)
         except BaseException:

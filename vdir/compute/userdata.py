@@ -32,6 +32,8 @@ import yaml
 from vdir.errors import ConfigError
 
 DEFAULT_INSTALL = "vdir[mongo,s3,fuse]"
+CLOUD_INSTALL = {"aws": DEFAULT_INSTALL, "azure": "vdir[mongo,azure,fuse]", "gcp": "vdir[mongo,gcs,fuse]"}
+"""What a VM of each cloud installs unless ``compute.install`` says otherwise: its own storage SDK."""
 DEFAULT_MOUNTPOINT = "/vdir"
 CONFIG_PATH = "/etc/vdir/config.yaml"
 SECRET_QUERY = re.compile(r"(password|secret|token|sas|sig|key)", re.I)
@@ -113,6 +115,7 @@ def build(
     install: str = DEFAULT_INSTALL,
     mountpoint: str = DEFAULT_MOUNTPOINT,
     catalog_parameter: str | None = None,
+    cloud: str = "aws",
     extra: str | None = None,
 ) -> str:
     """The user data for VM ``name`` (see the module docstring).
@@ -123,7 +126,8 @@ def build(
     if secret and not catalog_parameter:
         raise ConfigError(
             f"the catalog URL {redact(catalog_url)} holds {secret}, which must not go into user data; "
-            "store the URL in SSM Parameter Store and set compute.aws.catalog_parameter"
+            + ("store the URL in SSM Parameter Store and set compute.aws.catalog_parameter" if cloud == "aws" else
+               f"on {cloud} use a catalog the VM's own identity may read (no password in the URL)")
         )
     files: list[dict[str, str]] = []
     if not catalog_parameter:
