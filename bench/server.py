@@ -5,7 +5,7 @@
 One run, one machine, the same data.  vdir serves the embedded default (SQLite catalog, a
 local-folder backend) through ``vdir serve`` with an admin token; rclone serves a plain folder
 holding the same files (``rclone serve http`` reads only; ``rclone serve webdav`` reads and
-writes).  Each row is measured with 1, 8 and 32 concurrent clients (threads, one pooled HTTP
+writes).  Each row is measured with 1, 8 and 32 concurrent clients (processes, one pooled HTTP
 connection each):
 
 * small GET: every client reads its share of ``--files`` files of ``--file-kib`` KiB;
@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -65,7 +65,8 @@ class Target:
     name: str
     base: str
     headers: dict[str, str]
-    url_of: Callable[[str], str]
+    prefix: str
+    """The URL of a file is this plus its name."""
     writes: bool
 
 
@@ -80,57 +81,44 @@ class Row:
     p99: float
 
 
-def run_clients(target: Target, clients: int, jobs: list[str], one: Callable[[httpx.Client, Target, str], int]) -> tuple[float, int, list[float]]:
-    """Run ``one`` over ``jobs`` split between ``clients`` threads; (seconds, bytes, latencies)."""
-    shares = [jobs[i::clients] for i in range(clients)]
+def run_clients(target: Target, clients: int, names: list[str], op: str, payload: bytes | str = b"") -> tuple[float, int, list[float]]:
+    """Run ``op`` ("GET" or "PUT" of ``payload``: bytes, or the path of a file) over ``names``
+    split between ``clients`` client processes (so the clients' Python does not share one GIL
+    with each other); (seconds from the first request to the last reply, bytes, latencies)."""
+    shares = [s for s in (names[i::clients] for i in range(clients)) if s]
+    with multiprocessing.get_context("fork").Pool(len(shares)) as pool:
+        results = pool.map(_client, [(op, target.prefix, target.headers, s, payload) for s in shares])
+    start, end = min(r[0] for r in results), max(r[1] for r in results)
+    return end - start, sum(r[2] for r in results), [t for r in results for t in r[3]]
+
+
+def _client(job: tuple[str, str, dict[str, str], list[str], bytes | str]) -> tuple[float, float, int, list[float]]:
+    op, prefix, headers, names, payload = job
     latencies: list[float] = []
-    moved = [0]
-    lock = threading.Lock()
-
-    def client(share: list[str]) -> None:
-        with httpx.Client(headers=target.headers, timeout=600.0) as http:
-            mine: list[float] = []
-            total = 0
-            for name in share:
-                t0 = time.perf_counter()
-                total += one(http, target, name)
-                mine.append(time.perf_counter() - t0)
-        with lock:
-            latencies.extend(mine)
-            moved[0] += total
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(client, s) for s in shares if s]:
-            f.result()
-    return time.perf_counter() - start, moved[0], latencies
-
-
-def get_one(http: httpx.Client, target: Target, name: str) -> int:
-    n = 0
-    with http.stream("GET", target.url_of(name)) as r:
-        r.raise_for_status()
-        for chunk in r.iter_bytes(MIB):
-            n += len(chunk)
-    return n
+    total = 0
+    with httpx.Client(headers=headers, timeout=600.0) as http:
+        start = time.time()
+        for name in names:
+            t0 = time.perf_counter()
+            if op == "GET":
+                with http.stream("GET", prefix + name) as r:
+                    r.raise_for_status()
+                    for chunk in r.iter_bytes(MIB):
+                        total += len(chunk)
+            elif isinstance(payload, str):
+                with open(payload, "rb") as f:
+                    http.put(prefix + name, content=_chunks(f)).raise_for_status()
+                total += os.path.getsize(payload)
+            else:
+                http.put(prefix + name, content=payload).raise_for_status()
+                total += len(payload)
+            latencies.append(time.perf_counter() - t0)
+        end = time.time()
+    return start, end, total, latencies
 
 
-def put_one(payload: bytes | Path) -> Callable[[httpx.Client, Target, str], int]:
-    def put(http: httpx.Client, target: Target, name: str) -> int:
-        if isinstance(payload, Path):
-            with open(payload, "rb") as f:
-                r = http.put(target.url_of(name), content=_chunks(f))
-            size = payload.stat().st_size
-        else:
-            r = http.put(target.url_of(name), content=payload)
-            size = len(payload)
-        r.raise_for_status()
-        return size
-    return put
-
-
-def _chunks(f: object) -> Iterator[bytes]:
-    while chunk := f.read(MIB):  # type: ignore[attr-defined]
+def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+    while chunk := f.read(MIB):
         yield chunk
 
 
@@ -193,10 +181,10 @@ def servers(work: Path, files: int, file_kib: int, large_mib: int, max_clients: 
             wait_http(f"http://127.0.0.1:{port}/", procs[-1])
         vbase, hbase, wbase = (f"http://127.0.0.1:{p}" for p in (vport, hport, wport))
         targets = [
-            Target("vdir serve", vbase, {"Authorization": f"Bearer {token}"}, _under(f"{vbase}/v1/files?force=true&path=/bench/"),
+            Target("vdir serve", vbase, {"Authorization": f"Bearer {token}"}, f"{vbase}/v1/files?force=true&path=/bench/",
                    True),
-            Target("rclone http", hbase, {}, _under(f"{hbase}/"), False),
-            Target("rclone webdav", wbase, {}, _under(f"{wbase}/"), True),
+            Target("rclone http", hbase, {}, f"{hbase}/", False),
+            Target("rclone webdav", wbase, {}, f"{wbase}/", True),
         ]
         yield targets, large_src
     finally:
@@ -206,10 +194,6 @@ def servers(work: Path, files: int, file_kib: int, large_mib: int, max_clients: 
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(10)
-
-
-def _under(prefix: str) -> Callable[[str], str]:
-    return lambda name: prefix + name
 
 
 def measure(targets: list[Target], large: Path, files: int, file_kib: int, clients_list: list[int]) -> list[Row]:
@@ -222,17 +206,17 @@ def measure(targets: list[Target], large: Path, files: int, file_kib: int, clien
                 if what.endswith("PUT") and not t.writes:
                     continue
                 if what == "small GET":
-                    secs, _, lat = run_clients(t, clients, small_names, get_one)
+                    secs, _, lat = run_clients(t, clients, small_names, "GET")
                     rate, unit = files / secs, "files/s"
                 elif what == "small PUT":
                     names = [f"up/s{clients}-{i:05d}" for i in range(files)]
-                    secs, _, lat = run_clients(t, clients, names, put_one(payload))
+                    secs, _, lat = run_clients(t, clients, names, "PUT", payload)
                     rate, unit = files / secs, "files/s"
                 elif what == "large GET":
-                    secs, moved, lat = run_clients(t, clients, [f"large/l{c:02d}" for c in range(clients)], get_one)
+                    secs, moved, lat = run_clients(t, clients, [f"large/l{c:02d}" for c in range(clients)], "GET")
                     rate, unit = moved / MIB / secs, "MiB/s"
                 else:
-                    secs, moved, lat = run_clients(t, clients, [f"up/L{clients}-{c:02d}" for c in range(clients)], put_one(large))
+                    secs, moved, lat = run_clients(t, clients, [f"up/L{clients}-{c:02d}" for c in range(clients)], "PUT", str(large))
                     rate, unit = moved / MIB / secs, "MiB/s"
                 rows.append(Row(what, clients, t.name, rate, unit, pct(lat, 0.5), pct(lat, 0.99)))
                 print(f"  {what:10} x{clients:<3} {t.name:14} {rate:10.1f} {unit:8} p50 {pct(lat, 0.5) * 1000:8.1f} ms"
