@@ -507,7 +507,8 @@ def _register_plugins() -> None:
     """Commands of other parts (mount, placement, compute) register themselves here."""
     import importlib
 
-    for mod in ("cli.listing", "cli.mount", "cli.placement", "cli.compute", "cli.sync", "cli.access", "cli.remote"):
+    for mod in ("cli.listing", "cli.mount", "cli.placement", "cli.compute", "cli.sync", "cli.access", "cli.serve",
+                "cli.remote"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
