@@ -504,7 +504,7 @@ def _register_plugins() -> None:
     """Commands of other parts (mount, placement, compute) register themselves here."""
     import importlib
 
-    for mod in ("cli.listing", "cli.mount", "cli.placement", "cli.compute", "cli.sync", "cli.access"):
+    for mod in ("cli.listing", "cli.mount", "cli.placement", "cli.compute", "cli.sync", "cli.access", "cli.serve"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
