@@ -34,20 +34,20 @@ class RuleUse(BaseModel):
     line: int = 0
     match: str | None = None
     where: str | None = None
-    copies: int = Field(0, description="Copies the rule wants of each file.")
+    copies: int = Field(default=0, description="Copies the rule wants of each file.")
     files: int = 0
     bytes: int = 0
-    met: int = Field(0, description="Files with at least `copies` verified copies.")
-    short: int = Field(0, description="Files with fewer verified copies than wanted.")
-    verified: int = Field(0, description="Verified copies of these files, summed.")
-    wanted: int = Field(0, description="Copies wanted of these files, summed.")
+    met: int = Field(default=0, description="Files with at least `copies` verified copies.")
+    short: int = Field(default=0, description="Files with fewer verified copies than wanted.")
+    verified: int = Field(default=0, description="Verified copies of these files, summed.")
+    wanted: int = Field(default=0, description="Copies wanted of these files, summed.")
 
 
 class Where(BaseModel):
     path: str
     files: int
     bytes: int
-    truncated: bool = Field(False, description="True when only the first files were weighed.")
+    truncated: bool = Field(default=False, description="True when only the first files were weighed.")
     per_backend: dict[str, int]
     per_cloud: dict[str, int]
     per_region: dict[str, int]
@@ -63,7 +63,7 @@ class PolicyText(BaseModel):
 class PolicyCheck(BaseModel):
     valid: bool
     rules: int = 0
-    error: str | None = Field(None, description="The first error, naming its line (as `vdir policy check`).")
+    error: str | None = Field(default=None, description="The first error, naming its line (as `vdir policy check`).")
     line: int | None = None
     warnings: list[str] = Field(default_factory=list)
 
@@ -73,7 +73,7 @@ class VMPlanRequest(BaseModel):
     provider: str | None = None
     region: str | None = None
     name: str | None = None
-    count: int = Field(1, ge=1, le=100)
+    count: int = Field(default=1, ge=1, le=100)
 
 
 router = APIRouter(prefix="/v1/web", tags=["web"])
