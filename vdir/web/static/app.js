@@ -555,16 +555,16 @@ async function restore(item) {
 function barChart(title, data, id) {
   const entries = Object.entries(data).sort((a, b) => b[1] - a[1]);
   const total = entries.reduce((s, [, v]) => s + v, 0) || 1;
-  const rowH = 26, labelW = 170, barW = 260, width = labelW + barW + 120;
+  const rowH = 26, labelW = 150, barW = 180, width = labelW + barW + 130;
   const height = Math.max(rowH, entries.length * rowH) + 8;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("width", "100%");
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", String(height));
   svg.setAttribute("class", "chart");
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", `${title}: ` + entries.map(([k, v]) => `${k} ${fmtSize(v)}`).join(", "));
-  svg.style.maxWidth = `${width}px`;
   const palette = ["#1d5fa8", "#2e8540", "#b26b00", "#7a3e9d", "#b42318", "#00798c", "#6b7280"];
   entries.forEach(([k, v], n) => {
     const y = 4 + n * rowH;
@@ -574,7 +574,7 @@ function barChart(title, data, id) {
       if (text) el.textContent = text;
       svg.append(el);
     };
-    add("text", { x: 0, y: y + 16 }, k.length > 24 ? k.slice(0, 23) + "…" : k);
+    add("text", { x: 0, y: y + 16 }, k.length > 22 ? k.slice(0, 21) + "…" : k);
     add("rect", { x: labelW, y: y + 3, width: Math.max(2, (v / total) * barW), height: rowH - 8, fill: palette[n % palette.length], rx: 3 });
     add("text", { x: labelW + barW + 6, y: y + 16 }, `${fmtSize(v)} · ${Math.round((v / total) * 100)}%`);
   });
