@@ -429,7 +429,18 @@ async function uploadAll(dir, files, list) {
     const note = (text) => { line.lastChild.textContent = text; };
     try {
       const path = join(dir, file.name);
-      if (file.size <= SMALL_UPLOAD) await putSmall(path, file, bar); else await putResumable(path, file, bar, note);
+      let force = false;
+      for (;;) {
+        try {
+          if (file.size <= SMALL_UPLOAD) await putSmall(path, file, bar, force); else await putResumable(path, file, bar, note, force);
+          break;
+        } catch (err) {
+          if (err.status !== 409 || force || err.errno !== "EEXIST") throw err;
+          const got = await ask(`${file.name} exists`, [{ text: `Replace ${path} with the file you chose?` }], "Replace");
+          if (!got) throw err;
+          force = true;
+        }
+      }
       bar.value = bar.max;
       note("done");
       ok++;
@@ -470,11 +481,11 @@ function xhrSend(method, url, body, bar, base) {
   });
 }
 
-async function putSmall(path, file, bar) {
-  return xhrSend("PUT", `/v1/files?${q({ path, force: false })}`, file, bar, 0);
+async function putSmall(path, file, bar, force) {
+  return xhrSend("PUT", `/v1/files?${q({ path, force: !!force })}`, file, bar, 0);
 }
 
-async function putResumable(path, file, bar, note) {
+async function putResumable(path, file, bar, note, force) {
   // one session per (path, size, modification time), remembered so a reload resumes it
   const key = `vdir.upload:${path}:${file.size}:${file.lastModified}`;
   let id = localStorage.getItem(key);
@@ -483,7 +494,7 @@ async function putResumable(path, file, bar, note) {
     try { offset = (await api("GET", `/v1/uploads/${id}`)).offset; note(`resuming at ${fmtSize(offset)}`); } catch (err) { id = null; }
   }
   if (!id) {
-    const s = await api("POST", "/v1/uploads", { path, size: file.size, force: false });
+    const s = await api("POST", "/v1/uploads", { path, size: file.size, force: !!force });
     id = s.id;
     chunk = s.chunk_size || chunk;
     localStorage.setItem(key, id);
@@ -609,8 +620,16 @@ async function viewPlacement(main) {
   if (!s) return;
   const t = s.tasks;
   main.append(h("div", { class: "cards", id: "tasks" },
-    ["pending", "retrying", "running", "done", "failed"].map((k) => h("div", { class: "card", "data-count": k }, k, h("b", {}, String(t[k]))))),
-  h("p", {}, `Progress ${(s.progress * 100).toFixed(1)}%. `,
+    ["pending", "retrying", "running", "done", "failed"].map((k) => h("div", { class: "card", "data-count": k }, k, h("b", {}, String(t[k]))))));
+  // throughput: bytes the daemons report as copied, between this refresh and the one before
+  const copied = s.nodes.reduce((n, d) => n + (d.bytes || 0), 0);
+  const now = Date.now() / 1000;
+  const last = state.placementSample;
+  const rate = last && now > last.t && copied >= last.bytes ? (copied - last.bytes) / (now - last.t) : null;
+  state.placementSample = { t: now, bytes: copied };
+  main.append(h("p", { class: "toolbar" }, `Progress ${(s.progress * 100).toFixed(1)}%.`,
+    h("span", { id: "throughput" }, rate === null ? "Throughput: refresh to measure." : `Throughput: ${fmtSize(Math.round(rate))}/s since the last refresh.`),
+    h("button", { type: "button", id: "refresh-placement", onclick: () => render() }, "Refresh"),
     h("button", { type: "button", class: "primary", id: "run-placement", onclick: runPlacement }, "Run placement now")),
   h("p", { id: "job" }));
   main.append(h("h2", {}, "Running"), table(["Task", "Kind", "Path", "Owner", { label: "Lease left", cls: "num" }],
@@ -643,7 +662,9 @@ async function runPlacement() {
   await guard(async () => {
     const job = await pollJob(await api("POST", "/v1/placement/run", { workers: 2 }), el);
     const r = job.result || {};
-    el.textContent = job.state === "done" ? `Placement run done: ${r.done ?? 0} task(s) done, ${r.failed ?? 0} failed, ${fmtSize(r.bytes || 0)} copied`
+    const took = Math.max(0.001, job.updated - job.created);
+    el.textContent = job.state === "done" ? `Placement run done: ${r.done ?? 0} task(s) done, ${r.failed ?? 0} failed, ` +
+      `${fmtSize(r.bytes || 0)} copied in ${took.toFixed(1)} s (${fmtSize(Math.round((r.bytes || 0) / took))}/s)`
       : `Placement run ${job.state}: ${job.error || ""}`;
     el.id = "job-done";
     say(el.textContent);
@@ -807,11 +828,13 @@ async function viewAdmin(main) {
     }
   }
   if (admin) {
-    const [users, backends] = await Promise.all([guard(() => api("GET", "/v1/users")), guard(() => api("GET", "/v1/backends"))]);
+    const [users, backends, placed] = await Promise.all([guard(() => api("GET", "/v1/users")), guard(() => api("GET", "/v1/backends")),
+      guard(() => api("GET", "/v1/placement/status"))]);
+    const used = (placed && placed.backends) || {};
     if (backends) {
-      main.append(h("h2", {}, "Backends"), table(["Name", "URL", "Cloud", "Region", "Tier", { label: "Replicas", cls: "num" }, "Actions"],
+      main.append(h("h2", {}, "Backends"), table(["Name", "URL", "Cloud", "Region", "Tier", { label: "Replicas", cls: "num" }, { label: "Bytes", cls: "num" }, "Actions"],
         backends.items.map((b) => h("tr", {}, td(b.name + (b.default ? " (default)" : "")), td(b.url, "name"), td(b.cloud || ""), td(b.region || ""),
-          td(b.tier || ""), td(String(b.replicas ?? ""), "num"), h("td", { class: "actions" }, h("button", { type: "button", class: "danger", onclick: async () => {
+          td(b.tier || ""), td(String(b.replicas ?? ""), "num"), td(fmtSize((used[b.name] || {}).bytes || 0), "num"), h("td", { class: "actions" }, h("button", { type: "button", class: "danger", onclick: async () => {
             if (!(await ask(`Remove backend ${b.name}?`, [{ text: "Refused while replicas are on it." }], "Remove"))) return;
             await guard(async () => { await api("DELETE", `/v1/backends/${encodeURIComponent(b.name)}`); render(); });
           } }, "Remove")))), { id: "backends" }),
