@@ -308,6 +308,14 @@ def test_keyboard_only_and_a_phone_width(site: Site, tmp_path: Path) -> None:
         wait_for(lambda: "path=%2Fprojects" in driver.current_url)
         ready(driver, "files")
         assert rows(driver, "listing") == ["alpha"]
+        # changing the order from the keyboard re-lists the page and leaves the focus where it was
+        go(driver, "#/files?path=/projects/alpha", "files")
+        driver.execute_script("document.getElementById('order').focus()")
+        driver.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+        wait_for(lambda: "order=desc" in driver.current_url, what="the new order")
+        ready(driver, "files")
+        assert rows(driver, "listing") == ["data", "README.md"]
+        assert driver.switch_to.active_element.get_attribute("id") == "order"
         # nothing is wider than the phone's screen
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
         go(driver, "#/files?path=/projects/alpha/data/labels.csv", "files")

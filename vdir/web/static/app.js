@@ -727,7 +727,7 @@ async function viewCompute(main, params) {
   const vms = await guard(() => api("GET", "/v1/vms"));
   if (!vms) return;
   const rows = vms.items.map((vm) => h("tr", {}, td(vm.name), td(vm.state || ""), td(vm.provider || ""), td(vm.region || ""),
-    td((vm.near || []).join(", "), "name"), td(vm.ip || vm.public_ip || "", "hide-narrow"),
+    td((vm.near || []).join(", "), "name"), td(vm.public_ip || vm.private_ip || "", "hide-narrow"),
     h("td", { class: "actions" }, h("button", { type: "button", class: "danger", "aria-label": `Delete VM ${vm.name}`, onclick: async () => {
       const got = await ask(`Delete VM ${vm.name}?`, [{ text: "The machine is stopped and removed." }], "Delete");
       if (!got) return;
@@ -923,7 +923,17 @@ async function render() {
   if (mine === rendering) { main.removeAttribute("aria-busy"); main.dataset.view = r.name; main.dataset.ready = String(mine); }
 }
 
-window.addEventListener("hashchange", () => { say(""); render().then(() => document.getElementById("main").focus({ preventScroll: true })); });
+window.addEventListener("hashchange", () => {
+  // keyboard users keep their place: a control that changed the view (sort, order, pages) gets
+  // the focus back; otherwise the new content does
+  const had = document.activeElement && document.activeElement.id;
+  say("");
+  render().then(() => {
+    const again = had && document.getElementById(had);
+    if (again && again !== document.body) again.focus({ preventScroll: true });
+    else document.getElementById("main").focus({ preventScroll: true });
+  });
+});
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("logout").addEventListener("click", () => { state.projects = null; logout(""); location.hash = ""; });
   document.addEventListener("dragover", (ev) => ev.preventDefault());
