@@ -169,8 +169,8 @@ def test_upload_by_input_and_drop_resumable_download_rename_delete_and_restore(s
     small.write_bytes(b"hello again\n")
     driver.find_element(By.ID, "upload-input").send_keys(str(small))
     dialog_ok(driver)
-    wait_for(lambda: "Uploaded 1 of 1" in text(driver, "#status"), what="the replacing upload")
-    assert site.vd.cat("/projects/alpha/hello.txt") == b"hello again\n"
+    wait_for(lambda: site.vd.cat("/projects/alpha/hello.txt") == b"hello again\n", what="the replacing upload")
+    wait_for(lambda: "Uploaded 1 of 1 file(s) to /projects/alpha: hello.txt" in text(driver, "#status"), what="its message")
 
     # download
     ready(driver, "files")

@@ -450,17 +450,23 @@ async function uploadAll(dir, files, list) {
       fail(err);
     }
   }
-  if (ok) { say(`Uploaded ${ok} of ${all.length} file(s) to ${dir}`); await refreshListing(); }
+  if (ok) {
+    await refreshListing();  // first, so that the message means the listing shows the new files
+    say(`Uploaded ${ok} of ${all.length} file(s) to ${dir}: ${all.map((f) => f.name).join(", ")}`);
+  }
 }
 
 async function refreshListing() {
   const main = document.getElementById("main");
   const keepUploads = document.getElementById("uploads");
   const r = route();
+  if (r.name !== "files") return;
+  main.setAttribute("aria-busy", "true");
   main.replaceChildren();
   await viewFiles(main, r.params);
   const fresh = document.getElementById("uploads");
   if (keepUploads && fresh) fresh.replaceWith(keepUploads);
+  main.removeAttribute("aria-busy");
 }
 
 function xhrSend(method, url, body, bar, base) {
