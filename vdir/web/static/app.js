@@ -821,7 +821,9 @@ async function viewAdmin(main) {
     if (admin || projects.items.some((p) => (p.members || {})[state.me.user] === "owner")) {
       main.append(formOf("grant", [{ name: "project", label: "Project", required: true }, { name: "user", label: "User", required: true },
         { name: "role", label: "Role", options: ["viewer", "editor", "owner"] }], "Grant role",
-      (v) => api("PUT", `/v1/projects/${encodeURIComponent(v.project)}/members/${encodeURIComponent(v.user)}`, { role: v.role })));
+      (v) => api("PUT", `/v1/projects/${encodeURIComponent(v.project)}/members/${encodeURIComponent(v.user)}`, { role: v.role })),
+      formOf("revoke", [{ name: "project", label: "Project", required: true }, { name: "user", label: "User", required: true }], "Revoke role",
+        (v) => api("DELETE", `/v1/projects/${encodeURIComponent(v.project)}/members/${encodeURIComponent(v.user)}`)));
     }
     if (admin) {
       main.append(formOf("project-create", [{ name: "name", label: "New project", required: true }, { name: "prefixes", label: "Prefixes", placeholder: "/projects/x", required: true },
