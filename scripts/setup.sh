@@ -19,6 +19,8 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 # --- system packages ------------------------------------------------------------------------
 apt_pkgs=(fuse3 libfuse2 python3-venv)
 [ $WANT_TEST = 1 ] && apt_pkgs+=(rsync git sqlite3 nodejs npm)
+# the web interface's browser tests (tests/test_web.py): Chromium and its WebDriver, driven by Selenium
+[ $WANT_TEST = 1 ] && apt_pkgs+=(chromium chromium-driver)
 # a real one-node SLURM cluster for the compute tests (tests/servers/slurm.py starts it in a
 # network namespace of its own, with its own config, munge key and sockets, so daemons the
 # packages may start are left alone: iproute2 for `ip`, util-linux for unshare/nsenter)

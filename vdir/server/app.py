@@ -747,6 +747,9 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         caller.require_admin()
         return _vm_row(Compute(caller.vd).delete(name))
 
+    from vdir.web import mount as mount_web  # the web interface at / and its extra endpoints (/v1/web)
+
+    mount_web(app)
     return app
 
 
