@@ -63,7 +63,10 @@ out = Output()
 
 def _version(value: bool) -> None:
     if value:
+        from cli.remote import mode_line
+
         typer.echo(VERSION_TEXT)
+        typer.echo(mode_line())  # standalone, or remote mode with the server's URL and the user
         raise typer.Exit(0)
 
 
@@ -504,7 +507,8 @@ def _register_plugins() -> None:
     """Commands of other parts (mount, placement, compute) register themselves here."""
     import importlib
 
-    for mod in ("cli.listing", "cli.mount", "cli.placement", "cli.compute", "cli.sync", "cli.access", "cli.serve"):
+    for mod in ("cli.listing", "cli.mount", "cli.placement", "cli.compute", "cli.sync", "cli.access", "cli.serve",
+                "cli.remote"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:

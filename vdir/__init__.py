@@ -1,7 +1,8 @@
 """vdir: one virtual directory over many clouds.
 
     import vdir
-    vd = vdir.connect()                 # reads ~/.config/vdir/config.yaml (or $VDIR_CONFIG)
+    vd = vdir.connect()                 # reads ~/.config/vdir/config.yaml (or $VDIR_CONFIG);
+                                        # after 'vdir login URL': a RemoteVDir talking to that server
     vd.put("results.csv", "/projects/a/results.csv")
     df = pandas.read_csv("vdir:///projects/a/results.csv")
 """
@@ -17,10 +18,23 @@ __version__ = "0.1.0"
 
 
 def connect(config: str | os.PathLike[str] | None = None, *, catalog: str | None = None, default_backend: str | None = None) -> VDir:
-    """Open the virtual directory described by the config file (or by an explicit catalog URL)."""
+    """Open the virtual directory described by the config file (or by an explicit catalog URL).
+
+    Remote mode: with ``VDIR_REMOTE=URL`` and ``VDIR_TOKEN`` set, or a login stored by
+    ``vdir login`` (and no explicit ``config`` or ``catalog``), the result is a
+    :class:`vdir.remote.RemoteVDir` that talks to that server: the same API, no catalog or
+    cloud credentials here."""
     from vdir import config as cfg
     from vdir.catalog.base import open_catalog
 
+    if catalog is None and (os.environ.get("VDIR_REMOTE") or config is None):
+        from vdir.remote.login import current
+
+        login = current()
+        if login is not None:
+            from vdir.remote import RemoteVDir
+
+            return RemoteVDir(login.url, login.token, user=login.user)
     if catalog is not None:
         return VDir(open_catalog(catalog), None, default_backend)
     conf = cfg.load(config)

@@ -72,7 +72,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient, ContainerClient, ExponentialRetry
 
-from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, TempObject
+from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, Presigned, PutMode, TempObject
 from vdir.errors import (
     AlreadyExists,
     AuthenticationError,
@@ -593,6 +593,44 @@ class AzureBackend(Backend):
                               f"{self.copy_timeout:.0f}s and was aborted", path=dst_key)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    # -- direct transfers: SAS URLs --------------------------------------------------------------
+    presign_put_max = 5000 * MiB  # one Put Blob (service version 2019-12-12 and later)
+
+    def _sas(self, key: str, expires: float, **permission: bool) -> tuple[str, float] | None:
+        """A blob SAS for ``key``: signed with the account key when the client has one (a
+        connection string with AccountKey; Azurite's development account), else with a user
+        delegation key when the client signs in with Azure AD; None for anonymous access."""
+        import datetime
+
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        blob = self._blob_name(key)
+        seconds = max(1, int(expires))
+        now = datetime.datetime.now(datetime.UTC)
+        expiry = now + datetime.timedelta(seconds=seconds)
+        args: dict[str, Any] = {}
+        account_key = getattr(self.service.credential, "account_key", None)
+        if account_key:
+            args["account_key"] = account_key
+        elif self._credential is not None:
+            args["user_delegation_key"] = self._call(
+                lambda: self.service.get_user_delegation_key(now - datetime.timedelta(minutes=5), expiry),
+                "get a user delegation key for", key)
+        else:
+            return None
+        sas = generate_blob_sas(str(self.service.account_name), self.container_name, blob, expiry=expiry,
+                                permission=BlobSasPermissions(**permission), **args)
+        return f"{self.container.get_blob_client(blob).url}?{sas}", time.time() + seconds
+
+    def presign_get(self, key: str, expires: float) -> Presigned | None:
+        signed = self._sas(key, expires, read=True)
+        return Presigned(url=signed[0], method="GET", expires=signed[1]) if signed else None
+
+    def presign_put(self, key: str, expires: float) -> Presigned | None:
+        signed = self._sas(key, expires, create=True, write=True)
+        return Presigned(url=signed[0], method="PUT", expires=signed[1],
+                         headers={"x-ms-blob-type": "BlockBlob"}) if signed else None
 
     def close(self) -> None:
         self.service.close()

@@ -65,6 +65,21 @@ PutMode.CREATE = PutMode("create")  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
+class Presigned:
+    """A short-lived URL that lets a client without credentials read or write one object directly
+    (see :meth:`Backend.presign_get`): send ``method`` to ``url`` with ``headers``."""
+
+    url: str
+    method: str
+    expires: float
+    """Seconds since the epoch after which the store refuses the URL."""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "method": self.method, "expires": self.expires, "headers": dict(self.headers)}
+
+
+@dataclass(frozen=True)
 class ListResult:
     objects: list[ObjectMeta]
     prefixes: list[str]
@@ -147,6 +162,20 @@ class Backend(ABC):
 
     def put_bytes(self, key: str, data: bytes, mode: PutMode = PutMode("overwrite")) -> ObjectMeta:
         return self.put(key, io.BytesIO(data), mode, size=len(data))
+
+    # -- optional: direct transfers ----------------------------------------------------------
+    presign_put_max: int = 0
+    """Largest object one pre-signed PUT can write (the store's single-request limit); 0 = none."""
+
+    def presign_get(self, key: str, expires: float) -> Presigned | None:
+        """A URL that reads ``key`` for ``expires`` seconds (``Range`` requests allowed), or None
+        when this store (or these credentials) cannot sign one.  Nothing is contacted."""
+        return None
+
+    def presign_put(self, key: str, expires: float) -> Presigned | None:
+        """A URL that writes ``key`` (one PUT of the whole body, replacing what is there) for
+        ``expires`` seconds, or None when this store (or these credentials) cannot sign one."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release connections; the default has nothing to release."""

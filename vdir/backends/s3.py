@@ -104,7 +104,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, PutMode, TempObject, reader
+from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, Presigned, PutMode, TempObject, reader
 from vdir.backends.s3_lean import Creds, LeanS3
 from vdir.backends.s3_read import READ_PIECE, Download, LeanBody, Opened, ReadAhead
 from vdir.errors import (
@@ -336,6 +336,8 @@ class S3Backend(Backend):
         except (BotoCoreError, ValueError) as exc:
             raise self._translate(exc, "open") from exc
         self._session = session
+        self._endpoint_url, self._config = endpoint_url, config
+        self._signer: Any = None
         self.client.meta.events.register("needs-retry.s3", self._say_retry)
 
     def _say_retry(self, attempts: int = 0, caught_exception: BaseException | None = None,
@@ -850,6 +852,35 @@ class S3Backend(Backend):
         except VDirError as exc:  # the parts stay invisible; a bucket lifecycle rule reclaims them
             log.warning("%s (the object was not written; its parts wait for the bucket's cleanup)", exc)
 
+    # -- direct transfers ---------------------------------------------------------------------------
+    presign_put_max = MAX_COPY  # one PutObject
+
+    def _presign(self, operation: str, method: str, key: str, expires: float) -> Presigned | None:
+        """A SigV4 query-string signature made locally by boto3 (no request; at most 7 days, as
+        S3 allows); None when the
+        session has no credentials to sign with (anonymous access, an empty profile)."""
+        full = self._full(key)
+        seconds = min(max(1, int(expires)), 7 * 86400)
+        try:
+            if self._session.get_credentials() is None:
+                return None
+            if self._signer is None:  # SigV4 always (boto3 may pick SigV2 for query strings; AWS wants V4)
+                self._signer = self._session.client("s3", endpoint_url=self._endpoint_url,
+                                                    config=self._config.merge(Config(signature_version="s3v4")))
+            url = self._signer.generate_presigned_url(operation, Params={"Bucket": self.bucket, "Key": full},
+                                                     ExpiresIn=seconds, HttpMethod=method)
+        except (NoCredentialsError, PartialCredentialsError):
+            return None
+        except (BotoCoreError, ClientError) as exc:
+            raise self._translate(exc, "sign a URL for", key) from exc
+        return Presigned(url=url, method=method, expires=time.time() + seconds)
+
+    def presign_get(self, key: str, expires: float) -> Presigned | None:
+        return self._presign("get_object", "GET", key, expires)
+
+    def presign_put(self, key: str, expires: float) -> Presigned | None:
+        return self._presign("put_object", "PUT", key, expires)
+
     # -- create-only probe and temporaries ----------------------------------------------------------
     def probe_create_only(self) -> bool:
         """Ask the server once whether it honours ``If-None-Match: *`` on both ``PutObject`` and
@@ -986,4 +1017,6 @@ class S3Backend(Backend):
     def close(self) -> None:
         if self._lean is not None:
             self._lean.close()
+        if self._signer is not None:
+            self._signer.close()
         self.client.close()
