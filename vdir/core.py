@@ -15,7 +15,6 @@ object is removed: nothing is lost or mixed.
 from __future__ import annotations
 
 import contextlib
-import copy as copy_mod
 import io
 import logging
 import os
@@ -30,11 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from vdir import copying, getting, linking, localin, objects, paths, quota
+from vdir import copying, getting, linking, localin, objects, paths
 from vdir import find as find_mod
 from vdir import trash as trash_mod
-from vdir.access import Access, Accounts, Principal
-from vdir.backends import Backend, Location, PutMode, open_backend
+from vdir.access import Access, Principal
+from vdir.backends import Backend, PutMode
 from vdir.catalog.base import (
     DEVICES,
     DIR,
@@ -60,13 +59,14 @@ from vdir.errors import (
     NotADirectory,
     NotFound,
     NotPermitted,
-    PermissionDenied,
     VDirError,
 )
 from vdir.filters import Filter
+from vdir.guard import Guarded
 from vdir.hashing import HashingReader
 from vdir.localin import PutPlan
 from vdir.objects import LINKED_XATTR
+from vdir.opened import OpenedBackends
 from vdir.streams import RangedReader, SpoolWriter, read_verified
 
 if TYPE_CHECKING:
@@ -137,8 +137,10 @@ class Usage:
         return asdict(self)
 
 
-class VDir:
-    """A virtual directory: a catalog plus the backends it names.  Thread-safe."""
+class VDir(Guarded, OpenedBackends):
+    """A virtual directory: a catalog plus the backends it names.  Thread-safe.
+
+    Who may do what (principals, the trash, quotas) is :class:`vdir.guard.Guarded`."""
 
     def __init__(self, catalog: Catalog, config: Config | None = None, default_backend: str | None = None) -> None:
         self.catalog = catalog
@@ -154,105 +156,6 @@ class VDir:
         self._view = False
         self._trash_keep = trash_mod.load_keep(catalog)  # read once per open: rm never asks again
 
-    # -- who is asking (vdir/access.py) ------------------------------------------------------
-    def as_user(self, principal: Principal) -> VDir:
-        """A view of this VDir for ``principal``: it shares the catalog, the configuration and
-        the opened backends, and every public method checks the principal's access (one
-        helper, :meth:`_allow`).  The projects and the trash setting are read now (two catalog
-        reads); closing the view closes nothing."""
-        view = copy_mod.copy(self)
-        view.principal = principal
-        view._access = Access(principal, Accounts(self.catalog).list_projects())
-        view._trash_keep = trash_mod.load_keep(self.catalog)
-        view._view = True
-        return view
-
-    def require_admin(self) -> None:
-        """``PermissionDenied`` unless standalone or an admin principal."""
-        if self.principal is not None and not self.principal.admin:
-            raise PermissionDenied("permission denied (admin only)")
-
-    def _allow(self, norm: str, need: str = "read") -> None:
-        """The one check of every path-taking method, on the normal path: the trash is hidden
-        from everyone; a principal needs ``need`` there (:meth:`vdir.access.Access.check`).
-        Standalone it costs nothing."""
-        if trash_mod.is_hidden(norm):
-            if need == "read":
-                raise NotFound(f"{norm}: no such file or directory", path=norm)
-            raise InvalidPath(f"{norm}: the name {trash_mod.TRASH_DIR} is reserved", path=norm)
-        if self._access is not None:
-            self._access.check(norm, need)
-
-    def _shown(self, norm: str) -> bool:
-        """Whether ``norm`` may appear in a listing."""
-        if trash_mod.is_hidden(norm):
-            return False
-        return self._access is None or self._access.visible(norm)
-
-    def _walk(self, top_id: int, top: str) -> Iterator[tuple[str, Entry]]:
-        """:meth:`Catalog.walk` below the directory ``top`` without what the caller may not see
-        (the trash, other projects): the same stream, unfiltered, standalone below ``/``."""
-        walk = self.catalog.walk(top_id)
-        if top != "/" and (self._access is None or self._access.whole(top)):
-            return walk
-        return ((rel, e) for rel, e in walk if self._shown(paths.join(top, rel)))
-
-    def _children(self, parent_id: int, parent: str) -> Iterator[Entry]:
-        """:meth:`Catalog.iter_children` of the directory ``parent``, filtered as :meth:`_walk`."""
-        children = self.catalog.iter_children(parent_id)
-        if parent != "/" and (self._access is None or self._access.whole(parent)):
-            return children
-        return (c for c in children if self._shown(paths.join(parent, c.name)))
-
-    def _check_quota(self, norm: str, size: int | None, *, files: int = 1, replaced: Entry | None = None) -> None:
-        """``NoSpace`` when storing ``size`` more bytes at ``norm`` would pass its project's
-        quota (principals only: standalone is the catalog's owner, unlimited and free)."""
-        if self._access is None or size is None:
-            return
-        project = self._access.project_of(norm)
-        if quota.has_quota(project):
-            assert project is not None
-            quota.check(self.catalog, project, norm, size, files=files, replaced=replaced)
-
-    # -- trash (vdir/trash.py) ---------------------------------------------------------------
-    def trash_list(self) -> list[dict[str, Any]]:
-        """The trashed items (records, oldest first) the principal could read at their
-        original paths."""
-        return sorted(trash_mod.items(self), key=lambda d: (d["deleted_at"], d["id"]))
-
-    def trash_restore(self, trash_id: str, to: str | None = None) -> Entry:
-        return trash_mod.restore(self, trash_id, to)
-
-    trash_restore.__doc__ = trash_mod.restore.__doc__
-
-    def trash_empty(self, *, all: bool = False) -> int:
-        return trash_mod.empty(self, all=all)
-
-    trash_empty.__doc__ = trash_mod.empty.__doc__
-
-    def set_trash_keep(self, seconds: float) -> None:
-        """Keep removed entries in the trash for ``seconds`` (0: off, ``rm`` deletes).  Admin."""
-        self.require_admin()
-        if seconds < 0:
-            raise InvalidArgument("the trash keeps items for 0 seconds or more")
-        trash_mod.store_keep(self.catalog, seconds)
-        self._trash_keep = float(seconds)
-
-    @property
-    def trash_keep(self) -> float:
-        """Seconds removed entries stay in the trash (as read at open); 0 when it is off."""
-        return self._trash_keep
-
-    def _check_move_quota(self, snorm: str, sentry: Entry, dnorm: str) -> None:
-        """A move into another project is charged to that project's quota."""
-        if self._access is None:
-            return
-        target = self._access.project_of(dnorm)
-        if not quota.has_quota(target) or target is self._access.project_of(snorm):
-            return
-        usage = self.du(snorm) if sentry.type == DIR else Usage(files=1, bytes=sentry.size)
-        self._check_quota(dnorm, usage.bytes, files=usage.files)
-
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
         if self._view:
@@ -267,68 +170,6 @@ class VDir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- backends ----------------------------------------------------------------------------
-    def backend(self, name: str) -> Backend:
-        """The opened backend called ``name`` (opened once, then cached)."""
-        with self._lock:
-            found = self._backends.get(name)
-            opening = self._opening.setdefault(name, threading.Lock())
-        if found is not None:
-            return found
-        with opening:  # opening an SDK client can take a second; workers starting together wait for one
-            with self._lock:
-                found = self._backends.get(name)
-            if found is not None:
-                return found
-            record = self.backend_record(name)
-            options = dict(record.options)
-            if self.config:
-                options.update(self.config.secrets.get(name, {}))
-            location = Location(cloud=record.cloud, region=record.region, tier=record.tier, cost=record.cost)
-            opened = open_backend(record.name, record.url, options, location)
-            with self._lock:
-                self._backends[name] = opened
-            return opened
-
-    def backend_record(self, name: str) -> BackendRecord:
-        with self._lock:
-            cached = self._records.get(name)
-        if cached is not None:
-            return cached
-        try:
-            record = self.catalog.get_backend(name)
-        except NotFound:
-            known = ", ".join(b.name for b in self.catalog.list_backends()) or "none"
-            raise NotFound(f"unknown backend {name!r} (known: {known}; see 'vdir backend list')") from None
-        with self._lock:
-            self._records[name] = record
-        return record
-
-    def location_of(self, name: str) -> Location:
-        try:
-            r = self.backend_record(name)
-        except NotFound:
-            return Location(cloud="unknown", region="unknown", cost=1e9)
-        return Location(cloud=r.cloud, region=r.region, tier=r.tier, cost=r.cost)
-
-    def forget_backend(self, name: str) -> None:
-        with self._lock:
-            self._records.pop(name, None)
-            backend = self._backends.pop(name, None)
-        if backend is not None:
-            backend.close()
-
-    def choose_backend(self, name: str | None) -> str:
-        if name:
-            self.backend_record(name)
-            return name
-        if self.default_backend:
-            return self.default_backend
-        records = self.catalog.list_backends()
-        if len(records) == 1:
-            return records[0].name
-        raise InvalidArgument("no default backend is configured; pass --backend NAME (see 'vdir backend list')")
 
     # -- lookups -----------------------------------------------------------------------------
     def _resolve(self, path: str, need: str = "read") -> tuple[str, Entry]:
