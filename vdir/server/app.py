@@ -28,7 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vdir
-from vdir import paths
+from vdir import paths, presign
 from vdir.access import Accounts
 from vdir.catalog.base import DIR, FILE
 from vdir.core import VDir
@@ -329,7 +329,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         """A short-lived pre-signed URL to read the file straight from its backend (S3, GCS,
         Azure); 409 when the file's replicas are on backends that cannot pre-sign."""
         caller.vd.stat(path)  # the caller's access, before anything else is said about the path
-        found = _presign().download_url(caller.vd, path, expires=expires)
+        found = presign.download_url(caller.vd, path, expires=expires)
         if found is None:
             raise Conflict(f"{paths.normalize(path)}: its backend cannot pre-sign URLs; read it through /v1/files")
         return m.DirectUrl(**found)
@@ -353,8 +353,8 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
             if not req.force:
                 raise vdir.errors.AlreadyExists(f"{norm}: exists (use force to overwrite)", path=norm)
         direct = None
-        if req.direct and _presign(required=False) is not None:  # None: the session takes chunks instead
-            direct = _presign().start_direct_upload(vd, norm, req.size, backend=req.backend, force=req.force,
+        if req.direct:  # None back: the backend cannot sign, the session takes chunks instead
+            direct = presign.start_direct_upload(vd, norm, req.size, backend=req.backend, force=req.force,
                                                     mode=req.mode)
         session = uploads.create(caller.user, norm, req.size, force=req.force, backend=req.backend, mode=req.mode,
                                  direct=direct)
@@ -390,7 +390,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         expected = req.hash if req else None
         if session.direct is not None:
             try:
-                entry = _presign().finish_direct_upload(caller.vd, session.direct, hash=expected)
+                entry = presign.finish_direct_upload(caller.vd, session.direct, hash=expected)
             except IntegrityError:
                 uploads.delete(session)  # the staged object was deleted: nothing left to commit
                 raise
@@ -404,7 +404,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         """Drop the session and the bytes it holds (for a direct upload, the staged object)."""
         session = uploads.get(upload_id, caller.user)
         if session.direct is not None:
-            _presign().abort_direct_upload(caller.vd, session.direct)
+            presign.abort_direct_upload(caller.vd, session.direct)
         uploads.delete(session)
         return m.Done()
 
@@ -834,20 +834,6 @@ def _content_length(request: Request) -> int | None:
 def _trash_on(vd: VDir) -> bool:
     """Whether removals go to the trash (as this view of the VDir read the setting)."""
     return vd.trash_keep > 0
-
-
-def _presign(required: bool = True) -> Any:
-    """:mod:`vdir.presign` (pre-signed URLs for direct transfers), if this vdir has it (else
-    ``Conflict``, or None when not ``required``)."""
-    try:
-        import vdir.presign as presign  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != "vdir.presign":
-            raise
-        if not required:
-            return None
-        raise Conflict("this server cannot pre-sign URLs (no vdir.presign); transfer through the server") from None
-    return presign
 
 
 def _members(project: dict[str, Any]) -> dict[str, str]:
