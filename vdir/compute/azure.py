@@ -378,16 +378,7 @@ class AzureProvider(Provider):
                                         ("nsg", f"{vm.name}-nsg")])
 
     def ssh(self, vm: VM, command: list[str]) -> SSHCommand:
-        address = vm.public_ip or vm.private_ip
-        if not address:
-            raise InvalidArgument(f"vm {vm.name} has no address yet (state {vm.state}); run 'vdir vm wait {vm.name}'")
-        argv = ["ssh", "-o", "StrictHostKeyChecking=accept-new"]
-        if vm.key_file:
-            argv += ["-i", vm.key_file]
-        argv.append(f"{vm.ssh_user or 'azureuser'}@{address}")
-        if command:
-            argv += ["--", *command]
-        return SSHCommand(argv=argv)
+        return SSHCommand.to_vm(vm, command, "azureuser")
 
     def logs(self, vm: VM) -> str:
         raise NotSupported(f"vm {vm.name}: Azure keeps the console in boot diagnostics; see "

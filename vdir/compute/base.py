@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from vdir.errors import NotSupported, Timeout
+from vdir.errors import InvalidArgument, NotSupported, Timeout
 
 COLLECTION = "vms"
 """Catalog record collection holding one document per VM, keyed by name."""
@@ -139,6 +139,21 @@ class SSHCommand:
     argv: list[str]
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def to_vm(cls, vm: VM, command: list[str], default_user: str) -> SSHCommand:
+        """``ssh`` to a cloud VM's public (else private) address, as ``vm.ssh_user`` or the
+        image's ``default_user``; ``InvalidArgument`` while it has no address yet."""
+        address = vm.public_ip or vm.private_ip
+        if not address:
+            raise InvalidArgument(f"vm {vm.name} has no address yet (state {vm.state}); run 'vdir vm wait {vm.name}'")
+        argv = ["ssh", "-o", "StrictHostKeyChecking=accept-new"]
+        if vm.key_file:
+            argv += ["-i", vm.key_file]
+        argv.append(f"{vm.ssh_user or default_user}@{address}")
+        if command:
+            argv += ["--", *command]
+        return cls(argv=argv)
 
 
 class Provider(ABC):

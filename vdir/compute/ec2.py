@@ -322,16 +322,7 @@ class EC2Provider(Provider):
             self._terminate(vm.region, [iid])
 
     def ssh(self, vm: VM, command: list[str]) -> SSHCommand:
-        address = vm.public_ip or vm.private_ip
-        if not address:
-            raise InvalidArgument(f"vm {vm.name} has no address yet (state {vm.state}); run 'vdir vm wait {vm.name}'")
-        argv = ["ssh", "-o", "StrictHostKeyChecking=accept-new"]
-        if vm.key_file:
-            argv += ["-i", vm.key_file]
-        argv.append(f"{vm.ssh_user or 'ec2-user'}@{address}")
-        if command:
-            argv += ["--", *command]
-        return SSHCommand(argv=argv)
+        return SSHCommand.to_vm(vm, command, "ec2-user")
 
     def logs(self, vm: VM) -> str:
         if not vm.instance_id:

@@ -330,16 +330,7 @@ class GCEProvider(Provider):
         self._delete(self._zone_of(vm), vm.name)
 
     def ssh(self, vm: VM, command: list[str]) -> SSHCommand:
-        address = vm.public_ip or vm.private_ip
-        if not address:
-            raise InvalidArgument(f"vm {vm.name} has no address yet (state {vm.state}); run 'vdir vm wait {vm.name}'")
-        argv = ["ssh", "-o", "StrictHostKeyChecking=accept-new"]
-        if vm.key_file:
-            argv += ["-i", vm.key_file]
-        argv.append(f"{vm.ssh_user or 'ubuntu'}@{address}")
-        if command:
-            argv += ["--", *command]
-        return SSHCommand(argv=argv)
+        return SSHCommand.to_vm(vm, command, "ubuntu")
 
     def logs(self, vm: VM) -> str:
         zone = self._zone_of(vm)
