@@ -95,9 +95,12 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
 
 
 def ready(driver: Any, view: str, timeout: float = 20.0) -> None:
-    """Wait until the interface has rendered ``view`` completely."""
+    """Wait until the interface has rendered ``view`` completely, for the address the browser
+    shows now (a click on a link changes the address at once but renders on the next
+    ``hashchange``: until then the previous page would pass for ready)."""
     wait_for(lambda: driver.execute_script(
-        "const m = document.getElementById('main'); return m.dataset.view === arguments[0] && !m.hasAttribute('aria-busy');",
+        "const m = document.getElementById('main');"
+        " return m.dataset.view === arguments[0] && m.dataset.hash === location.hash && !m.hasAttribute('aria-busy');",
         view), timeout, f"the {view} view")
 
 

@@ -894,8 +894,10 @@ async function render() {
   const main = document.getElementById("main");
   const nav = document.getElementById("nav");
   const mine = ++rendering;
+  const forHash = location.hash;  // which address this render shows (tests wait for it: data-hash)
   main.replaceChildren();
   delete main.dataset.view;
+  delete main.dataset.hash;
   if (!state.token) {
     nav.hidden = true;
     document.getElementById("logout").hidden = true;
@@ -923,12 +925,18 @@ async function render() {
   if (!view || (ADMIN_ONLY.has(r.name) && !state.me.admin)) {
     main.append(h("h1", { id: "not-found" }, "Not found"), h("p", {}, "No such page. ", h("a", { href: "#/files" }, "Files")));
     main.dataset.view = r.name;
+    main.dataset.hash = forHash;
     return;
   }
   document.title = `vdir · ${r.name}`;
   main.setAttribute("aria-busy", "true");
   await view(main, r.params);
-  if (mine === rendering) { main.removeAttribute("aria-busy"); main.dataset.view = r.name; main.dataset.ready = String(mine); }
+  if (mine === rendering) {
+    main.removeAttribute("aria-busy");
+    main.dataset.view = r.name;
+    main.dataset.hash = forHash;
+    main.dataset.ready = String(mine);
+  }
 }
 
 window.addEventListener("hashchange", () => {
