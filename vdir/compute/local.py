@@ -124,16 +124,28 @@ class LocalProvider(Provider):
             raise
         return [status for _, status in done]
 
-    def _boot_one(self, spec: VMSpec) -> Status:
+    def _new_workdir(self, spec: VMSpec) -> Path:
+        """The job's own folder, new (``AlreadyExists`` if an old VM's is there); the caller
+        removes it if what follows fails."""
         work = self.workdir(spec.name)
         try:
             work.mkdir(parents=True)
         except FileExistsError:
             raise AlreadyExists(f"working directory {work} exists; delete the old VM first") from None
+        return work
+
+    def _fill_workdir(self, spec: VMSpec, work: Path) -> tuple[int, int, dict[str, str]]:
+        """Link the data near the job into ``work`` and write its ``env.sh``: (files linked,
+        files not on this site, the environment)."""
+        linked, elsewhere = self._link_data(work / ROOT, spec.near)
+        env = self._env(spec, work)
+        (work / "env.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+        return linked, elsewhere, env
+
+    def _boot_one(self, spec: VMSpec) -> Status:
+        work = self._new_workdir(spec)
         try:
-            linked, elsewhere = self._link_data(work / ROOT, spec.near)
-            env = self._env(spec, work)
-            (work / "env.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+            linked, elsewhere, env = self._fill_workdir(spec, work)
             extra: dict[str, Any] = {"workdir": str(work), "linked_files": linked, "not_local_files": elsewhere}
             if not spec.command:
                 return Status(state=READY, extra=extra)

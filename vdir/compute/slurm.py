@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from vdir.compute.base import EXITED, FINAL_STATES, GONE, PENDING, RUNNING, STOPPED, VM, SSHCommand, Status, VMSpec
-from vdir.compute.local import EXIT_CODE, OUTPUT, ROOT, LocalProvider
+from vdir.compute.local import EXIT_CODE, OUTPUT, LocalProvider
 from vdir.errors import (
     BackendUnavailable,
     ConfigError,
@@ -186,17 +186,9 @@ class SlurmProvider(LocalProvider):
         return [status for _, status in done]
 
     def _submit(self, spec: VMSpec) -> Status:
-        work = self.workdir(spec.name)
+        work = self._new_workdir(spec)
         try:
-            work.mkdir(parents=True)
-        except FileExistsError:
-            from vdir.errors import AlreadyExists
-
-            raise AlreadyExists(f"working directory {work} exists; delete the old VM first") from None
-        try:
-            linked, elsewhere = self._link_data(work / ROOT, spec.near)
-            env = self._env(spec, work)
-            (work / "env.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+            linked, elsewhere, env = self._fill_workdir(spec, work)
             job = work / "job.sh"
             site = self.settings(spec.region)
             job.write_text(self._script(spec, work, array=spec.tasks > 1 and site.get("cluster") == "array"))
