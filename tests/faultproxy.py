@@ -266,6 +266,21 @@ class FaultProxy:
         self._stopping = True
         shut_down(self._listener, self._lock, self._open, self._thread)
 
+    def refuse(self) -> None:
+        """Stop answering: every open connection is closed and new ones are refused, while the port
+        stays bound to this proxy until ``stop`` (a closed port could be taken by another listener
+        at once, and a test of "unreachable" would then reach it)."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # no longer listening, still bound: RST to connects
+        with self._lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(5)
+
     def __enter__(self) -> FaultProxy:
         return self.start()
 

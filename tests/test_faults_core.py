@@ -142,7 +142,7 @@ def test_with_the_s3_server_stopped_every_file_with_two_replicas_reads(
     cli.run("policy", "apply", str(policy), check=True)
     cli.run("placement", "run", "--once", check=True)
 
-    proxy.stop()  # the S3 server is unreachable from here on
+    proxy.refuse()  # the S3 server is unreachable from here on (the port stays ours: refused, not reused)
     for name, data in files.items():
         answer = cli.run("cat", f"/data/{name}")
         assert answer.returncode == 0 and answer.stdout == data, answer.stderr
