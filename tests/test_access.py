@@ -194,7 +194,7 @@ def test_tokens_expired_revoked_unknown_and_only_a_hash_stored(team: tuple[VDir,
     vd, acc = team
     secret, info = acc.create_token("alice", name="laptop")
     assert secret.startswith(f"vdir_{info['id']}_") and "hash" not in info
-    assert acc.authenticate(secret) == Principal("alice", False, frozenset({"read", "write"}), info["id"])
+    assert acc.authenticate(secret) == Principal("alice", False, frozenset({"read", "write"}), info["id"], info["expires"])
     stored, _ = vd.catalog.get_record("tokens", info["id"])
     text = json.dumps(stored)
     assert secret not in text and secret.rsplit("_", 1)[1] not in text and len(stored["hash"]) == 64
@@ -273,7 +273,7 @@ def test_cli_users_tokens_projects(cli: CLI) -> None:
     secret = ok(cli, "token", "create", "alice", "--name", "laptop", "--expires", "30d").strip()
     assert secret.startswith("vdir_")
     listed = ok(cli, "token", "list", "alice")
-    assert "laptop" in listed and "active" in listed and secret.split("_")[2] not in listed
+    assert "laptop" in listed and "active" in listed and secret.split("_", 2)[2] not in listed
     [token] = json.loads(ok(cli, "token", "list", "--json"))
     assert token["user"] == "alice" and "hash" not in token and token["expires"] - token["created"] == 30 * 86400
     assert ok(cli, "user", "list").split() == ["alice", "root", "admin"]
