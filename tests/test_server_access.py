@@ -5,9 +5,12 @@ see.  Tokens expired, revoked, of a removed user, and short of a scope, over HTT
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +18,8 @@ import pytest
 
 from tests.servers.vdir_server import LiveServer
 from vdir.access import Accounts
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ROLES = ("viewer", "editor", "owner", "norole", "admin")
 OWN, OTHER = "/projects/alpha", "/projects/beta"
@@ -308,3 +313,27 @@ def test_expired_revoked_and_orphaned_tokens_are_refused(world: World) -> None:
     assert world.clients["admin"].delete("/v1/users/leaver").status_code == 200
     assert gone.get("/v1/whoami").status_code == 401
     assert live.client("vdir_forged_secret").get("/v1/whoami").json()["error"] == "unknown token"
+
+
+def test_access_changed_by_another_process_applies_at_the_next_request(world: World) -> None:
+    """The server keeps what a token stands for between requests; a change made by another
+    process sharing the catalog (here: a script, as the CLI would) must still apply at once."""
+    live = world.live
+    viewer = world.clients["viewer"]
+    other = live.token("other")
+    assert viewer.get("/v1/stat", params={"path": f"{OWN}/file.txt"}).status_code == 200
+    assert live.client(other).get("/v1/whoami").status_code == 200
+
+    def elsewhere(code: str) -> None:
+        script = ("import sys\nfrom vdir.access import Accounts\nfrom vdir.catalog.base import open_catalog\n"
+                  "acc = Accounts(open_catalog('sqlite:///' + sys.argv[1]))\n" + code)
+        subprocess.run([sys.executable, "-c", script, live.vd.catalog.path], check=True, cwd=ROOT)
+
+    elsewhere("acc.revoke('alpha', 'viewer')")
+    r = viewer.get("/v1/stat", params={"path": f"{OWN}/file.txt"})
+    assert r.status_code == 404 and "file.txt" in r.json()["error"]
+    elsewhere("acc.grant('alpha', 'viewer', 'viewer')")
+    assert viewer.get("/v1/stat", params={"path": f"{OWN}/file.txt"}).status_code == 200
+    elsewhere(f"acc.revoke_token({other.split('_')[1]!r})")
+    r = live.client(other).get("/v1/whoami")
+    assert r.status_code == 401 and r.json()["error"] == "token revoked"

@@ -6,7 +6,11 @@ Everything is kept in the catalog's generic records (both engines, no schema cha
 * ``tokens/<id>``: ``{id, user, name, scopes, created, expires, revoked, hash}``: only the
   SHA-256 of the secret is stored; the secret (``vdir_<id>_<random>``) is shown once;
 * ``projects/<name>``: ``{name, prefixes, members: {user: role}, quota_bytes, quota_files,
-  created}``; the prefixes of all projects never overlap.
+  created}``; the prefixes of all projects never overlap;
+* ``settings/access``: ``{generation}``, a fresh random value written after every change of
+  users, tokens, projects or the trash setting (:func:`changed`), so that a server can keep
+  what a token stands for and check with one read that nothing changed since
+  (:func:`generation`), in this process or in any other sharing the catalog.
 
 Rules (:class:`Access`): an admin principal may do everything.  Otherwise a path is readable when
 it lies in (or is) a prefix of a project where the user has a role and the token has the scope
@@ -60,6 +64,26 @@ class Principal:
     """The user's admin flag and the token's scope ``admin``, both."""
     scopes: frozenset[str]
     token_id: str | None = None
+    expires: float | None = None
+    """When the token expires (epoch seconds), if it does."""
+
+
+ACCESS_GENERATION = "access"
+"""The ``settings`` record whose value changes with every change of who may do what."""
+
+
+def generation(catalog: Catalog) -> str:
+    """The current access generation ("" before the first change)."""
+    try:
+        return str(catalog.get_record(SETTINGS, ACCESS_GENERATION)[0].get("generation", ""))
+    except NotFound:
+        return ""
+
+
+def changed(catalog: Catalog) -> None:
+    """Record that users, tokens, projects or the trash setting changed (after the change is
+    committed: whoever reads the new generation then reads the new state)."""
+    catalog.put_record(SETTINGS, ACCESS_GENERATION, {"generation": secrets.token_hex(8), "at": time.time()})
 
 
 def _hash(secret: str) -> str:
@@ -87,6 +111,7 @@ class Accounts:
             self.catalog.put_record(USERS, name, doc, expected_version=0)
         except AlreadyExists:
             raise AlreadyExists(f"user {name!r} exists") from None
+        changed(self.catalog)
         return doc
 
     def get_user(self, name: str) -> dict[str, Any]:
@@ -109,6 +134,7 @@ class Accounts:
                 doc["members"].pop(name)
                 self.catalog.put_record(PROJECTS, key, doc)
         self.catalog.delete_record(USERS, name)
+        changed(self.catalog)
 
     # -- tokens -----------------------------------------------------------------------------
     def create_token(self, user: str, *, scopes: Iterable[str] = ("read", "write"),
@@ -147,6 +173,7 @@ class Accounts:
             raise NotFound(f"unknown token {token_id!r}") from None
         doc["revoked"] = True
         self.catalog.put_record(TOKENS, token_id, doc)
+        changed(self.catalog)
 
     def authenticate(self, secret: str) -> Principal:
         """The principal a token secret stands for; ``AuthenticationError`` ("unknown token",
@@ -170,7 +197,7 @@ class Accounts:
             raise AuthenticationError("unknown token") from None
         scopes = frozenset(doc.get("scopes", ()))
         return Principal(user=doc["user"], admin=bool(user.get("admin")) and "admin" in scopes, scopes=scopes,
-                         token_id=token_id)
+                         token_id=token_id, expires=float(doc["expires"]) if doc.get("expires") is not None else None)
 
     # -- projects ---------------------------------------------------------------------------
     def create_project(self, name: str, prefixes: list[str], *, quota_bytes: int | None = None,
@@ -205,6 +232,7 @@ class Accounts:
             raise AlreadyExists(f"project {name!r} exists") from None
         for p in norms:
             _ensure_dir(self.catalog, p)
+        changed(self.catalog)
         return doc
 
     def list_projects(self) -> list[dict[str, Any]]:
@@ -220,6 +248,7 @@ class Accounts:
         """Forget the project (its files stay, visible to admins only)."""
         self.get_project(name)
         self.catalog.delete_record(PROJECTS, name)
+        changed(self.catalog)
 
     def _change(self, name: str, change: Any) -> None:
         try:
@@ -228,6 +257,7 @@ class Accounts:
             raise NotFound(f"unknown project {name!r} (see 'vdir project list')") from None
         change(doc)
         self.catalog.put_record(PROJECTS, name, doc, expected_version=version)
+        changed(self.catalog)
 
     def grant(self, project: str, user: str, role: str) -> None:
         if role not in ROLES:

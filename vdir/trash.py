@@ -52,7 +52,10 @@ def load_keep(catalog: Catalog) -> float:
 
 
 def store_keep(catalog: Catalog, seconds: float) -> None:
+    from vdir.access import changed
+
     catalog.put_record(SETTINGS, "trash", {"keep_seconds": float(seconds)})
+    changed(catalog)  # a server's cached views of the trash setting are stale now
 
 
 def _dir_id(catalog: Catalog, *, create: bool) -> int | None:
