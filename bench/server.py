@@ -1,6 +1,6 @@
 """Server benchmark: ``vdir serve`` beside ``rclone serve http`` and ``rclone serve webdav``.
 
-    python -m bench.server [--files 500] [--file-kib 16] [--large-mib 64] [--clients 1,8,32] [--workers N]
+    python -m bench.server [--files 500] [--file-kib 16] [--large-mib 64] [--clients 1,8,32] [--workers N] [--rows small,large]
 
 One run, one machine, the same data.  vdir serves the embedded default (SQLite catalog, a
 local-folder backend) through ``vdir serve`` with an admin token; rclone serves a plain folder
@@ -196,12 +196,16 @@ def servers(work: Path, files: int, file_kib: int, large_mib: int, max_clients: 
                 p.wait(10)
 
 
-def measure(targets: list[Target], large: Path, files: int, file_kib: int, clients_list: list[int]) -> list[Row]:
+ROWS = ("small GET", "small PUT", "large GET", "large PUT")
+
+
+def measure(targets: list[Target], large: Path, files: int, file_kib: int, clients_list: list[int],
+            only: tuple[str, ...] = ROWS) -> list[Row]:
     rows: list[Row] = []
     small_names = [f"small/f{i:05d}" for i in range(files)]
     payload = os.urandom(file_kib * 1024)
     for clients in clients_list:
-        for what in ("small GET", "small PUT", "large GET", "large PUT"):
+        for what in (w for w in ROWS if w in only):
             for t in targets:
                 if what.endswith("PUT") and not t.writes:
                     continue
@@ -248,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large-mib", type=int, default=64)
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--workers", type=int, default=1, help="vdir serve --workers (uvicorn processes)")
+    ap.add_argument("--rows", default="small,large", help="which rows: small, large, or both (small,large)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
@@ -255,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         with servers(Path(tmp), args.files, args.file_kib, args.large_mib, max(clients), args.workers) as (targets, large):
             print(f"server benchmark: {args.files} x {args.file_kib} KiB, large {args.large_mib} MiB, clients {clients}, "
                   f"load {os.getloadavg()[0]:.2f}", flush=True)
-            rows = measure(targets, large, args.files, args.file_kib, clients)
+            kinds = {k.strip() for k in args.rows.split(",")}
+            rows = measure(targets, large, args.files, args.file_kib, clients,
+                           tuple(w for w in ROWS if w.split()[0] in kinds))
     print()
     print(table(rows))
     print(f"\nmedian vdir ÷ best rclone: {statistics.median(_ratios(rows)):.2f}×")
