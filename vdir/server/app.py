@@ -46,6 +46,7 @@ from vdir.server import models as m
 from vdir.server.auth import Authenticator, Caller, check_write
 from vdir.server.bodies import BodyReader, receive_body, run_with_body
 from vdir.server.errors import error_body, status_of
+from vdir.server.hot import HotRoute, VDirAPI, flag, mode_bits, text
 from vdir.server.jobs import Jobs, Report
 from vdir.server.uploads import CHUNK_SIZE, Uploads
 
@@ -109,7 +110,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
         yield
         jobs.close()
 
-    app = FastAPI(
+    app = VDirAPI(
         title="vdir",
         version=vdir.__version__,
         summary="One virtual directory over many clouds: the REST API of `vdir serve`.",
@@ -322,6 +323,15 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
             return info_of(path, entry)
 
         return await run_with_body(request.stream(), work, limit=size)
+
+    # the same two functions, reached without the framework's routing when called plainly
+    async def put_plain(cred: HTTPAuthorizationCredentials, request: Request, **args: Any) -> Response:
+        return JSONResponse((await put_file(cred, request=request, **args)).model_dump(mode="json"), status_code=201)
+
+    app.hot[("GET", "/v1/files")] = HotRoute(get_file, {"path": text}, frozenset({"path"}), error_response)
+    app.hot[("PUT", "/v1/files")] = HotRoute(put_plain, {"path": text, "force": flag, "backend": text,
+                                                         "mode": mode_bits, "parents": flag},
+                                             frozenset({"path"}), error_response)
 
     @app.get("/v1/files/url", response_model=m.DirectUrl, tags=["files"])
     def file_url(caller: CallerDep, path: PathQ,
