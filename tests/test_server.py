@@ -4,6 +4,7 @@ what is stored is checked through the core."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -390,3 +391,53 @@ def test_the_api_on_a_mongo_catalog(mongo_catalog_url: str, tmp_path: Path) -> N
             assert admin.get("/v1/stat", params={"path": "/p/up"}).json()["size"] == 4
     finally:
         vd.close()
+
+
+def _workers(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sorted(int(c) for c in children)
+
+
+def test_several_worker_processes_serve_one_port_and_share_everything(cli: CLI) -> None:
+    """``vdir serve --workers 2``: two processes answer on one port; what one stores the other
+    reads, an upload session goes on in whichever process gets the next chunk, access changes
+    apply in both at once; a worker that dies is replaced; SIGTERM stops them all."""
+    cli.run("init", check=True)
+    with VDir(open_catalog(f"sqlite:///{cli.home / '.local/share/vdir/catalog.db'}")) as vd:
+        token = make_token(vd, "root", admin=True, scopes=("read", "write", "admin"))
+        spare = make_token(vd, "root", admin=True, scopes=("read",))
+    with serve_process(cli.env, cli.home, args=("--workers", "2")) as (url, proc):
+        deadline = time.monotonic() + 30
+        while len(_workers(proc.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.1)
+        first = _workers(proc.pid)
+        auth = {"Authorization": f"Bearer {token}"}
+        for i in range(20):  # a new connection each time: the kernel spreads them over both
+            assert httpx.put(f"{url}/v1/files", params={"path": f"/w/f{i}"}, content=b"%d" % i, headers=auth).status_code == 201
+            assert httpx.get(f"{url}/v1/files", params={"path": f"/w/f{i}"}, headers=auth).content == b"%d" % i
+        data = os.urandom(300_000)
+        s = httpx.post(f"{url}/v1/uploads", json={"path": "/w/big", "size": len(data)}, headers=auth).json()
+        for off in range(0, len(data), 100_000):
+            r = httpx.put(f"{url}/v1/uploads/{s['id']}", params={"offset": off}, content=data[off:off + 100_000],
+                          headers=auth)
+            assert r.status_code == 200, r.text
+        assert httpx.post(f"{url}/v1/uploads/{s['id']}/commit", headers=auth).status_code == 201
+        assert httpx.get(f"{url}/v1/files", params={"path": "/w/big"}, headers=auth).content == data
+        assert all(httpx.get(f"{url}/v1/whoami", headers={"Authorization": f"Bearer {spare}"}).status_code == 200
+                   for _ in range(6))
+        spare_id = spare.split("_")[1]
+        assert httpx.delete(f"{url}/v1/tokens/{spare_id}", headers=auth).status_code == 200
+        assert all(httpx.get(f"{url}/v1/whoami", headers={"Authorization": f"Bearer {spare}"}).status_code == 401
+                   for _ in range(6))  # whichever worker answers
+
+        os.kill(first[0], signal.SIGKILL)
+        while len(_workers(proc.pid)) < 2 or first[0] in _workers(proc.pid):
+            assert time.monotonic() < deadline + 30, "the killed worker was not replaced"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/v1/files", params={"path": "/w/f3"}, headers=auth).content == b"3"
+        workers = _workers(proc.pid)
+        proc.terminate()
+        assert proc.wait(30) == 0
+        for pid in workers:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -12,12 +12,13 @@ there; a ``PUT`` at any other offset is refused (409), so a client that raced as
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
-import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,14 @@ def _strip_hash(value: str) -> str:
 
 
 class Uploads:
-    """The sessions under ``root``; thread-safe within one server process."""
+    """The sessions under ``root``; safe for several threads and several server processes
+    (``vdir serve --workers``) at once: a session's chunks and commit take its lock file."""
 
     def __init__(self, root: Path, *, keep_seconds: float = KEEP_SECONDS) -> None:
         self.root = root
         self.keep_seconds = keep_seconds
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
         self._expired = 0.0
         self.expire()
 
@@ -76,9 +76,29 @@ class Uploads:
             raise NotFound(f"no upload session {sid!r}")
         return self.root / sid
 
-    def _lock(self, sid: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(sid, threading.Lock())
+    @contextlib.contextmanager
+    def _hold(self, sid: str, timeout: float = LOCK_WAIT) -> Iterator[bool]:
+        """Hold the session's lock (``flock`` of its ``lock`` file: it excludes other threads
+        and other processes alike), waiting up to ``timeout``; yields whether it was got."""
+        try:
+            fd = os.open(self._dir(sid) / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            raise NotFound(f"no upload session {sid!r} (committed, cancelled or expired)") from None
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    got = True
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        got = False
+                        break
+                    time.sleep(0.01)
+            yield got
+        finally:
+            os.close(fd)  # releases the lock
 
     def create(self, user: str, path: str, size: int, *, force: bool = False, backend: str | None = None,
                mode: int | None = None, direct: dict[str, Any] | None = None, sid: str | None = None) -> Session:
@@ -108,13 +128,8 @@ class Uploads:
     def settled_offset(self, session: Session) -> int:
         """The offset once no chunk is being received (after waiting up to ``LOCK_WAIT`` for one
         in flight, e.g. a cut one the server has not noticed yet, to end)."""
-        lock = self._lock(session.id)
-        got = lock.acquire(timeout=LOCK_WAIT)
-        try:
+        with self._hold(session.id):
             return self.offset(session)
-        finally:
-            if got:
-                lock.release()
 
     def offset(self, session: Session) -> int:
         try:
@@ -124,8 +139,6 @@ class Uploads:
 
     def delete(self, session: Session) -> None:
         shutil.rmtree(self._dir(session.id), ignore_errors=True)
-        with self._guard:
-            self._locks.pop(session.id, None)
 
     def expire(self) -> int:
         """Remove sessions untouched for ``keep_seconds``; return how many went."""
@@ -147,10 +160,9 @@ class Uploads:
         """Append the body at ``offset``, which must be the session's offset (``Conflict``
         otherwise: ask for the offset and resume there).  Bytes are kept as they arrive, so a
         cut keeps what came.  Blocking: run in a worker thread.  Returns the new offset."""
-        lock = self._lock(session.id)
-        if not lock.acquire(timeout=LOCK_WAIT):
-            raise Conflict(f"upload {session.id}: another chunk is still being received; try again")
-        try:
+        with self._hold(session.id) as got:
+            if not got:
+                raise Conflict(f"upload {session.id}: another chunk is still being received; try again")
             current = self.offset(session)
             if offset != current:
                 raise Conflict(f"upload {session.id}: offset {offset} does not match the session's offset {current}")
@@ -167,16 +179,13 @@ class Uploads:
                     with contextlib.suppress(OSError):
                         os.fsync(fh.fileno())
             return self.offset(session)
-        finally:
-            lock.release()
 
     def commit(self, session: Session, vd: Any, expected_hash: str | None) -> Any:
         """Store the complete upload through the core; return the new entry.  The session stays
         when the commit fails (so it can be tried again), and goes once it succeeded."""
-        lock = self._lock(session.id)
-        if not lock.acquire(timeout=LOCK_WAIT):
-            raise Conflict(f"upload {session.id}: a chunk is still being received; try again")
-        try:
+        with self._hold(session.id) as got:
+            if not got:
+                raise Conflict(f"upload {session.id}: a chunk is still being received; try again")
             size = self.offset(session)
             if size != session.size:
                 raise Conflict(f"upload {session.id}: {size} of {session.size} bytes received; send the rest first")
@@ -190,7 +199,5 @@ class Uploads:
             with open(data, "rb") as fh:
                 entry = vd.write_stream(session.path, fh, backend=session.backend, overwrite=session.force,
                                         size=size, mode=session.mode)
-        finally:
-            lock.release()
-        self.delete(session)
+            self.delete(session)  # still holding the lock: a second commit finds no session
         return entry
