@@ -1,18 +1,17 @@
 """A live vdir server for the remote-mode tests: ``create_app`` on a fresh SQLite catalog, served
-by uvicorn on a free port of 127.0.0.1 from a thread of the test process, with users, tokens and
-projects made through the core's :class:`vdir.access.Accounts`."""
+by uvicorn on a free port of 127.0.0.1 from a thread of the test process
+(:func:`tests.servers.vdir_server.serve_in_thread`), with users, tokens and projects made
+through the core's :class:`vdir.access.Accounts`."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.servers.vdir_server import serve_in_thread
 from tests.servers.vdirs import CLI
 from vdir.admin import add_backend
 from vdir.catalog.base import BackendRecord, open_catalog
@@ -54,23 +53,11 @@ class LiveServer:
         return {**cli.env, "VDIR_REMOTE": self.url, "VDIR_TOKEN": self.tokens[user]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _app(vd: VDir, state: Path) -> Any:
-    from vdir.server.app import create_app
-
-    return create_app(vd, state_dir=state)
-
-
 @contextmanager
 def live_server(tmp: Path, *, backend: Any = None) -> Iterator[LiveServer]:
     """Serve a new virtual directory; its default backend is a local folder, or ``backend`` (an
     opened cloud backend of the test servers, whose credentials only the server holds)."""
-    import uvicorn
+    from vdir.server.app import create_app
 
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "objects").mkdir(exist_ok=True)
@@ -79,21 +66,10 @@ def live_server(tmp: Path, *, backend: Any = None) -> Iterator[LiveServer]:
     if backend is not None:
         vd.catalog.put_backend(BackendRecord(backend.name, backend.url, cloud="aws"))
         vd._backends[backend.name] = backend
-    app = _app(vd, tmp / "server-state")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True, name="vdir-test-server")
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the vdir test server did not start")
-        time.sleep(0.02)
-    live = LiveServer(f"http://127.0.0.1:{port}", vd, tmp)
     try:
-        live.user("admin", admin=True)
-        yield live
+        with serve_in_thread(create_app(vd, state_dir=tmp / "server-state")) as url:
+            live = LiveServer(url, vd, tmp)
+            live.user("admin", admin=True)
+            yield live
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         vd.close()

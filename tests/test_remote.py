@@ -351,7 +351,7 @@ def test_login_stores_the_token_0600_and_the_cli_works_remotely(server: LiveServ
 
 
 def test_login_to_nothing_is_one_line(cli: CLI) -> None:
-    from tests.remote_server import free_port
+    from tests.servers.process import free_port
 
     err = fails(cli, "login", f"http://127.0.0.1:{free_port()}", "--token", "vdir_x_y")
     assert "cannot reach" in err
