@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers.vdir_server import LiveServer
+from tests.servers.vdir_server import LiveServer, make_token, serve_in_thread
 from vdir.access import Accounts
+from vdir.core import VDir
+from vdir.server.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -337,3 +339,22 @@ def test_access_changed_by_another_process_applies_at_the_next_request(world: Wo
     elsewhere(f"acc.revoke_token({other.split('_')[1]!r})")
     r = live.client(other).get("/v1/whoami")
     assert r.status_code == 401 and r.json()["error"] == "token revoked"
+
+
+def test_a_change_that_does_not_replace_the_generation_is_seen_after_the_recheck(vd: VDir, tmp_path: Path) -> None:
+    """A writer that does not replace the access generation (an older vdir revoking a token by
+    writing its record) is seen once what the server keeps is read afresh."""
+    app = create_app(vd, state_dir=tmp_path / "state")
+    app.state.auth.RECHECK = 0.5
+    secret = make_token(vd, "old")
+    with serve_in_thread(app) as url:
+        headers = {"Authorization": f"Bearer {secret}"}
+        assert httpx.get(f"{url}/v1/whoami", headers=headers).status_code == 200
+        token_id = secret.split("_")[1]
+        doc, version = vd.catalog.get_record("tokens", token_id)
+        vd.catalog.put_record("tokens", token_id, dict(doc, revoked=True), expected_version=version)
+        deadline = time.monotonic() + 10
+        while (r := httpx.get(f"{url}/v1/whoami", headers=headers)).status_code == 200:
+            assert time.monotonic() < deadline, "the revoked token still works"
+            time.sleep(0.1)
+        assert r.status_code == 401 and r.json()["error"] == "token revoked"

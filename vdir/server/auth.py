@@ -8,7 +8,9 @@ What a token stands for is kept between requests and checked with one catalog re
 generation (:func:`vdir.access.generation`), which every change of users, tokens, projects or
 the trash setting replaces, from this server or from any other process sharing the catalog: a
 revoked token is refused at the next request, and a request costs one read instead of four
-(token, user, projects, trash setting).  An expiry is checked against the clock every time.
+(token, user, projects, trash setting).  An expiry is checked against the clock every time,
+and what is kept is read afresh after :data:`Authenticator.RECHECK` seconds whatever the
+generation says (a bound on staleness should a writer not replace it, e.g. an older vdir).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class _Known:
     caller: Caller
     generation: str
     expires: float | None
+    recheck: float
+    """``time.monotonic()`` after which it is read afresh."""
 
 
 class Authenticator:
@@ -53,6 +57,8 @@ class Authenticator:
 
     MAX_KNOWN = 4096
     """Tokens kept at most (all are forgotten when more come: they are rebuilt on use)."""
+    RECHECK = 30.0
+    """Seconds after which a kept token is read afresh even if the generation did not change."""
 
     def __init__(self, vd: VDir) -> None:
         self.vd = vd
@@ -66,7 +72,7 @@ class Authenticator:
         key = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
         current = generation(self.vd.catalog)  # read before the state it vouches for
         known = self._known.get(key)
-        if known is not None and known.generation == current:
+        if known is not None and known.generation == current and time.monotonic() < known.recheck:
             if known.expires is not None and known.expires <= time.time():
                 raise AuthenticationError("token expired")
             return known.caller
@@ -76,7 +82,7 @@ class Authenticator:
         with self._lock:
             if len(self._known) >= self.MAX_KNOWN:
                 self._known.clear()
-            self._known[key] = _Known(caller, current, principal.expires)
+            self._known[key] = _Known(caller, current, principal.expires, time.monotonic() + self.RECHECK)
         return caller
 
 
