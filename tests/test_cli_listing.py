@@ -116,8 +116,10 @@ def test_plan_copy_lists_what_copy_writes_and_changes_nothing(vd: VDir) -> None:
     assert plan == [("/d/sub/deep/keep.txt", "/e/deep/keep.txt"), ("/d/sub/deep/y.tmp", "/e/deep/y.tmp"),
                     ("/d/sub/x.tmp", "/e/x.tmp")]
     assert not vd.exists("/e")
-    vd.copy("/d/sub", "/e", recursive=True)
+    seen: list[tuple[int, int]] = []
+    vd.copy("/d/sub", "/e", recursive=True, progress=lambda done, total: seen.append((done, total)))
     assert sorted(i.path for i in vd.find("/e", type="f")) == sorted(d for _, d in plan)
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # after each file of the plan
     assert vd.plan_copy("/d/sub", "/e", recursive=True)[0] == ("/d/sub/deep/keep.txt", "/e/sub/deep/keep.txt")
     with pytest.raises(FileExistsError):
         vd.plan_copy("/d/sub/x.tmp", "/e/x.tmp")

@@ -142,8 +142,11 @@ def test_the_api_covers_what_the_cli_fsspec_and_mount_call(remote: RemoteVDir, t
     assert (vd.stat("/w/y.txt").mode, vd.stat("/w/y.txt").mtime) == (0o600, 1000.0)
     with pytest.raises(NotSupported):
         vd.update_entry("/w/y.txt", xattrs={"user.a": b"1"})
-    vd.copy("/w", "/copy", recursive=True)
+    seen: list[tuple[int, int]] = []
+    vd.copy("/w", "/copy", recursive=True, progress=lambda done, total: seen.append((done, total)))
     assert sorted(i.name for i in vd.ls("/copy")) == ["big.bin", "hard", "link", "sub", "y.txt"]
+    files = len([i for i in vd.find("/copy") if i.type != "dir"])
+    assert seen and seen[-1] == (files, files)  # the server job's progress, as polled
     vd.mknod("/w/fifo", "fifo")
     assert vd.stat("/w/fifo").type == "fifo"
     # by id, as the mount walks

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from vdir import objects, paths
@@ -118,7 +119,8 @@ def write_new(vd: VDir, norm: str, src: IO[bytes], size: int | None, backend: st
 
 
 def copy(vd: VDir, src: str, dst: str, *, recursive: bool = False, force: bool = False,
-         backend: str | None = None, filter: Filter | None = None) -> list[Entry]:
+         backend: str | None = None, filter: Filter | None = None,
+         progress: Callable[[int, int], None] | None = None) -> list[Entry]:
     """Copy a file, or with ``recursive`` a directory tree, inside the virtual directory, like
     ``cp`` (``-r``): if ``dst`` is an existing directory the source goes inside it.
 
@@ -130,18 +132,27 @@ def copy(vd: VDir, src: str, dst: str, *, recursive: bool = False, force: bool =
     Each file is committed like any write (fresh key, then a create-only catalog insert, or
     with ``force`` a compare-and-set replace).  Every destination is checked before any
     byte moves; ``AlreadyExists`` for an existing file unless ``force``.  ``filter`` takes
-    only matching paths below a copied directory.  Returns the new entries (files, symlinks
-    and directories).
+    only matching paths below a copied directory.  ``progress(done, total)`` is called after
+    each file or symbolic link (directories are not counted).  Returns the new entries (files,
+    symlinks and directories).
     """
     snorm, sentry, dnorm, items = _copy_plan(vd, src, dst, recursive=recursive, force=force, filter=filter)
     if sentry.type != DIR:
-        return [_copy_one(vd, snorm, sentry, dnorm, force, backend)]
+        one = _copy_one(vd, snorm, sentry, dnorm, force, backend)
+        if progress is not None:
+            progress(1, 1)
+        return [one]
     out = [vd.mkdir(dnorm, parents=True, exist_ok=True)]
+    total = sum(1 for _, _, e in items if e.type != DIR)
+    done = 0
     for s, d, e in items:
         if e.type == DIR:
             out.append(vd.mkdir(d, parents=True, exist_ok=True))
         else:
             out.append(_copy_one(vd, s, e, d, force, backend))
+            done += 1
+            if progress is not None:
+                progress(done, total)
     return out
 
 

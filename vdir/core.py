@@ -309,14 +309,16 @@ class VDir(Guarded, OpenedBackends):
     plan_copy.__doc__ = copying.plan_copy.__doc__
 
     def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
-             backend: str | None = None, filter: Filter | None = None) -> list[Entry]:
+             backend: str | None = None, filter: Filter | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[Entry]:
         self._allow(paths.normalize(dst), "write")
         if self._access is not None:  # the whole copy against the destination's quota, before a byte moves
             planned = copying.plan_copy(self, src, dst, recursive=recursive, force=force, filter=filter)
             if planned:
                 size = sum(self.catalog.resolve(s).size for s, _ in planned)
                 self._check_quota(planned[0][1], size, files=len(planned))
-        return copying.copy(self, src, dst, recursive=recursive, force=force, backend=backend, filter=filter)
+        return copying.copy(self, src, dst, recursive=recursive, force=force, backend=backend, filter=filter,
+                            progress=progress)
 
     copy.__doc__ = copying.copy.__doc__
 

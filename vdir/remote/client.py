@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
 
 import httpx
@@ -615,22 +615,31 @@ class RemoteVDir(VDir):
         return str(data["target"])
 
     def copy(self, src: str, dst: str, *, recursive: bool = False, force: bool = False,
-             backend: str | None = None, filter: Filter | None = None) -> list[Entry]:
+             backend: str | None = None, filter: Filter | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[Entry]:
         """Copy on the server (no bytes through the client); a recursive copy is a server job,
-        waited for here.  Returns the entries it copied when the server names them (else [])."""
+        waited for here (``progress(done, total)`` with the job's progress as it is polled).
+        Returns the entries it copied when the server names them (else [])."""
         if filter is not None and not filter.empty:
             raise NotSupported("cp with --include/--exclude/--filter is not available against a vdir server")
         answer = self.http.json("POST", "/v1/cp", json={"src": paths.normalize(src), "dst": paths.normalize(dst),
                                                         "recursive": recursive, "force": force, "backend": backend})
         job = answer.get("job") if isinstance(answer, dict) else None
         if job:
-            self.wait_job(job["id"])
+            self.wait_job(job["id"], progress=progress)
+        elif progress is not None:
+            progress(1, 1)
         return []
 
-    def wait_job(self, job_id: str, poll: float = 0.05) -> dict[str, Any]:
-        """Wait for a server job; its ``result``, or the job's error (raised as a VDirError)."""
+    def wait_job(self, job_id: str, poll: float = 0.05,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Wait for a server job; its ``result``, or the job's error (raised as a VDirError).
+        ``progress(done, total)`` gets the job's progress at each poll that has a total."""
         while True:
             job: dict[str, Any] = self.http.json("GET", f"/v1/jobs/{job_id}")
+            seen = job.get("progress") or {}
+            if progress is not None and seen.get("total") is not None:
+                progress(int(seen.get("done") or 0), int(seen["total"]))
             if job.get("state") == "done":
                 return job
             if job.get("state") == "failed":

@@ -453,8 +453,7 @@ def create_app(vd: VDir, *, state_dir: str | os.PathLike[str] | None = None, job
 
         def work(report: Report) -> dict[str, Any]:
             report(0, total)
-            n = len(vd.copy(req.src, req.dst, recursive=True, force=req.force, backend=req.backend))
-            report(total, total)
+            n = len(vd.copy(req.src, req.dst, recursive=True, force=req.force, backend=req.backend, progress=report))
             return {"copied": n}
 
         job = jobs.submit("cp", caller.user, work)
