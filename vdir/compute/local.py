@@ -36,6 +36,7 @@ from vdir import paths
 from vdir.catalog.base import DIR, FILE, OK
 from vdir.compute.base import EXITED, GONE, READY, RUNNING, STOPPED, VM, Provider, SSHCommand, Status, VMSpec
 from vdir.errors import AlreadyExists, InvalidArgument, VDirError
+from vdir.procs import alive, group_alive, start_ticks
 
 if TYPE_CHECKING:
     from vdir.core import VDir
@@ -43,47 +44,6 @@ if TYPE_CHECKING:
 OUTPUT = "output.log"
 EXIT_CODE = "exit_code"
 ROOT = "vdir"
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw.rpartition(")")[2].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int, ticks: int | None) -> bool:
-    """True when ``pid`` still runs (not a zombie) and is the process that was started."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    after = raw.rpartition(")")[2].split()
-    if not after or after[0] in ("Z", "X"):
-        return False
-    return ticks is None or _start_ticks(pid) == ticks
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LocalProvider(Provider):
@@ -162,8 +122,8 @@ class LocalProvider(Provider):
             if proc.returncode != 0 or not proc.stdout.strip().isdigit():
                 raise VDirError(f"local vm {spec.name}: could not start the job: {proc.stderr.decode(errors='replace').strip()}")
             pid = int(proc.stdout.strip())
-            pgid = os.getpgid(pid) if _alive(pid, None) else pid
-            extra.update(pid=pid, pgid=pgid, start_ticks=_start_ticks(pid))
+            pgid = os.getpgid(pid) if alive(pid) else pid
+            extra.update(pid=pid, pgid=pgid, start_ticks=start_ticks(pid))
             return Status(state=RUNNING, instance_id=f"local:{pid}", extra=extra)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
@@ -227,7 +187,7 @@ class LocalProvider(Provider):
         pid = vm.extra.get("pid")
         if pid is None:
             return Status(state=READY)
-        if _alive(int(pid), vm.extra.get("start_ticks")):
+        if alive(int(pid), vm.extra.get("start_ticks")):
             return Status(state=RUNNING)
         code_file = work / EXIT_CODE
         try:
@@ -244,12 +204,12 @@ class LocalProvider(Provider):
         pid = extra.get("pid")
         if pgid is None or pid is None:
             return
-        if not _alive(int(pid), extra.get("start_ticks")) and not _group_alive(int(pgid)):
+        if not alive(int(pid), extra.get("start_ticks")) and not group_alive(int(pgid)):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(pgid), signal.SIGTERM)
         deadline = time.monotonic() + self.grace
-        while time.monotonic() < deadline and _group_alive(int(pgid)):
+        while time.monotonic() < deadline and group_alive(int(pgid)):
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(pgid), signal.SIGKILL)

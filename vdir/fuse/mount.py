@@ -38,6 +38,7 @@ from vdir.errors import (
     Timeout,
     VDirError,
 )
+from vdir.procs import alive
 
 if TYPE_CHECKING:
     from vdir.core import VDir
@@ -421,25 +422,11 @@ def unmount(mountpoint: str, timeout: float = 60.0) -> None:
         raise VDirError(f"{path}: could not unmount ({'; '.join(errors) or 'no fusermount or umount found'})")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = pid is not None and _alive(pid)
-        if not is_mounted(path) and not alive:
+        running = pid is not None and alive(pid)
+        if not is_mounted(path) and not running:
             return
         time.sleep(0.02)
     raise Timeout(f"{path}: the mount process {pid} did not finish within {timeout:.0f}s")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/stat") as fh:
-            if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

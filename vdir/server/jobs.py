@@ -21,6 +21,7 @@ from typing import Any
 
 from vdir.catalog.base import Catalog
 from vdir.errors import NotFound, VDirError
+from vdir.procs import alive
 
 log = logging.getLogger("vdir.server")
 
@@ -31,16 +32,6 @@ WRITE_EVERY = 0.5
 """Seconds between two progress writes of one job."""
 KEEP_SECONDS = 7 * 86400.0
 """A finished job's record is kept this long after it ended."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Jobs:
@@ -72,7 +63,7 @@ class Jobs:
                     self.catalog.delete_record(COLLECTION, key)
                 continue
             host, _, pid = str(doc.get("node", "")).rpartition("-")
-            if host != self.host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            if host != self.host or not pid.isdigit() or int(pid) == os.getpid() or alive(int(pid)):
                 continue
             doc.update(state="failed", error="interrupted: the server running it stopped")
             self._save(doc)
