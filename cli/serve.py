@@ -63,22 +63,20 @@ def register(app: typer.Typer, state: Any, out: Any) -> None:
             return uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level=log_level, proxy_headers=True,
                                                  timeout_graceful_shutdown=10))
 
-        if workers > 1:  # the catalog is checked here, then each worker opens its own after the fork
+        # the catalog is checked before the port is taken; forked workers open their own
+        ready = server() if workers == 1 else None
+        if ready is None:
             VDir(open_catalog(conf.catalog, create=False), conf).close()
-            make = server
-        else:
-            ready = server()
-            make = lambda: ready  # noqa: E731
         sock = _listen(host, port)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         processes = f" with {workers} worker processes" if workers > 1 else ""
         out.say(f"vdir: serving {conf.catalog} on http://{shown}:{bound}{processes} (API docs at /docs)")
         sys.stdout.flush()
-        if workers == 1:
-            make().run(sockets=[sock])
+        if ready is not None:
+            ready.run(sockets=[sock])
         else:
-            _supervise(workers, sock, make, state)
+            _supervise(workers, sock, server, state)
 
 
 RESTART_AFTER = 5.0
