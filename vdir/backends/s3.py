@@ -106,7 +106,8 @@ from botocore.exceptions import (
 
 from vdir.backends.base import Backend, ListResult, Location, ObjectMeta, Presigned, PutMode, TempObject, reader
 from vdir.backends.s3_lean import Creds, LeanS3
-from vdir.backends.s3_read import READ_PIECE, Download, LeanBody, Opened, ReadAhead
+from vdir.backends.s3_parts import read_head, split_parts
+from vdir.backends.s3_read import Download, LeanBody, Opened, ReadAhead
 from vdir.errors import (
     AlreadyExists,
     AuthenticationError,
@@ -171,49 +172,6 @@ def parse_bool(value: bool | str, what: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"s3 option {what}={value!r} is not true/false")
-
-
-def _read_part(src: IO[bytes], n: int) -> bytearray:
-    """Up to ``n`` bytes of ``src`` (fewer only at its end) into one buffer, however short its
-    reads are, without the joins and copies of reading pieces (parts are big)."""
-    buf = bytearray(n)
-    got = 0
-    readinto = getattr(src, "readinto", None)
-    with memoryview(buf) as view:
-        while got < n:
-            if readinto is not None:
-                k = readinto(view[got:]) or 0
-            else:
-                data = src.read(n - got)
-                k = len(data)
-                view[got:got + k] = data
-            if k == 0:
-                break
-            got += k
-    if got < n:
-        del buf[got:]
-    return buf
-
-
-def _read_head(src: IO[bytes], limit: int, size: int | None) -> bytes | bytearray:
-    """The first ``limit`` bytes of ``src`` (fewer if it ends first), in a buffer no larger than
-    needed: a small object does not pay for a whole part's buffer."""
-    if size is not None and size < limit:
-        head = _read_part(src, size + 1)  # one byte more shows a source longer than announced
-        if len(head) > size:
-            head += _read_part(src, limit - len(head))
-        return head
-    if size is not None:
-        return _read_part(src, limit)
-    chunks: list[bytes] = []
-    got = 0
-    while got < limit:
-        data = src.read(min(limit - got, READ_PIECE))
-        if not data:
-            break
-        chunks.append(data)
-        got += len(data)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _quoted(etag: str | None) -> str | None:
@@ -742,9 +700,9 @@ class S3Backend(Backend):
         part_size = self.part_size
         if size is not None:
             part_size = max(part_size, math.ceil(size / MAX_PARTS))
-        head = _read_head(src, self.multipart_threshold, size)
+        head = read_head(src, self.multipart_threshold, size)
         if len(head) == self.multipart_threshold:  # maybe more: multipart (one part, if that was all)
-            parts = self._parts(head, src, part_size)
+            parts = split_parts(head, src, part_size)
             del head  # the parts generator owns it now
             return self._put_multipart(key, full, parts, mode, part_size)
         if self.check_conditions:
@@ -756,30 +714,6 @@ class S3Backend(Backend):
         answer = self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=full, Body=head, **conditions),
                             "write", key, mode)
         return self._meta(key, len(head), answer.get("ETag"))
-
-    @staticmethod
-    def _parts(head: bytes | bytearray, src: IO[bytes], part_size: int) -> Iterator[bytes | bytearray]:
-        """Parts of ``part_size`` bytes (the last may be shorter): ``head`` first, then ``src``.
-        With the default settings ``head`` is exactly the first part and is sent as it is."""
-        rest: bytes | bytearray = b""
-        if len(head) == part_size:
-            yield head
-        else:
-            whole = len(head) // part_size * part_size
-            for offset in range(0, whole, part_size):
-                yield head[offset:offset + part_size]
-            rest = head[whole:]
-        del head
-        while True:
-            data = _read_part(src, part_size - len(rest))
-            if rest:
-                data[:0] = rest
-                rest = b""
-            if not data:
-                return
-            yield data
-            if len(data) < part_size:
-                return
 
     def _put_multipart(self, key: str, full: str, parts: Iterator[bytes | bytearray], mode: PutMode, part_size: int) -> ObjectMeta:
         self._check_condition(key, mode)  # fail before sending gigabytes; the condition header decides at the end
